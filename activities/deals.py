@@ -1,0 +1,334 @@
+"""Activities of the deal closure: the database, pricing, rendering and the approval plan.
+
+Each activity is safe to retry. Rows are keyed by what the workflow decided (deal id + quote
+version, or a key it made), so a retry after a crash finds the work already done and returns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from pydantic import BaseModel
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from db import deals as deals_db
+from db.audit import append_audit
+from db.models import Document, QuoteVersion
+from db.org import OrgDirectory
+from dealflow.faults import CrashPoints
+from dealflow.rendering import DocumentRenderer, contract_context
+from dealflow.settings import Settings
+from domain.approval_policy import known_currencies, load_policy, plan_approvals
+from domain.documents import select_documents
+from domain.models import ApprovalPlan, DealTerms, Problem, Quote
+from domain.pricing import price_quote, verify_quote
+from domain.tax import load_tax_table
+from domain.validation import validate_deal
+
+log = logging.getLogger(__name__)
+
+# ApplicationError types the workflow matches on.
+DEAL_NOT_FOUND = "DealNotFound"
+QUOTE_VERIFICATION_FAILED = "QuoteVerificationFailed"
+NO_APPROVER_FOR_ROLE = "NoApproverForRole"
+
+
+class LoadDealInput(BaseModel):
+    deal_id: str
+
+
+class LoadDealResult(BaseModel):
+    revision: int
+    terms: DealTerms | None  # None when the deal cannot even be read as terms
+    problems: tuple[Problem, ...]
+
+
+class PriceQuoteInput(BaseModel):
+    deal_id: str
+    version: int
+    revision: int
+    terms: DealTerms
+
+
+class PricedQuote(BaseModel):
+    version: int
+    quote: Quote
+    terms_sha256: str
+    tax_table_version: str
+
+
+class RenderDocumentsInput(BaseModel):
+    deal_id: str
+    version: int
+
+
+class DocumentRef(BaseModel):
+    id: str
+    kind: str
+    version: int
+    sha256: str
+    template: str
+    reason: str
+
+
+class RenderDocumentsResult(BaseModel):
+    documents: tuple[DocumentRef, ...]
+
+
+class PlanApprovalsInput(BaseModel):
+    deal_id: str
+    version: int
+
+
+class PlanApprovalsResult(BaseModel):
+    plan: ApprovalPlan
+    assignees: dict[str, str]  # policy role -> approver email (from the org directory)
+
+
+class RecordStageInput(BaseModel):
+    deal_id: str
+    stage: str
+    reason: str | None = None
+    at: dt.datetime
+    idempotency_key: str
+
+
+def terms_sha256(terms: DealTerms) -> str:
+    return hashlib.sha256(terms.model_dump_json().encode()).hexdigest()
+
+
+def document_id(deal_id: str, kind: str, version: int) -> str:
+    """Deterministic, so a retried render converges on the same row and file."""
+    return "doc_" + hashlib.sha256(f"{deal_id}/{kind}/{version}".encode()).hexdigest()[:24]
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+class DealActivities:
+    """Built once in worker.py with its collaborators; tests build it the same way."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: async_sessionmaker,
+        renderer: DocumentRenderer,
+        crash_points: CrashPoints,
+    ) -> None:
+        self._settings = settings
+        self._sessions = sessions
+        self._renderer = renderer
+        self._crash = crash_points
+
+    @activity.defn
+    async def load_deal(self, input: LoadDealInput) -> LoadDealResult:
+        """Read the deal and check it can be priced; problems are data, not failures."""
+        async with self._sessions() as session:
+            deal = await deals_db.get_deal(session, deal_id=input.deal_id)
+            if deal is None:
+                raise ApplicationError(
+                    f"deal {input.deal_id} does not exist", type=DEAL_NOT_FOUND, non_retryable=True
+                )
+            terms = deals_db.deal_terms(deal)
+            revision = deal.revision
+        policy = load_policy(self._settings.approval_policy_path)
+        problems = validate_deal(terms, known_currencies=known_currencies(policy))
+        return LoadDealResult(revision=revision, terms=terms, problems=tuple(problems))
+
+    @activity.defn
+    async def price_quote(self, input: PriceQuoteInput) -> PricedQuote:
+        """Price the terms the workflow loaded and store them as quote version N (once)."""
+        async with self._sessions.begin() as session:
+            existing = await deals_db.get_quote_version(
+                session, deal_id=input.deal_id, version=input.version
+            )
+            if existing is not None:
+                return PricedQuote(
+                    version=existing.version,
+                    quote=Quote.model_validate(existing.quote),
+                    terms_sha256=existing.terms_sha256,
+                    tax_table_version=existing.tax_table_version,
+                )
+            table = load_tax_table(self._settings.tax_table_path)
+            quote = price_quote(input.terms, table)
+            # Arithmetic is re-checked independently before anything is stored or sent.
+            problems = verify_quote(quote)
+            if problems:
+                raise ApplicationError(
+                    "quote failed its own arithmetic check: " + "; ".join(problems),
+                    type=QUOTE_VERIFICATION_FAILED,
+                    non_retryable=True,
+                )
+            digest = terms_sha256(input.terms)
+            stmt = insert(QuoteVersion).values(
+                deal_id=input.deal_id,
+                version=input.version,
+                deal_revision=input.revision,
+                terms=json.loads(input.terms.model_dump_json()),
+                terms_sha256=digest,
+                quote=json.loads(quote.model_dump_json()),
+                currency=quote.currency,
+                subtotal=quote.subtotal,
+                discount=quote.discount,
+                tax=quote.tax.amount,
+                total=quote.total,
+                tax_table_version=table.version,
+            )
+            await session.execute(stmt.on_conflict_do_nothing())
+        self._crash.checkpoint("price_quote.after_store")
+        return PricedQuote(
+            version=input.version, quote=quote, terms_sha256=digest, tax_table_version=table.version
+        )
+
+    @activity.defn
+    async def render_documents(self, input: RenderDocumentsInput) -> RenderDocumentsResult:
+        """Render the contract package of a quote version to HTML and PDF and store each once."""
+        async with self._sessions() as session:
+            qv = await deals_db.get_quote_version(
+                session, deal_id=input.deal_id, version=input.version
+            )
+            if qv is None:
+                raise ApplicationError(
+                    f"quote version {input.version} of {input.deal_id} is not stored",
+                    type=DEAL_NOT_FOUND,
+                    non_retryable=True,
+                )
+            existing = {
+                d.kind: d
+                for d in await deals_db.list_documents(
+                    session, deal_id=input.deal_id, version=input.version
+                )
+            }
+            terms = DealTerms.model_validate(qv.terms)
+            quote = Quote.model_validate(qv.quote)
+            created = qv.created_at
+        policy = load_policy(self._settings.approval_policy_path)
+        choices = select_documents(terms, quote, policy)
+        context = contract_context(
+            deal=terms,
+            quote=quote,
+            version=input.version,
+            seller={"name": self._settings.seller_name, "address": self._settings.seller_address},
+            generated_at=created,
+            choices=choices,
+        )
+        refs: list[DocumentRef] = []
+        for i, choice in enumerate(choices):
+            activity.heartbeat(f"{i}/{len(choices)} {choice.kind}")
+            doc_id = document_id(input.deal_id, choice.kind, input.version)
+            row = existing.get(choice.kind)
+            if row is None:
+                title = f"{choice.kind.replace('_', ' ').title()} — {terms.account.name}"
+                # WeasyPrint is CPU-bound and synchronous: keep it off the worker's event loop.
+                rendered = await asyncio.to_thread(
+                    self._renderer.render, choice.template, context, title=title, created=created
+                )
+                rel = Path(input.deal_id) / f"v{input.version}"
+                pdf_ref, html_ref = rel / f"{choice.kind}.pdf", rel / f"{choice.kind}.html"
+                _write_atomically(self._settings.document_dir / pdf_ref, rendered.pdf)
+                _write_atomically(
+                    self._settings.document_dir / html_ref, rendered.html.encode("utf-8")
+                )
+                async with self._sessions.begin() as session:
+                    stmt = insert(Document).values(
+                        id=doc_id,
+                        deal_id=input.deal_id,
+                        kind=choice.kind,
+                        version=input.version,
+                        template=choice.template,
+                        reason=choice.reason,
+                        content_type="application/pdf",
+                        sha256=rendered.pdf_sha256,
+                        size_bytes=len(rendered.pdf),
+                        storage_ref=str(pdf_ref),
+                        html_sha256=rendered.html_sha256,
+                        html_storage_ref=str(html_ref),
+                    )
+                    await session.execute(stmt.on_conflict_do_nothing())
+                sha = rendered.pdf_sha256
+            else:
+                sha = row.sha256
+            refs.append(
+                DocumentRef(
+                    id=doc_id,
+                    kind=choice.kind,
+                    version=input.version,
+                    sha256=sha,
+                    template=choice.template,
+                    reason=choice.reason,
+                )
+            )
+        self._crash.checkpoint("render_documents.after_store")
+        return RenderDocumentsResult(documents=tuple(refs))
+
+    @activity.defn
+    async def plan_approvals(self, input: PlanApprovalsInput) -> PlanApprovalsResult:
+        """Work out who must approve this quote version and why; store the plan with it."""
+        policy = load_policy(self._settings.approval_policy_path)
+        org = OrgDirectory.load(self._settings.org_directory_path)
+        async with self._sessions.begin() as session:
+            qv = await deals_db.get_quote_version(
+                session, deal_id=input.deal_id, version=input.version
+            )
+            if qv is None:
+                raise ApplicationError(
+                    f"quote version {input.version} of {input.deal_id} is not stored",
+                    type=DEAL_NOT_FOUND,
+                    non_retryable=True,
+                )
+            plan = plan_approvals(
+                DealTerms.model_validate(qv.terms), Quote.model_validate(qv.quote), policy
+            )
+            assignees: dict[str, str] = {}
+            for stage in plan.stages:
+                for approval in stage.approvals:
+                    email = org.approver_of.get(approval.role)
+                    if email is None:
+                        raise ApplicationError(
+                            f"the org directory names nobody for approval role {approval.role!r}",
+                            type=NO_APPROVER_FOR_ROLE,
+                            non_retryable=True,
+                        )
+                    assignees[approval.role] = email
+            qv.approval_plan = {
+                "plan": json.loads(plan.model_dump_json()),
+                "assignees": assignees,
+            }
+        return PlanApprovalsResult(plan=plan, assignees=assignees)
+
+    @activity.defn
+    async def record_stage(self, input: RecordStageInput) -> None:
+        """Mirror the stage onto the deal row and write it to the audit trail (once per key)."""
+        async with self._sessions.begin() as session:
+            await deals_db.set_stage(session, deal_id=input.deal_id, stage=input.stage)
+            await append_audit(
+                session,
+                deal_id=input.deal_id,
+                actor="workflow",
+                channel="workflow",
+                event=f"stage.{input.stage}",
+                detail={"reason": input.reason} if input.reason else {},
+                at=input.at,
+                idempotency_key=input.idempotency_key,
+            )
+
+
+class NoopActivities:
+    """The benchmark baseline: a round trip through Temporal that does nothing."""
+
+    @activity.defn
+    async def noop(self) -> None:
+        return None

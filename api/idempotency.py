@@ -1,0 +1,76 @@
+"""``Idempotency-Key`` on creates: the same key and body get the first response back.
+
+The record is written in the same transaction as what the request creates, so a crash between
+the two cannot leave a deal without its record (which would let a retry create a second one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.errors import ApiError
+from db.models import IdempotencyRecord
+
+MAX_KEY_LENGTH = 200
+
+
+def request_digest(body_json: str) -> str:
+    return hashlib.sha256(body_json.encode()).hexdigest()
+
+
+def check_key(key: str | None) -> None:
+    if key is not None and not (0 < len(key) <= MAX_KEY_LENGTH):
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
+        )
+
+
+async def replay(
+    session: AsyncSession, *, person_email: str, key: str, method: str, path: str, digest: str
+) -> JSONResponse | None:
+    """The stored response for this key, or None when the key is new."""
+    record = await session.get(IdempotencyRecord, (person_email, key))
+    if record is None:
+        return None
+    if record.request_sha256 != digest or record.method != method or record.path != path:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "This Idempotency-Key was already used with a different request.",
+        )
+    return JSONResponse(
+        record.response_body,
+        status_code=record.status_code,
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+def remember(
+    session: AsyncSession,
+    *,
+    person_email: str,
+    key: str,
+    method: str,
+    path: str,
+    digest: str,
+    status_code: int,
+    body: Any,
+) -> None:
+    session.add(
+        IdempotencyRecord(
+            person_email=person_email,
+            key=key,
+            method=method,
+            path=path,
+            request_sha256=digest,
+            status_code=status_code,
+            response_body=jsonable_encoder(body),
+        )
+    )

@@ -1,0 +1,403 @@
+"""``/v1/deals``: create, change, read, ready-to-close, cancel."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api import idempotency
+from api.closure import closure_status, describe_status, start_closure
+from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, require_role
+from api.errors import ApiError
+from api.schemas import (
+    CancelCreate,
+    DealCreate,
+    DealRead,
+    DealUpdate,
+    DocumentRead,
+    QuoteRead,
+    ReadyToCloseRead,
+)
+from db import deals as deals_db
+from db.audit import append_audit
+from db.models import Deal, Person
+from dealflow.ids import deal_closure_workflow_id
+from domain.money import quantize
+from workflows.deal_closure import (
+    CancelRequest,
+    DealClosureStatus,
+    DealClosureWorkflow,
+    DealUpdated,
+)
+
+router = APIRouter(prefix="/v1/deals", tags=["deals"])
+
+# While a closure is in one of these stages the rep may change the deal; anywhere else a change
+# would race the process (a contract out for approval must not change under the approvers).
+EDITABLE_STAGES = frozenset({"draft", "needs_attention", "changes_requested", "declined"})
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    return str(quantize(Decimal(amount), currency))
+
+
+def _deal_body(deal: Deal) -> dict[str, Any]:
+    return {
+        "id": deal.id,
+        "external_id": deal.external_id,
+        "name": deal.name,
+        "owner_email": deal.owner_email,
+        "currency": deal.currency,
+        "term_months": deal.term_months,
+        "billing_frequency": deal.billing_frequency,
+        "payment_terms_days": deal.payment_terms_days,
+        "discount_pct": str(Decimal(deal.discount_pct).normalize()),
+        "line_items": [
+            {
+                "sku": li.sku,
+                "description": li.description,
+                "quantity": str(Decimal(li.quantity).normalize()),
+                "unit_price": _money(li.unit_price, deal.currency),
+            }
+            for li in deal.line_items
+        ],
+        "account": {
+            "name": deal.account_name,
+            "domain": deal.account_domain,
+            "country": deal.account_country,
+            "region": deal.account_region,
+            "employees": deal.account_employees,
+            "industry": deal.account_industry,
+            "tax_id": deal.account_tax_id,
+        },
+        "signers": [
+            {"name": s.name, "email": s.email, "title": s.title, "routing_order": s.routing_order}
+            for s in deal.signers
+        ],
+        "custom_terms": [{"kind": t.kind, "text": t.text} for t in deal.custom_terms],
+        "competitor": deal.competitor,
+        "notes": deal.notes,
+        "revision": deal.revision,
+        "stage": deal.stage,
+        "created_at": deal.created_at,
+        "updated_at": deal.updated_at,
+    }
+
+
+def _document_url(settings: SettingsDep, doc_id: str) -> str:
+    return f"{settings.public_base_url}/v1/documents/{doc_id}"
+
+
+async def _read_deal(
+    session: SessionDep, settings: SettingsDep, deal: Deal, live: DealClosureStatus | None
+) -> DealRead:
+    body = _deal_body(deal)
+    body["workflow_id"] = deal_closure_workflow_id(deal.id) if deal.stage != "draft" else None
+    if live is not None:
+        body.update(
+            stage=live.stage,
+            stage_reason=live.stage_reason,
+            live=True,
+            problems=[p.model_dump() for p in live.problems],
+            approval_required=live.approval_required,
+            timeline=[t.model_dump() for t in live.timeline],
+            approvals=[a.model_dump() for a in live.approvals],
+        )
+        if live.quote is not None:
+            q = live.quote
+            body["quote"] = QuoteRead(
+                version=q.version,
+                subtotal=_money(q.subtotal, q.currency),
+                discount=_money(q.discount, q.currency),
+                tax=_money(q.tax, q.currency),
+                total=_money(q.total, q.currency),
+                currency=q.currency,
+                tax_note=q.tax_note,
+            )
+        body["documents"] = [
+            DocumentRead(
+                id=d.id,
+                kind=d.kind,
+                version=d.version,
+                sha256=d.sha256,
+                url=_document_url(settings, d.id),
+                reason=d.reason,
+            )
+            for d in live.documents
+        ]
+        return DealRead(**body)
+    # No live answer (no closure, or no worker to answer the query): the database mirror.
+    qv = await deals_db.latest_quote_version(session, deal_id=deal.id)
+    if qv is not None:
+        body["quote"] = QuoteRead(
+            version=qv.version,
+            subtotal=_money(qv.subtotal, qv.currency),
+            discount=_money(qv.discount, qv.currency),
+            tax=_money(qv.tax, qv.currency),
+            total=_money(qv.total, qv.currency),
+            currency=qv.currency,
+            tax_note=qv.quote.get("tax", {}).get("note"),
+        )
+        docs = await deals_db.list_documents(session, deal_id=deal.id, version=qv.version)
+        body["documents"] = [
+            DocumentRead(
+                id=d.id,
+                kind=d.kind,
+                version=d.version,
+                sha256=d.sha256,
+                url=_document_url(settings, d.id),
+                reason=d.reason,
+            )
+            for d in docs
+        ]
+    return DealRead(**body)
+
+
+async def _deal_or_404(session: SessionDep, deal_id: str, *, for_update: bool = False) -> Deal:
+    deal = await deals_db.get_deal(session, deal_id=deal_id, for_update=for_update)
+    if deal is None:
+        raise ApiError(404, "not_found", f"Deal {deal_id} does not exist.")
+    return deal
+
+
+def _require_owner(person: Person, deal: Deal, *, also: tuple[str, ...] = ()) -> None:
+    if deal.owner_email == person.email and "rep" in person.roles:
+        return
+    if also and set(also) & set(person.roles):
+        return
+    raise ApiError(403, "forbidden", "Only the deal's owner may do this.")
+
+
+async def approvers_of(session: SessionDep, deal_id: str, live: DealClosureStatus | None) -> set:
+    if live is not None:
+        return {a.approver_email for a in live.approvals}
+    qv = await deals_db.latest_quote_version(session, deal_id=deal_id)
+    if qv is None or not qv.approval_plan:
+        return set()
+    return set(qv.approval_plan.get("assignees", {}).values())
+
+
+async def _current_stage(temporal: TemporalDep, deal: Deal) -> str:
+    if deal.stage == "draft":
+        return "draft"
+    live = await closure_status(temporal, deal.id)
+    return live.stage if live is not None else deal.stage
+
+
+@router.post("", status_code=201, response_model=DealRead)
+async def create_deal(
+    body: DealCreate,
+    request: Request,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Create a deal owned by the calling rep."""
+    require_role(person, "rep")
+    idempotency.check_key(idempotency_key)
+    digest = idempotency.request_digest(body.model_dump_json())
+    path = request.url.path
+    if idempotency_key:
+        replayed = await idempotency.replay(
+            session,
+            person_email=person.email,
+            key=idempotency_key,
+            method="POST",
+            path=path,
+            digest=digest,
+        )
+        if replayed is not None:
+            return replayed
+    try:
+        deal = await deals_db.create_deal(
+            session, owner_email=person.email, data=body.model_dump(exclude_unset=False)
+        )
+        await append_audit(
+            session,
+            deal_id=deal.id,
+            actor=person.email,
+            channel="api",
+            event="deal.created",
+            detail={"name": deal.name, "revision": deal.revision},
+        )
+        read = await _read_deal(session, settings, deal, None)
+        if idempotency_key:
+            idempotency.remember(
+                session,
+                person_email=person.email,
+                key=idempotency_key,
+                method="POST",
+                path=path,
+                digest=digest,
+                status_code=201,
+                body=read.model_dump(mode="json"),
+            )
+        await session.commit()
+    except IntegrityError as err:
+        await session.rollback()
+        if idempotency_key:
+            # A concurrent request with the same key won the race: answer as it did.
+            replayed = await idempotency.replay(
+                session,
+                person_email=person.email,
+                key=idempotency_key,
+                method="POST",
+                path=path,
+                digest=digest,
+            )
+            if replayed is not None:
+                return replayed
+        if "external_id" in str(err.orig):
+            raise ApiError(
+                409,
+                "duplicate_external_id",
+                f"A deal with external_id {body.external_id!r} already exists.",
+            ) from None
+        raise
+    return JSONResponse(jsonable_encoder(read), status_code=201)
+
+
+@router.get("/{deal_id}", response_model=DealRead)
+async def get_deal(
+    deal_id: str,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> DealRead:
+    """The deal and its live closure state (owner, the deal's approvers, ops)."""
+    deal = await _deal_or_404(session, deal_id)
+    live = await closure_status(temporal, deal.id) if deal.stage != "draft" else None
+    allowed = (
+        (deal.owner_email == person.email)
+        or bool({"ops", "admin"} & set(person.roles))
+        or person.email in await approvers_of(session, deal.id, live)
+    )
+    if not allowed:
+        raise ApiError(
+            403, "forbidden", "Only the owner, the deal's approvers and ops may read it."
+        )
+    return await _read_deal(session, settings, deal, live)
+
+
+@router.patch("/{deal_id}", response_model=DealRead)
+async def update_deal(
+    deal_id: str,
+    body: DealUpdate,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> DealRead:
+    """Change a deal; a closure waiting for a fix resumes with a new quote version."""
+    deal = await _deal_or_404(session, deal_id, for_update=True)
+    _require_owner(person, deal)
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise ApiError(422, "invalid_request", "The change is empty.")
+    stage = await _current_stage(temporal, deal)
+    if stage not in EDITABLE_STAGES:
+        raise ApiError(
+            409,
+            "deal_locked",
+            f"The deal cannot be changed while its closure is at stage {stage!r}.",
+            [{"stage": stage, "editable_stages": sorted(EDITABLE_STAGES)}],
+        )
+    try:
+        await deals_db.update_deal(session, deal=deal, data=changes)
+        await append_audit(
+            session,
+            deal_id=deal.id,
+            actor=person.email,
+            channel="api",
+            event="deal.updated",
+            detail={"revision": deal.revision, "fields": sorted(changes)},
+        )
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise ApiError(
+            409, "duplicate_external_id", "Another deal already has that external_id."
+        ) from None
+    if stage != "draft":
+        handle = temporal.get_workflow_handle(deal_closure_workflow_id(deal.id))
+        await handle.signal(
+            DealClosureWorkflow.deal_updated, DealUpdated(revision=deal.revision, by=person.email)
+        )
+    return await _read_deal(session, settings, deal, None)
+
+
+@router.post("/{deal_id}/ready-to-close", response_model=ReadyToCloseRead, status_code=202)
+async def ready_to_close(
+    deal_id: str,
+    response: Response,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> ReadyToCloseRead:
+    """Start the deal closure (202), or return the one already running (200)."""
+    deal = await _deal_or_404(session, deal_id)
+    _require_owner(person, deal)
+    handle, started = await start_closure(temporal, settings, deal)
+    if not started:
+        status = await describe_status(handle)
+        if status != WorkflowExecutionStatus.RUNNING:
+            raise ApiError(
+                409,
+                "closure_ended",
+                f"This deal's closure has already ended ({deal.stage}); it cannot start again.",
+            )
+        response.status_code = 200
+        run_id = (await handle.describe()).run_id
+    else:
+        run_id = handle.result_run_id or ""
+        await append_audit(
+            session,
+            deal_id=deal.id,
+            actor=person.email,
+            channel="api",
+            event="closure.started",
+            detail={"workflow_id": handle.id, "run_id": run_id},
+        )
+        await session.commit()
+    return ReadyToCloseRead(workflow_id=handle.id, run_id=run_id, status_url=f"/v1/deals/{deal.id}")
+
+
+@router.post("/{deal_id}/cancel", response_model=DealRead)
+async def cancel_deal(
+    deal_id: str,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    body: CancelCreate | None = None,
+) -> DealRead:
+    """Cancel the closure (owner rep, ops); answers once the cancellation is recorded."""
+    deal = await _deal_or_404(session, deal_id)
+    _require_owner(person, deal, also=("ops", "admin"))
+    if deal.stage == "draft":
+        raise ApiError(409, "no_closure", "This deal has no closure to cancel.")
+    handle = temporal.get_workflow_handle(deal_closure_workflow_id(deal.id))
+    try:
+        status = await handle.execute_update(
+            DealClosureWorkflow.cancel,
+            CancelRequest(by=person.email, reason=body.reason if body else None),
+        )
+    except WorkflowUpdateFailedError as err:
+        raise ApiError(409, "closure_ended", str(err.cause or err)) from None
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise ApiError(409, "closure_ended", "This deal's closure has already ended.") from None
+        raise
+    await session.refresh(deal)
+    return await _read_deal(session, settings, deal, status)

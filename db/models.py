@@ -1,0 +1,240 @@
+"""SQLAlchemy 2 models: PostgreSQL is the system of record.
+
+Workflows hold the live state of a process; these tables hold the facts that must outlive it and
+be queried across deals: who is who, what was quoted and rendered, and the audit trail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Money = Numeric(18, 4)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Person(Base):
+    """Reps, approvers, CSMs, ops: the org directory."""
+
+    __tablename__ = "people"
+
+    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str | None] = mapped_column(String(200))
+    roles: Mapped[list[str]] = mapped_column(ARRAY(String(32)), default=list)
+    approver_roles: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
+    manager_email: Mapped[str | None] = mapped_column(String(320))
+    backup_email: Mapped[str | None] = mapped_column(String(320))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    slack_user_id: Mapped[str | None] = mapped_column(String(32))
+    specialties: Mapped[list[str]] = mapped_column(ARRAY(String(64)), default=list)
+    capacity: Mapped[int | None] = mapped_column(Integer)
+    ooo_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    ooo_delegate_email: Mapped[str | None] = mapped_column(String(320))
+    updated_at: Mapped[dt.datetime] = _now()
+
+
+class ApiKey(Base):
+    """API keys, stored as SHA-256 of the key.
+
+    Keys are 128-bit random strings, so a fast hash is enough: there is nothing to brute-force,
+    and a per-request bcrypt would cost more than the request.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(24))
+    person_email: Mapped[str] = mapped_column(ForeignKey("people.email"))
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = _now()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Deal(Base):
+    __tablename__ = "deals"
+    # Fetch server-side defaults (timestamps) in the INSERT's RETURNING: no lazy load afterwards.
+    __mapper_args__ = {"eager_defaults": True}
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    owner_email: Mapped[str] = mapped_column(ForeignKey("people.email"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    currency: Mapped[str] = mapped_column(String(3))
+    term_months: Mapped[int] = mapped_column(Integer)
+    billing_frequency: Mapped[str] = mapped_column(String(16))
+    payment_terms_days: Mapped[int] = mapped_column(Integer)
+    discount_pct: Mapped[Decimal] = mapped_column(Numeric(7, 4))
+    account_name: Mapped[str] = mapped_column(String(300))
+    account_domain: Mapped[str] = mapped_column(String(255))
+    account_country: Mapped[str] = mapped_column(String(2))
+    account_region: Mapped[str | None] = mapped_column(String(16))
+    account_employees: Mapped[int | None] = mapped_column(Integer)
+    account_industry: Mapped[str | None] = mapped_column(String(120))
+    account_tax_id: Mapped[str | None] = mapped_column(String(64))
+    competitor: Mapped[str | None] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    # Mirrors the closure's stage for queries across deals; the workflow is the live truth.
+    stage: Mapped[str] = mapped_column(String(32), default="draft")
+    # Bumped by every PATCH: a quote records which revision of the deal it priced.
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = _now()
+    updated_at: Mapped[dt.datetime] = _now()
+
+    line_items: Mapped[list[LineItem]] = relationship(
+        order_by="LineItem.position", cascade="all, delete-orphan", lazy="selectin"
+    )
+    signers: Mapped[list[Signer]] = relationship(
+        order_by="Signer.routing_order, Signer.id", cascade="all, delete-orphan", lazy="selectin"
+    )
+    custom_terms: Mapped[list[CustomTerm]] = relationship(
+        order_by="CustomTerm.position", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class LineItem(Base):
+    __tablename__ = "deal_line_items"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    deal_id: Mapped[str] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(500))
+    quantity: Mapped[Decimal] = mapped_column(Numeric(18, 4))
+    unit_price: Mapped[Decimal] = mapped_column(Money)
+
+
+class Signer(Base):
+    __tablename__ = "deal_signers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    deal_id: Mapped[str] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320))
+    title: Mapped[str | None] = mapped_column(String(200))
+    routing_order: Mapped[int] = mapped_column(Integer)
+
+
+class CustomTerm(Base):
+    __tablename__ = "deal_custom_terms"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    deal_id: Mapped[str] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+
+
+class QuoteVersion(Base):
+    """A priced quote. (deal_id, version) is unique: a retried pricing activity finds its row."""
+
+    __tablename__ = "quote_versions"
+    __table_args__ = (UniqueConstraint("deal_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    deal_id: Mapped[str] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    deal_revision: Mapped[int] = mapped_column(Integer)
+    terms: Mapped[dict[str, Any]] = mapped_column(JSONB)  # the DealTerms that were priced
+    terms_sha256: Mapped[str] = mapped_column(String(64))
+    quote: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal: Mapped[Decimal] = mapped_column(Money)
+    discount: Mapped[Decimal] = mapped_column(Money)
+    tax: Mapped[Decimal] = mapped_column(Money)
+    total: Mapped[Decimal] = mapped_column(Money)
+    tax_table_version: Mapped[str] = mapped_column(String(64))
+    approval_plan: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class Document(Base):
+    """A rendered contract document. One row per (deal, kind, version); the PDF is the artefact."""
+
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("deal_id", "kind", "version"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    deal_id: Mapped[str] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    version: Mapped[int] = mapped_column(Integer)  # the quote version it was rendered from
+    template: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(100), default="application/pdf")
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    storage_ref: Mapped[str] = mapped_column(String(500))
+    html_sha256: Mapped[str] = mapped_column(String(64))
+    html_storage_ref: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class AuditEvent(Base):
+    """Append-only (a trigger refuses UPDATE and DELETE) and hash-chained.
+
+    Each row's hash covers its content and the previous row's hash, so editing or removing a row
+    breaks every hash after it.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_deal_id_id", "deal_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    deal_id: Mapped[str | None] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(320))
+    channel: Mapped[str] = mapped_column(String(32))  # api, workflow, slack, email, link, system
+    event: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    # Set by activities from a key made in the workflow: a retried write lands once.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class IdempotencyRecord(Base):
+    """The first response to a create, replayed for a retry with the same Idempotency-Key."""
+
+    __tablename__ = "idempotency_records"
+
+    person_email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(500))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = _now()

@@ -1,0 +1,45 @@
+"""Names that must agree between the API, the worker, the dev server and the tests.
+
+Defined once here and imported everywhere: a task-queue or search-attribute typo would otherwise
+fail silently (work queued where nobody polls, a search that never matches).
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+TASK_QUEUE = "dealflow"
+
+DEAL_CLOSURE_PREFIX = "deal-closure/"
+
+
+def deal_closure_workflow_id(deal_id: str) -> str:
+    """One closure per deal: the id is derived from the deal so a second start cannot fork it."""
+    return f"{DEAL_CLOSURE_PREFIX}{deal_id}"
+
+
+# Search attributes the Temporal UI filters on (registered at dev-server start and in compose).
+SA_DEAL_ID = SearchAttributeKey.for_keyword("DealId")
+SA_CUSTOMER = SearchAttributeKey.for_keyword("Customer")
+SA_DEAL_STAGE = SearchAttributeKey.for_keyword("DealStage")
+SA_DEAL_AMOUNT = SearchAttributeKey.for_float("DealAmount")
+SA_OWNER_EMAIL = SearchAttributeKey.for_keyword("OwnerEmail")
+SA_CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
+
+SEARCH_ATTRIBUTES = (
+    SA_DEAL_ID,
+    SA_CUSTOMER,
+    SA_DEAL_STAGE,
+    SA_DEAL_AMOUNT,
+    SA_OWNER_EMAIL,
+    SA_CAMPAIGN_ID,
+)
+
+
+def search_attribute_cli_args() -> list[str]:
+    """`temporal server start-dev --search-attribute Name=Type ...` arguments."""
+    kinds = {"KEYWORD": "Keyword", "DOUBLE": "Double", "TEXT": "Text", "INT": "Int"}
+    args: list[str] = []
+    for key in SEARCH_ATTRIBUTES:
+        args += ["--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}"]
+    return args

@@ -1,0 +1,251 @@
+"""The sandbox process: one HTTP app and the protocol servers that play outside parties.
+
+`create_sandbox_app` builds the HTTP app; each outside party adds its router to it (mail
+now; Slack under `/slack/api/...`, DocuSign and CRM later). `run_sandbox` runs the app and
+the SMTP server together in the current event loop, for `python -m sandbox` and for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from aiosmtpd.controller import Controller
+from fastapi import FastAPI
+
+from sandbox.mail import (
+    MAIL_LOG_FILENAME,
+    MailCaptureHandler,
+    MailStore,
+    accept_any_login,
+    create_mail_router,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+# The name the SMTP server greets with. Setting it avoids aiosmtpd's default,
+# socket.getfqdn(), which can stall start-up for seconds on machines with slow DNS.
+SMTP_GREETING_NAME = "dealflow-sandbox"
+# Between readiness probes. A poll interval, not a guess at how long start-up takes:
+# the deadline (ready_timeout) is what bounds the wait.
+_READY_POLL_INTERVAL = 0.02
+
+
+class SandboxState:
+    """Everything the sandbox has received, grouped by outside party, and where it lives.
+
+    One object so that every router reads and writes the same stores, and so that a test
+    can look at them directly without going through HTTP.
+    """
+
+    def __init__(self, *, state_dir: Path, mail: MailStore) -> None:
+        self.state_dir = state_dir
+        self.mail = mail
+
+    @classmethod
+    def open(cls, state_dir: str | Path) -> SandboxState:
+        """Load (or start) the stores kept under `state_dir`, creating it if needed."""
+        directory = Path(state_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        return cls(state_dir=directory, mail=MailStore(directory / MAIL_LOG_FILENAME))
+
+
+def create_sandbox_app(state: SandboxState) -> FastAPI:
+    """Build the sandbox's HTTP app around `state`."""
+    app = FastAPI(
+        title="dealflow sandbox",
+        description="Local stand-ins for the outside parties dealflow talks to.",
+    )
+    app.state.sandbox = state
+    app.include_router(create_mail_router(state.mail))
+
+    @app.get("/_sandbox/healthz", tags=["sandbox"])
+    async def healthz() -> dict[str, bool]:
+        """Liveness, also what `run_sandbox` polls before it hands the sandbox over."""
+        return {"ok": True}
+
+    return app
+
+
+@dataclass(frozen=True)
+class RunningSandbox:
+    """Where a running sandbox can be reached, and its stores."""
+
+    http_url: str
+    smtp_host: str
+    smtp_port: int
+    state: SandboxState
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """Bind a TCP socket now, so port 0 becomes a real free port we hold until serving.
+
+    Holding the bound socket (rather than asking for a free port, closing it and binding
+    again) leaves no window in which another process could take the port.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        # Lets a restarted sandbox rebind its fixed port while old connections sit in
+        # TIME_WAIT; it does not allow two live listeners on one port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(error.errno, f"cannot listen on {host}:{port}: {error.strerror}") from error
+    return sock
+
+
+class _SocketController(Controller):
+    """aiosmtpd's threaded Controller serving on a socket we already bound.
+
+    aiosmtpd runs the SMTP server in its own thread and event loop; the store it writes
+    to is thread-safe for that reason.
+    """
+
+    def __init__(self, handler: Any, *, sock: socket.socket, **kwargs: Any) -> None:
+        host, port = sock.getsockname()[:2]
+        super().__init__(handler, hostname=host, port=port, **kwargs)
+        self._sock = sock
+
+    def _create_server(self) -> Awaitable[asyncio.AbstractServer]:
+        # The documented extension point for how the listener is created.
+        return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
+
+
+class _EmbeddedUvicornServer(uvicorn.Server):
+    """uvicorn.Server that leaves SIGINT/SIGTERM to whoever runs it.
+
+    uvicorn's own handlers would stop only the HTTP side and then re-raise the signal,
+    skipping the SMTP server's shutdown; in tests they would also take over pytest's Ctrl-C.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _http_ready(client: httpx.AsyncClient, url: str) -> bool:
+    try:
+        response = await client.get(f"{url}/_sandbox/healthz")
+    except httpx.TransportError:
+        return False
+    return response.status_code == 200
+
+
+async def _smtp_ready(host: str, port: int) -> bool:
+    """True once the SMTP server answers a connection with its 220 greeting."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        greeting = await asyncio.wait_for(reader.readline(), 1.0)
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+        return greeting.startswith(b"220")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _wait_until_ready(
+    sandbox: RunningSandbox, serve_task: asyncio.Task[None], *, deadline: float
+) -> None:
+    """Probe both servers until each has answered once, or fail at `deadline` (loop time)."""
+    loop = asyncio.get_running_loop()
+    http_ok = smtp_ok = False
+    async with httpx.AsyncClient(trust_env=False, timeout=1.0) as client:
+        while True:
+            if serve_task.done():
+                cause = None if serve_task.cancelled() else serve_task.exception()
+                raise RuntimeError("the sandbox HTTP server stopped while starting") from cause
+            http_ok = http_ok or await _http_ready(client, sandbox.http_url)
+            smtp_ok = smtp_ok or await _smtp_ready(sandbox.smtp_host, sandbox.smtp_port)
+            if http_ok and smtp_ok:
+                return
+            if loop.time() >= deadline:
+                raise TimeoutError(
+                    f"sandbox not ready in time (http ready: {http_ok}, smtp ready: {smtp_ok})"
+                )
+            await asyncio.sleep(_READY_POLL_INTERVAL)
+
+
+async def _stop_http(server: uvicorn.Server, serve_task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    await serve_task
+
+
+@contextlib.asynccontextmanager
+async def run_sandbox(
+    *,
+    state_dir: str | Path,
+    http_port: int = 0,
+    smtp_port: int = 0,
+    host: str = DEFAULT_HOST,
+    ready_timeout: float = 10.0,
+) -> AsyncIterator[RunningSandbox]:
+    """Run the sandbox's HTTP and SMTP servers until the block exits.
+
+    A port of 0 means any free port; the chosen ones are on the yielded `RunningSandbox`.
+    Both servers accept connections before this yields; on exit both are stopped and
+    their ports released.
+    """
+    state = SandboxState.open(state_dir)
+    deadline = asyncio.get_running_loop().time() + ready_timeout
+    async with contextlib.AsyncExitStack() as stack:
+        http_sock = _listening_socket(host, http_port)
+        stack.callback(http_sock.close)
+        smtp_sock = _listening_socket(host, smtp_port)
+        stack.callback(smtp_sock.close)
+
+        controller = _SocketController(
+            MailCaptureHandler(state.mail),
+            sock=smtp_sock,
+            ready_timeout=ready_timeout,
+            server_hostname=SMTP_GREETING_NAME,
+            authenticator=accept_any_login,
+            auth_require_tls=False,
+        )
+        try:
+            await asyncio.to_thread(controller.start)
+        except BaseException:
+            await asyncio.to_thread(controller.stop, no_assert=True)
+            raise
+        stack.push_async_callback(asyncio.to_thread, controller.stop)
+
+        config = uvicorn.Config(
+            create_sandbox_app(state),
+            log_config=None,  # keep the process's logging configuration
+            access_log=False,  # tests poll the mail endpoint; one line per poll is noise
+        )
+        server = _EmbeddedUvicornServer(config)
+        serve_task = asyncio.create_task(server.serve(sockets=[http_sock]), name="sandbox-http")
+        stack.push_async_callback(_stop_http, server, serve_task)
+
+        sandbox = RunningSandbox(
+            http_url=f"http://{host}:{http_sock.getsockname()[1]}",
+            smtp_host=host,
+            smtp_port=smtp_sock.getsockname()[1],
+            state=state,
+        )
+        await _wait_until_ready(sandbox, serve_task, deadline=deadline)
+        logger.info(
+            "sandbox ready: http=%s smtp=%s:%d state_dir=%s",
+            sandbox.http_url,
+            sandbox.smtp_host,
+            sandbox.smtp_port,
+            state.state_dir,
+        )
+        yield sandbox

@@ -1,0 +1,164 @@
+"""Session-wide real servers: PostgreSQL, the Temporal dev server, the sandbox, a worker, the API.
+
+Nothing here is faked. PostgreSQL is the embedded pgserver (or DATABASE_URL's server, in a fresh
+database), Temporal is the CLI dev server built by `make test`, the API is served by uvicorn on a
+real port, and the worker is the same `build_worker` that `worker.py` runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tomllib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from db.engine import make_engine, make_sessionmaker
+from dealflow.ids import SEARCH_ATTRIBUTES
+from dealflow.settings import SANDBOX_FILE, Settings
+from dealflow.stack import (
+    drop_database,
+    free_port,
+    migrate,
+    start_embedded_postgres,
+    with_database,
+)
+from dealflow.temporal import DATA_CONVERTER
+from dealflow.tools import TEMPORAL, find_tool
+from sandbox.server import run_sandbox
+from worker import build_worker
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="session")
+def database_url(state_dir: Path):
+    """A fresh, migrated database for this test session."""
+    server_url = os.environ.get("DATABASE_URL")
+    pg = None
+    if not server_url:
+        pg, server_url = start_embedded_postgres(state_dir / "pg")
+    name = f"dealflow_test_{uuid.uuid4().hex[:8]}"
+    url = with_database(server_url, name)
+    migrate(url)
+    yield url
+    drop_database(server_url, name)
+    if pg is not None:
+        pg.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    binary = find_tool(TEMPORAL)
+    if binary is None:
+        pytest.fail("the Temporal CLI is not built: run the tests with `make test`")
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(binary),
+        search_attributes=SEARCH_ATTRIBUTES,
+        data_converter=DATA_CONVERTER,
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def sandbox(state_dir: Path):
+    async with run_sandbox(state_dir=state_dir / "sandbox") as sb:
+        yield sb
+
+
+@pytest.fixture(scope="session")
+def api_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str, temporal_env: WorkflowEnvironment, sandbox, state_dir: Path, api_port: int
+) -> Settings:
+    return Settings(
+        profile="sandbox",
+        database_url=database_url,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        state_dir=state_dir,
+        public_base_url=f"http://127.0.0.1:{api_port}",
+        sandbox_url=sandbox.http_url,
+        smtp_port=sandbox.smtp_port,
+        # Short, so a test that kills a worker sees its activity retried within seconds.
+        activity_timeout_seconds=5,
+    )
+
+
+@pytest.fixture(scope="session")
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(settings.require_database_url())
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine: AsyncEngine):
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+async def worker(temporal_client: Client, settings: Settings, sessions):
+    async with build_worker(temporal_client, settings, sessions) as w:
+        yield w
+
+
+@pytest.fixture(scope="session")
+async def api_url(
+    settings: Settings, engine: AsyncEngine, temporal_client: Client, worker, api_port: int
+) -> AsyncIterator[str]:
+    app = create_app(settings, engine=engine, temporal=temporal_client)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=api_port, log_level="warning", lifespan="on")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{api_port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def api_keys() -> dict[str, str]:
+    """email -> API key, from the committed sandbox file."""
+    with SANDBOX_FILE.open("rb") as fh:
+        return {k["email"]: k["key"] for k in tomllib.load(fh)["api_keys"]}
+
+
+@pytest.fixture(scope="session")
+def auth(api_keys: dict[str, str]):
+    def headers(email: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_keys[email]}"}
+
+    return headers
