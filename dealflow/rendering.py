@@ -44,6 +44,7 @@ from domain.models import DealTerms, DocumentChoice, Quote, SignerIn, TermKind
 
 __all__ = [
     "DEFAULT_SELLER",
+    "DOCUMENT_TITLES",
     "TEMPLATES_DIR",
     "DocumentRenderer",
     "RenderError",
@@ -84,6 +85,16 @@ _ZERO_DECIMAL_CURRENCIES = frozenset({"JPY", "KRW"})
 
 # Letter paper where customers expect it; A4 everywhere else.
 _LETTER_COUNTRIES = frozenset({"US", "CA", "MX", "PH", "CL", "CO", "VE"})
+
+#: Printed title of each document kind: the templates' headings and the PDF title to pass to
+#: :meth:`DocumentRenderer.render`.
+DOCUMENT_TITLES: Mapping[str, str] = {
+    "order_form": "Order Form",
+    "msa": "Master Subscription Agreement",
+    "dpa": "Data Processing Addendum",
+    "security_exhibit": "Security Exhibit",
+    "executive_summary": "Executive Summary",
+}
 
 _BILLING_LABELS = {"annual": "Annually", "quarterly": "Quarterly", "monthly": "Monthly"}
 
@@ -332,8 +343,9 @@ def contract_context(
     from :data:`DEFAULT_SELLER` overridden by ``seller``), ``signers`` (routing order),
     ``signature_blocks`` (``signer``, ``position``, ``sign_anchor``, ``date_anchor``),
     ``terms`` (custom term texts by kind: legal, security, payment, other), ``documents`` (the
-    chosen documents), ``included`` (their kinds), ``document_ref``, ``generated_at``,
-    ``generated_on`` (ISO date), ``page_size``, ``billing_label``, ``annual_value``.
+    chosen documents), ``included`` (their kinds), ``document_titles``, ``document_ref``,
+    ``generated_at``, ``generated_on`` (ISO date), ``page_size`` ("A4" or "Letter"),
+    ``billing_label``, ``annual_value`` (net of discount, before tax, per 12 months).
     """
     if generated_at.tzinfo is None or generated_at.utcoffset() is None:
         raise ValueError("generated_at must be timezone-aware")
@@ -377,6 +389,7 @@ def contract_context(
         "terms": terms,
         "documents": tuple(choices),
         "included": frozenset(choice.kind for choice in choices),
+        "document_titles": DOCUMENT_TITLES,
         "document_ref": f"{deal.deal_id}-Q{version}",
         "generated_at": generated_at,
         "generated_on": generated_at.date().isoformat(),

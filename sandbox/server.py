@@ -234,9 +234,12 @@ async def run_sandbox(
         serve_task = asyncio.create_task(server.serve(sockets=[http_sock]), name="sandbox-http")
         stack.push_async_callback(_stop_http, server, serve_task)
 
+        # Bound to every interface (--host 0.0.0.0, in a container): clients on this
+        # machine, and the readiness probes, still connect through loopback.
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - a comparison
         sandbox = RunningSandbox(
-            http_url=f"http://{host}:{http_sock.getsockname()[1]}",
-            smtp_host=host,
+            http_url=f"http://{reachable}:{http_sock.getsockname()[1]}",
+            smtp_host=reachable,
             smtp_port=smtp_sock.getsockname()[1],
             state=state,
         )

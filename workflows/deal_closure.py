@@ -283,11 +283,12 @@ class DealClosureWorkflow:
         self._status.timeline.append(TimelineEntry(at=workflow.now(), event=event, detail=detail))
 
     async def _record_stage(self, stage: str, reason: str | None) -> None:
-        self._status.stage = stage
-        self._status.stage_reason = reason
+        """Write the stage to the database and audit trail, then show it.
+
+        The query, the search attribute and the deal row change together, after the write: a
+        reader who sees a stage can rely on it being recorded.
+        """
         self._stage_seq += 1
-        self._note(f"stage.{stage}", reason)
-        workflow.upsert_search_attributes([SA_DEAL_STAGE.value_set(stage)])
         await workflow.execute_activity_method(
             DealActivities.record_stage,
             RecordStageInput(
@@ -300,6 +301,10 @@ class DealClosureWorkflow:
             ),
             **self._activity_options(),
         )
+        self._status.stage = stage
+        self._status.stage_reason = reason
+        self._note(f"stage.{stage}", reason)
+        workflow.upsert_search_attributes([SA_DEAL_STAGE.value_set(stage)])
 
     def _activity_options(self, *, heartbeat: bool = False) -> dict:
         timeout = timedelta(seconds=self._input.options.activity_timeout_seconds)

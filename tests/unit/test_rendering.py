@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -354,9 +355,14 @@ def _inflated_streams(pdf: bytes) -> bytes:
     return b"\n".join(out)
 
 
-def test_pdf_is_deterministic_and_hashes_identify_it(renderer: DocumentRenderer) -> None:
+def test_pdf_is_deterministic_and_hashes_identify_it(
+    renderer: DocumentRenderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ctx = make_context()
     first = renderer.render(TEMPLATES["order_form"], ctx, title="Order Form", created=GENERATED_AT)
+    # A day later by the wall clock (font subsetting would otherwise stamp it into the fonts).
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 86_400)
     second = renderer.render(TEMPLATES["order_form"], ctx, title="Order Form", created=GENERATED_AT)
     assert first.pdf.startswith(b"%PDF-")
     assert len(first.pdf) > 5_000
