@@ -133,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt
 
+    # Restore Python's Ctrl-C handling even when started from a shell that ignores SIGINT for
+    # background jobs, and treat SIGTERM the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, on_signal)
     try:
         database_url = os.environ.get("DATABASE_URL")

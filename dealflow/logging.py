@@ -13,3 +13,5 @@ def configure_logging(level: str | None = None) -> None:
     )
     # Temporal's own activity/workflow loggers add workflow_id and run_id to each record.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # WeasyPrint's font subsetting logs every table it prunes at INFO.
+    logging.getLogger("fontTools").setLevel(logging.WARNING)

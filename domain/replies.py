@@ -96,21 +96,22 @@ def _header(msg: Message, name: str) -> str:
     """A header as text; malformed headers must not stop classification, so errors give ""."""
     try:
         values = msg.get_all(name) or []
-    except Exception:  # noqa: BLE001 - the email package raises assorted errors on junk headers
+    except Exception:  # the email package raises assorted errors on junk headers
         return ""
     parts: list[str] = []
     for value in values:
         try:
-            parts.append(str(value))
-        except Exception:  # noqa: BLE001
-            continue
+            text = str(value)
+        except Exception:  # the header object could not render itself: treat it as absent
+            text = ""
+        parts.append(text)
     return " ".join(" ".join(parts).split())
 
 
 def _content_type(part: Message) -> str:
     try:
         return part.get_content_type()
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "text/plain"
 
 
@@ -118,7 +119,7 @@ def _decode(part: Message) -> str:
     """A leaf part's payload as text, whatever its transfer encoding and (declared) charset."""
     try:
         raw = part.get_payload(decode=True)
-    except Exception:  # noqa: BLE001
+    except Exception:
         raw = None
     if raw is None:
         payload = part.get_payload()
@@ -126,7 +127,7 @@ def _decode(part: Message) -> str:
     charset = None
     try:
         charset = part.get_content_charset()
-    except Exception:  # noqa: BLE001
+    except Exception:
         charset = None
     for candidate in (charset, "utf-8", "cp1252", "latin-1"):
         if not candidate:
@@ -158,7 +159,7 @@ def _walk(part: Message, *, into_attached: bool) -> Iterator[Message]:
 def _is_attachment(part: Message) -> bool:
     try:
         return part.get_content_disposition() == "attachment"
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
 
 
@@ -392,14 +393,18 @@ _WEEKDAYS: dict[str, dict[str, int]] = {
     },
 }  # fmt: skip
 
-# Words that put a date in "when I am back" context. The date must follow within a short,
-# same-sentence distance (see _RETURN_GAP).
-_RETURN_WORDS = re.compile(
-    r"(?i)\b(back|return(ing|s)?|until|till|til|through|thru|resum(e|ing)|to"
-    r"|zurück|wieder|bis|ab"
-    r"|retour|jusqu['’]?(au|à)|reviens|reviendrai|rentre|reprendrai|reprise|au|dès|partir\s+du"
-    r"|regreso|regresaré|regresare|vuelta|volveré|volvere|vuelvo|hasta|al|partir\s+del)\b"
-    r"|(?i:jusqu['’]au)"
+# Words that put a date in "when I am back" context; the date must follow within a short,
+# same-sentence distance (see _RETURN_GAP). A date after a word saying the person is back
+# ("back on", "wieder ab", "de retour le", "regreso el") beats one after a word ending the
+# absence ("until", "bis", "jusqu'au", "hasta"), because OOO texts often give both.
+_BACK_WORDS = re.compile(
+    r"(?i)(?<![\w'’])(back|return(ing|s)?|resum(e|ing)|zurück|wieder|ab|retour|reviens"
+    r"|reviendrai|rentre|reprendrai|reprise|dès|à partir du|regreso|regresaré|regresare"
+    r"|vuelta|volveré|volvere|vuelvo|a partir del)(?![\w'’])"
+)
+_UNTIL_WORDS = re.compile(
+    r"(?i)(?<![\w'’])(until|till|til|through|thru|to|bis|jusqu['’]?au|jusqu['’]?à|au|hasta"
+    r"|al)(?![\w'’])"
 )
 _RETURN_GAP = 45
 
@@ -491,10 +496,13 @@ def _resolve(hit: _DateHit, reference: date | None) -> date | None:
     return None
 
 
-def _in_return_context(text: str, position: int) -> bool:
+def _return_context(text: str, position: int) -> int:
+    """2 after a "back" word, 1 after an "until" word, 0 otherwise (same sentence, close by)."""
     window = text[max(0, position - _RETURN_GAP) : position]
     window = re.split(r"[.!?;]\s|\n\s*\n", window)[-1]
-    return bool(_RETURN_WORDS.search(window))
+    if _BACK_WORDS.search(window):
+        return 2
+    return 1 if _UNTIL_WORDS.search(window) else 0
 
 
 def extract_return_date(
@@ -505,20 +513,22 @@ def extract_return_date(
     Understands day-and-month-name forms ("Monday, March 3", "3. März", "3 mars",
     "3 de marzo"), numeric forms ("03/03/2025", "03.03.2025", "2025-03-03", "3.3.") and a bare
     weekday after a return word ("back on Monday"). A date right after a return word ("back",
-    "until", "bis", "jusqu'au", "de retour le", "hasta", "regreso el", ...) wins; otherwise the
+    "until", "bis", "jusqu'au", "de retour le", "hasta", "regreso el", ...) wins, a "back" word
+    before an "until" word ("bis 6.4., ab dem 7.4. wieder da" gives 7 April); otherwise the
     latest date mentioned, since an absence is usually given as a range ending on it. Without a
     year the date is the next occurrence on or after ``reference``. ``languages`` selects the
-    month and weekday names; when its first entry is "en", slashed dates read month first
-    (03/04 = 4 March is only read day first by the other languages, or when month first cannot
-    be valid).
+    month and weekday names, most likely first: slashed dates are read month first
+    ("04/13/2026") when that is "en" and day first ("09/03/2026" = 9 March) otherwise, falling
+    back to the other order when the first cannot be a date.
     """
     languages = tuple(lang for lang in languages if lang in _MONTHS) or LANGUAGES
     hits = _find_dates(text, languages)
     resolved = [(hit, _resolve(hit, reference)) for hit in hits]
     resolved = [(hit, d) for hit, d in resolved if d is not None]
-    for hit, d in resolved:
-        if _in_return_context(text, hit.start):
-            return d
+    for wanted in (2, 1):
+        for hit, d in resolved:
+            if _return_context(text, hit.start) == wanted:
+                return d
     if resolved:
         return max(d for _, d in resolved)
     if reference is None:
@@ -528,7 +538,7 @@ def extract_return_date(
         weekdays.update(_WEEKDAYS.get(lang, {}))
     pattern = "|".join(re.escape(w) for w in sorted(weekdays, key=len, reverse=True))
     for m in re.finditer(rf"(?i)(?<![\w])({pattern})(?![\w])", text):
-        if _in_return_context(text, m.start()):
+        if _return_context(text, m.start()):
             ahead = (weekdays[m.group(1).lower()] - reference.weekday()) % 7 or 7
             return reference + timedelta(days=ahead)
     return None
@@ -589,7 +599,7 @@ _BOUNCE_BODY = re.compile(
     r"|no (se )?pudo (ser )?entregar|не доставлено|宛先|配信)"
 )
 _STATUS_FIELD = re.compile(r"(?im)^\s*status\s*:\s*([245])\.\d{1,3}\.\d{1,3}")
-_STATUS_CODE = re.compile(r"(?<![\d.])([45])\.\d{1,3}\.\d{1,3}(?![\d.])")
+_STATUS_CODE = re.compile(r"(?<![\w.])([45])\.\d{1,3}\.\d{1,3}(?![\d.])")
 _SMTP_CODE = re.compile(r"(?<![\w.+:-])([45])[0-5]\d(?=[ -]\D)")
 _DELAYED = re.compile(
     r"(?i)(action\s*:\s*delayed|\bdelayed\b|\bdeferred\b|still being retried|will (continue|keep)"
@@ -611,16 +621,22 @@ _COMPLAINT_SUBJECT = re.compile(r"(?i)^\s*complaint about message from\b")
 
 
 def _bounce_type(report: str, subject: str) -> tuple[str, str]:
-    """("hard"|"soft", why): the DSN status class first, then diagnostic text, then codes."""
+    """("hard"|"soft", why): the DSN status class first, then diagnostic text, then codes.
+
+    A report about several recipients is hard if any of them failed with a 5.x.x status: one
+    permanently bad address is enough to stop mailing that contact.
+    """
+    classes = {m.group(1) for m in _STATUS_FIELD.finditer(report)}
+    if "5" in classes:
+        return "hard", "status-field"
+    if "4" in classes:
+        return "soft", "status-field"
     if re.search(r"(?im)^\s*action\s*:\s*delayed", report):
         return "soft", "action-delayed"
-    field = _STATUS_FIELD.search(report)
-    if field and field.group(1) in "45":
-        return ("hard" if field.group(1) == "5" else "soft"), "status-field"
     code = _STATUS_CODE.search(report)
     if code:
         return ("hard" if code.group(1) == "5" else "soft"), "status-code"
-    if _DELAYED.search(subject) or re.search(r"(?i)\b(delayed|deferred)\b", subject):
+    if _DELAYED.search(subject):
         return "soft", "delayed"
     smtp = _SMTP_CODE.search(report)
     if smtp:
@@ -644,7 +660,7 @@ def _structural(msg: Message, headers: Mapping[str, str], subject: str) -> Class
     if _content_type(msg) == "multipart/report":
         try:
             report_type = str(msg.get_param("report-type") or "").lower()
-        except Exception:  # noqa: BLE001
+        except Exception:
             report_type = ""
     if report_type == "feedback-report" or "message/feedback-report" in types:
         return Classification("complaint", "arf:feedback-report")
@@ -813,6 +829,11 @@ _REFERRAL_TRIGGER = re.compile(
     r" (es|sería)\b|\b(contacte|contacta|contactar|escriba|escribe|hable|habla|comuníquese)"
     r" (a|con)\b|\ben copia\b|\bse encarga de\b)"
 )
+_WRONG_PERSON = re.compile(
+    r"(?i)(\b(not|n['’]t)\s+the\s+(right|best|correct|appropriate)\s+(person|contact)"
+    r"|nicht (der|die) richtige (ansprechpartner(in)?|person|kontakt)|pas la bonne personne"
+    r"|no soy la persona (adecuada|indicada|correcta))"
+)
 _NOT_INTERESTED = re.compile(
     r"(?i)(\bnot interested\b|\bno interest\b|\bnot (really )?(a )?(good )?fit\b"
     r"|\bno,? thanks?( you)?\b|\bwe['’]?re (all )?set\b|\bwe are (all )?set\b|\bnot for us\b"
@@ -871,15 +892,18 @@ _INTERESTED = re.compile(
 _QUESTION = re.compile(r"[?¿]")
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_NAME = r"[A-ZÄÖÜÉÈÁÍÓÚÑ][\w'’-]+(?:\s+(?:van |von |de |del |da |le |la )?[A-ZÄÖÜÉÈÁÍÓÚÑ][\w'’-]+){0,2}"
+_NAME = (
+    r"[A-ZÄÖÜÉÈÁÍÓÚÑ][\w'’-]+(?:\s+(?:van |von |de |del |da |le |la )?[A-ZÄÖÜÉÈÁÍÓÚÑ][\w'’-]+){0,2}"
+)
 _HONORIFIC = r"(?:(?i:mr|ms|mrs|dr|herr|frau|m|mme|sr|sra)\.?\s+)?"
-_NAME_TAIL = r"(?:\(|<|\[|:|-|–|,|\bat\b|\bunter\b|\bà\b|\ben\b)?\s*"
+_NAME_TAIL = r"(?:\(|<|\[|:|-|–|—|,|\bat\b|\bunter\b|\bà\b|\ben\b)?\s*"
 _NAME_AFTER = re.compile(
-    r"(?i:reach out to|get in touch with|speak (?:to|with)|talk to|connect with|contact"
+    r"(?<![\w'’])(?i:reach out to|get in touch with|speak (?:to|with)|talk to|connect with|contact"
     r"|email|e-mail|ping|cc['’]?(?:ed|d|ing)?|copied|copying|looping in|looped in|loop in"
     r"|forwarding (?:this|you) to|forwarded (?:this|your email) to|colleague|is|would be"
     r"|wenden sie sich (?:bitte )?an|an|kontaktieren sie|contactez|adressez-vous à|à|voir avec"
     r"|contacte a|contacta a|contactar a|escriba a|hable con|habla con|comuníquese con|con|es)"
+    r"(?![\w'’])"
     rf"[:,]?\s+{_HONORIFIC}(?P<name>{_NAME})"
 )
 _NOT_NAMES = frozenset(
@@ -953,6 +977,11 @@ def _human(subject: str, text: str, headers: Mapping[str, str]) -> Classificatio
         referral = _extract_referral(text, _own_addresses(headers))
         if referral is not None:
             return Classification("referral", "text:referral", referral=referral)
+        if _WRONG_PERSON.search(text):
+            # "I'm not the right person" without a name still tells the rep to look elsewhere.
+            return Classification(
+                "referral", "text:referral-unnamed", referral={"name": None, "email": None}
+            )
     if _NOT_INTERESTED.search(text):
         return Classification("not_interested", "text:not-interested")
     if _MEETING.search(text):
@@ -975,7 +1004,7 @@ def _headers_of(msg: Message) -> dict[str, str]:
     out: dict[str, str] = {}
     try:
         keys = list(dict.fromkeys(k.lower() for k in msg.keys()))
-    except Exception:  # noqa: BLE001
+    except Exception:
         keys = []
     for key in keys:
         out[key] = _header(msg, key)
@@ -994,12 +1023,12 @@ def _reference_date(msg: Message, received_on: date | None) -> date | None:
         return None
 
 
-def _auto_reply(
-    rule: str, subject: str, body: str, reference: date | None
-) -> Classification:
+def _auto_reply(rule: str, subject: str, body: str, reference: date | None) -> Classification:
     text = f"{subject}\n{body}"
     languages = _guess_languages(text)
-    return Classification("auto_reply", rule, return_date=extract_return_date(text, reference, languages))
+    return Classification(
+        "auto_reply", rule, return_date=extract_return_date(text, reference, languages)
+    )
 
 
 def _classify(msg: Message, received_on: date | None) -> Classification:

@@ -342,9 +342,7 @@ def assign_slots(
     zone_for_cap = _zone(cap_tz or tz)
     slots: list[datetime | None] = [None] * len(requested)
     for index in sorted(range(len(requested)), key=lambda i: requested[i].astimezone(UTC)):
-        slot = assign_slot(
-            requested[index], counts, cap_for, window, tz, country, cap_tz=cap_tz
-        )
+        slot = assign_slot(requested[index], counts, cap_for, window, tz, country, cap_tz=cap_tz)
         day = slot.astimezone(zone_for_cap).date()
         counts[day] = counts.get(day, 0) + 1
         slots[index] = slot
