@@ -18,11 +18,12 @@ from dealflow.temporal import DATA_CONVERTER
 from worker import WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORY_TEXT = {p: p.read_text() for p in HISTORIES}
 
 
 def test_there_are_committed_histories_for_every_workflow_type():
     types = {
-        json.loads(p.read_text())["events"][0]["workflowExecutionStartedEventAttributes"][
+        json.loads(HISTORY_TEXT[p])["events"][0]["workflowExecutionStartedEventAttributes"][
             "workflowType"
         ]["name"]
         for p in HISTORIES
@@ -32,7 +33,7 @@ def test_there_are_committed_histories_for_every_workflow_type():
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays_without_nondeterminism(path: Path):
-    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    history = WorkflowHistory.from_json(path.stem, HISTORY_TEXT[path])
     replayer = Replayer(workflows=list(WORKFLOWS), data_converter=DATA_CONVERTER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
