@@ -14,31 +14,77 @@ import signal
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.approvals import ApprovalActivities
+from activities.campaigns import build_campaign_activities
+from activities.closing import ClosingActivities, build_stripe_client
+from activities.crm import HubSpotCrm
 from activities.deals import DealActivities, NoopActivities
+from activities.docusign import DocuSignClient, SignatureActivities
 from db.engine import make_engine, make_sessionmaker
 from dealflow.faults import CrashPoints
 from dealflow.logging import configure_logging
+from dealflow.mailer import Mailer
 from dealflow.rendering import DocumentRenderer
 from dealflow.settings import Settings
 from dealflow.temporal import connect
+from workflows.approval_chain import ApprovalChainWorkflow
+from workflows.campaign import CampaignWorkflow
 from workflows.deal_closure import DealClosureWorkflow
 from workflows.noop import NoopWorkflow
+from workflows.sequence import SequenceWorkflow
+from workflows.signature import SignatureWorkflow
 
 log = logging.getLogger("dealflow.worker")
 
-WORKFLOWS: Sequence[type] = (DealClosureWorkflow, NoopWorkflow)
+WORKFLOWS: Sequence[type] = (
+    DealClosureWorkflow,
+    ApprovalChainWorkflow,
+    SignatureWorkflow,
+    NoopWorkflow,
+    CampaignWorkflow,
+    SequenceWorkflow,
+)
 
 
 def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
+    crash_points = CrashPoints(settings.crash_at, settings.state_dir)
     deals = DealActivities(
         settings=settings,
         sessions=sessions,
         renderer=DocumentRenderer(settings.templates_dir),
-        crash_points=CrashPoints(settings.crash_at, settings.state_dir),
+        crash_points=crash_points,
+    )
+    approvals = ApprovalActivities(
+        settings=settings,
+        sessions=sessions,
+        slack=AsyncWebClient(
+            token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
+        ),
+        mailer=Mailer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            from_name=settings.mail_from_name,
+            from_address=settings.mail_from_address,
+        ),
+        crash_points=crash_points,
+    )
+    signature = SignatureActivities(
+        settings=settings,
+        sessions=sessions,
+        docusign=DocuSignClient(settings),
+        crash_points=crash_points,
+    )
+    closing = ClosingActivities(
+        settings=settings,
+        sessions=sessions,
+        crm=HubSpotCrm.from_settings(settings),
+        stripe_client=build_stripe_client(settings),
+        crash_points=crash_points,
     )
     noop = NoopActivities()
     return [
@@ -47,7 +93,24 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         deals.render_documents,
         deals.plan_approvals,
         deals.record_stage,
+        approvals.resolve_person,
+        approvals.decision_stats,
+        approvals.open_request,
+        approvals.record_event,
+        approvals.record_decision,
+        approvals.withdraw_request,
+        approvals.deliver,
+        approvals.notify,
+        signature.send_envelope,
+        signature.envelope_state,
+        signature.resend_envelope,
+        signature.void_envelope,
+        signature.store_signed_documents,
+        closing.mark_crm_closed_won,
+        closing.create_stripe_billing,
+        closing.record_revenue_and_commission,
         noop.noop,
+        *build_campaign_activities(settings, sessions, crash_points),
     ]
 
 

@@ -26,6 +26,7 @@ from db.org import OrgDirectory
 from dealflow.faults import CrashPoints
 from dealflow.rendering import DocumentRenderer, contract_context
 from dealflow.settings import Settings
+from domain.approval_inputs import inputs_sha256
 from domain.approval_policy import known_currencies, load_policy, plan_approvals
 from domain.documents import select_documents
 from domain.models import ApprovalPlan, DealTerms, Problem, Quote
@@ -49,6 +50,8 @@ class LoadDealResult(BaseModel):
     revision: int
     terms: DealTerms | None  # None when the deal cannot even be read as terms
     problems: tuple[Problem, ...]
+    close_by: dt.date | None = None
+    external_id: str | None = None
 
 
 class PriceQuoteInput(BaseModel):
@@ -88,9 +91,28 @@ class PlanApprovalsInput(BaseModel):
     version: int
 
 
+class PlannedRequest(BaseModel):
+    """A planned approval with what the chain needs to run it (from the policy's role entry)."""
+
+    stage: int
+    role: str
+    role_label: str
+    approver_email: str
+    reason: str
+    inputs_sha256: str
+    sla_hours: float
+    sla_business_hours: bool
+    reminder_at: float
+    expected_hours: float
+
+
 class PlanApprovalsResult(BaseModel):
     plan: ApprovalPlan
     assignees: dict[str, str]  # policy role -> approver email (from the org directory)
+    requests: list[PlannedRequest] = []
+    escalation_levels: int = 2
+    link_ttl_hours: float = 72.0
+    min_history: int = 3
 
 
 class RecordStageInput(BaseModel):
@@ -143,10 +165,16 @@ class DealActivities:
                     f"deal {input.deal_id} does not exist", type=DEAL_NOT_FOUND, non_retryable=True
                 )
             terms = deals_db.deal_terms(deal)
-            revision = deal.revision
+            revision, close_by, external_id = deal.revision, deal.close_by, deal.external_id
         policy = load_policy(self._settings.approval_policy_path)
         problems = validate_deal(terms, known_currencies=known_currencies(policy))
-        return LoadDealResult(revision=revision, terms=terms, problems=tuple(problems))
+        return LoadDealResult(
+            revision=revision,
+            terms=terms,
+            problems=tuple(problems),
+            close_by=close_by,
+            external_id=external_id,
+        )
 
     @activity.defn
     async def price_quote(self, input: PriceQuoteInput) -> PricedQuote:
@@ -289,10 +317,10 @@ class DealActivities:
                     type=DEAL_NOT_FOUND,
                     non_retryable=True,
                 )
-            plan = plan_approvals(
-                DealTerms.model_validate(qv.terms), Quote.model_validate(qv.quote), policy
-            )
+            terms, quote = DealTerms.model_validate(qv.terms), Quote.model_validate(qv.quote)
+            plan = plan_approvals(terms, quote, policy)
             assignees: dict[str, str] = {}
+            requests: list[PlannedRequest] = []
             for stage in plan.stages:
                 for approval in stage.approvals:
                     email = org.approver_of.get(approval.role)
@@ -303,11 +331,33 @@ class DealActivities:
                             non_retryable=True,
                         )
                     assignees[approval.role] = email
+                    role = policy.roles[approval.role]
+                    requests.append(
+                        PlannedRequest(
+                            stage=stage.index,
+                            role=approval.role,
+                            role_label=role.label,
+                            approver_email=email,
+                            reason=" ".join(approval.reasons),
+                            inputs_sha256=inputs_sha256(role.reviews, terms, quote),
+                            sla_hours=float(role.sla_hours),
+                            sla_business_hours=role.sla_business_hours,
+                            reminder_at=float(role.reminder_at),
+                            expected_hours=float(role.expected_hours),
+                        )
+                    )
             qv.approval_plan = {
                 "plan": json.loads(plan.model_dump_json()),
                 "assignees": assignees,
             }
-        return PlanApprovalsResult(plan=plan, assignees=assignees)
+        return PlanApprovalsResult(
+            plan=plan,
+            assignees=assignees,
+            requests=requests,
+            escalation_levels=policy.approvals.escalation_levels,
+            link_ttl_hours=float(policy.approvals.link_ttl_hours),
+            min_history=policy.approvals.min_history,
+        )
 
     @activity.defn
     async def record_stage(self, input: RecordStageInput) -> None:

@@ -15,7 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.errors import install_error_handlers
-from api.routes import deals, documents, ops, sandbox
+from api.routes import (
+    approvals,
+    campaigns,
+    deals,
+    documents,
+    mail_webhooks,
+    ops,
+    sandbox,
+    signature,
+    stripe_webhook,
+)
 from db.engine import make_engine, make_sessionmaker
 from db.org import OrgDirectory, load_org
 from dealflow.logging import configure_logging
@@ -81,6 +91,12 @@ def create_app(
     app.include_router(ops.router)
     app.include_router(deals.router)
     app.include_router(documents.router)
+    app.include_router(approvals.router)
+    app.include_router(signature.router)
+    app.include_router(campaigns.router)
+    app.include_router(campaigns.suppressions_router)
+    app.include_router(mail_webhooks.router)
+    app.include_router(stripe_webhook.router)
     if settings.is_sandbox:
         app.include_router(sandbox.router)
     return app

@@ -10,6 +10,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from db.models import Deal
+from db.org import OrgDirectory
 from dealflow.ids import (
     SA_CUSTOMER,
     SA_DEAL_AMOUNT,
@@ -19,15 +20,20 @@ from dealflow.ids import (
     deal_closure_workflow_id,
 )
 from dealflow.settings import Settings
+from workflows.approval_chain import ApprovalChainStatus, ApprovalChainWorkflow
 from workflows.deal_closure import (
     DealClosureInput,
     DealClosureOptions,
     DealClosureStatus,
     DealClosureWorkflow,
 )
+from workflows.signature import SignatureStatus, SignatureTiming, SignatureWorkflow
 
 # A query needs a worker to answer; when none does in this time, GET falls back to the database.
 QUERY_TIMEOUT = timedelta(seconds=5)
+# What a query answers when no worker is there to run it: not found, or a timeout (reported by
+# the server as DEADLINE_EXCEEDED, or by the client's own deadline as CANCELLED).
+NO_ANSWER = (RPCStatusCode.NOT_FOUND, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
 
 
 async def start_closure(
@@ -42,7 +48,14 @@ async def start_closure(
                 deal_id=deal.id,
                 owner_email=deal.owner_email,
                 options=DealClosureOptions(
-                    activity_timeout_seconds=settings.activity_timeout_seconds
+                    activity_timeout_seconds=settings.activity_timeout_seconds,
+                    approval_sla_override_seconds=settings.approval_sla_override_seconds,
+                    signature=signature_timing(settings),
+                    public_base_url=settings.public_base_url,
+                    finance_email=OrgDirectory.load(settings.org_directory_path).approver_of.get(
+                        "finance_director"
+                    ),
+                    payment_grace_seconds=settings.payment_grace_days * 86400.0,
                 ),
             ),
             id=workflow_id,
@@ -82,6 +95,59 @@ async def closure_status(client: Client, deal_id: str) -> DealClosureStatus | No
     try:
         return await handle.query(DealClosureWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
     except RPCError as err:
-        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.DEADLINE_EXCEEDED):
+        if err.status in NO_ANSWER:
             return None
         raise
+
+
+async def approval_chain_status(client: Client, workflow_id: str) -> ApprovalChainStatus | None:
+    """The live state of an approval chain, or None when it cannot answer now."""
+    handle = client.get_workflow_handle_for(ApprovalChainWorkflow.run, workflow_id)
+    try:
+        return await handle.query(ApprovalChainWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        if err.status in NO_ANSWER:
+            return None
+        raise
+
+
+async def live_approval_steps(client: Client, status: DealClosureStatus) -> list:
+    """The approval steps to show: the running chain's, else the last chain's."""
+    if status.approval_chain_workflow_id:
+        chain = await approval_chain_status(client, status.approval_chain_workflow_id)
+        if chain is not None:
+            return chain.steps
+    return status.approval_steps
+
+
+def signature_timing(settings: Settings) -> SignatureTiming:
+    """Signature timers from Settings; ``signature_timing_override`` sets them in seconds."""
+    timing = SignatureTiming(
+        poll_seconds=settings.signature_poll_seconds,
+        reminder_business_days=settings.signature_reminder_business_days,
+        not_opened_alert_seconds=settings.signature_not_opened_alert_hours * 3600,
+        expire_seconds=settings.signature_expire_days * 86400.0,
+        activity_timeout_seconds=settings.activity_timeout_seconds,
+    )
+    if settings.signature_timing_override:
+        names = {
+            "poll": "poll_seconds",
+            "remind": "reminder_seconds",
+            "alert": "not_opened_alert_seconds",
+            "expire": "expire_seconds",
+        }
+        values = dict(part.split("=") for part in settings.signature_timing_override.split(","))
+        timing = timing.model_copy(update={names[k.strip()]: float(v) for k, v in values.items()})
+    return timing
+
+
+async def signature_status(client: Client, status: DealClosureStatus) -> SignatureStatus | None:
+    """The live signature state: the running tracking's, else the last one's."""
+    if status.signature_workflow_id:
+        handle = client.get_workflow_handle_for(SignatureWorkflow.run, status.signature_workflow_id)
+        try:
+            return await handle.query(SignatureWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as err:
+            if err.status not in NO_ANSWER:
+                raise
+    return status.signature

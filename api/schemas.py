@@ -8,7 +8,7 @@ draft before it is complete.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -81,6 +81,7 @@ class DealCreate(_In):
     custom_terms: Annotated[list[CustomTermCreate], Field(max_length=50)] = []
     competitor: Short | None = None
     notes: Annotated[str, StringConstraints(max_length=20000)] | None = None
+    close_by: date | None = None
 
 
 class DealUpdate(_In):
@@ -99,6 +100,7 @@ class DealUpdate(_In):
     custom_terms: Annotated[list[CustomTermCreate], Field(max_length=50)] | None = None
     competitor: Short | None = None
     notes: Annotated[str, StringConstraints(max_length=20000)] | None = None
+    close_by: date | None = None
 
 
 class CancelCreate(_In):
@@ -138,6 +140,11 @@ class ApprovalRead(BaseModel):
     decision: str | None = None
     comment: str | None = None
     decided_at: datetime | None = None
+    holder_email: str | None = None
+    delegate_email: str | None = None
+    escalation_level: int = 0
+    expected_decision: dict[str, Any] | None = None
+    carried_from_version: int | None = None
 
 
 class TimelineRead(BaseModel):
@@ -162,6 +169,7 @@ class DealRead(BaseModel):
     custom_terms: list[dict[str, Any]]
     competitor: str | None
     notes: str | None
+    close_by: date | None = None
     revision: int
     stage: str
     stage_reason: str | None = None

@@ -1,7 +1,7 @@
-"""``python -m bench``: deal closure latency against the NoopWorkflow baseline, on the real stack.
+"""``python -m bench``: deal closure, approvals, signature vs a NoopWorkflow baseline, real stack.
 
-    python -m bench                       # 30 runs per scenario, 4 in flight
-    python -m bench --deals 10 --concurrency 2
+    python -m bench                       # every scenario, 4 in flight
+    python -m bench --scenario approvals --deals 10 --concurrency 2
 
 ``make bench`` runs this with DEALFLOW_TEMPORAL_BIN set. See bench/README.md for how to read it.
 """
@@ -17,16 +17,20 @@ import os
 import platform
 import signal
 import sys
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
 import temporalio
 
-from bench.closure import BenchError, Config, Results, run_scenarios
+from bench.common import BenchError, Config
+from bench.runner import SCENARIOS, Results, run_scenarios
 from bench.stack import StackError, bench_stack
 from bench.stats import ratios, summarize
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_DEALS_ONE = 30
+DEFAULT_DEALS_ALL = 20  # keeps `python -m bench` (all three) to about 4 minutes on 2 cores
 
 
 def say(msg: str) -> None:
@@ -35,7 +39,19 @@ def say(msg: str) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    p.add_argument("--deals", type=int, default=30, help="runs per scenario (default 30)")
+    p.add_argument(
+        "--scenario",
+        choices=[*SCENARIOS, "all"],
+        default="all",
+        help="which scenario(s) to run against the baseline (default all)",
+    )
+    p.add_argument(
+        "--deals",
+        type=int,
+        default=None,
+        help=f"runs per scenario (default {DEFAULT_DEALS_ONE} for one scenario, "
+        f"{DEFAULT_DEALS_ALL} each for all)",
+    )
     p.add_argument("--concurrency", type=int, default=4, help="runs in flight (default 4)")
     p.add_argument(
         "--rounds",
@@ -49,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--poll-ms", type=float, default=10.0, help="status query interval (default 10)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     args = p.parse_args(argv)
+    args.scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    if args.deals is None:
+        args.deals = DEFAULT_DEALS_ALL if len(args.scenarios) > 1 else DEFAULT_DEALS_ONE
     if args.deals < 1 or args.concurrency < 1 or args.rounds < 0 or args.poll_ms <= 0:
         p.error("--deals and --concurrency must be >= 1, --rounds >= 0, --poll-ms > 0")
     if args.warmup is None:
@@ -60,48 +79,63 @@ def _fmt(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:.1f}"
 
 
+LABEL = 44
+
+
+def _row(name: str, s: dict) -> str:
+    return f"{name:<{LABEL}}{s['n']:>9}" + "".join(
+        f"{_fmt(s[c]):>9}" for c in ("median", "p90", "p99", "max")
+    )
+
+
 def report(results: Results, cfg: Config) -> dict:
     baseline = summarize(results.baseline_ms)
-    deal = summarize([r.total_ms for r in results.deals])
-    post = summarize([r.post_ms for r in results.deals])
-    queries = [q for r in results.deals for q in r.query_ms]
-    query = summarize(queries)
-    polls = summarize([float(r.polls) for r in results.deals])
-    ratio = ratios(deal, baseline)
-
+    summary: dict = {"baseline": baseline}
     cols = ("n", "median", "p90", "p99", "max")
-    head = f"{'scenario':<28}" + "".join(f"{c:>9}" for c in cols)
+    head = f"{'scenario':<{LABEL}}" + "".join(f"{c:>9}" for c in cols)
     say("")
     say(head + "   (ms)")
     say("-" * len(head))
-    for name, s in (
-        ("baseline (NoopWorkflow)", baseline),
-        ("deal closure", deal),
-        ("  of which POST ready-to-close", post),
-    ):
-        say(f"{name:<28}{s['n']:>9}" + "".join(f"{_fmt(s[c]):>9}" for c in cols[1:]))
+    say(_row("baseline (NoopWorkflow)", baseline))
+    ratio_rows = []
+    for scenario in results.scenarios:
+        batch = results.batches[scenario.name]
+        part: dict = {}
+        for m in scenario.metrics:
+            s = summarize(batch.samples.get(m.key, []))
+            part[m.key] = s
+            say(_row(m.label, s))
+            if m.headline:
+                r = ratios(s, baseline)
+                part[f"ratio_{m.key}_over_baseline"] = r
+                ratio_rows.append((m.short or m.key, r))
+        part["poll_round_trip"] = summarize(batch.poll_rtt_ms)
+        part["polls_per_wait"] = summarize([float(x) for x in batch.polls])
+        summary[scenario.name] = part
     say("-" * len(head))
-    say(
-        f"{'deal / baseline':<28}{'':>9}{'x' + _fmt(ratio['median']):>9}{'':>9}"
-        f"{'x' + _fmt(ratio['p99']):>9}"
-    )
+    for label, r in ratio_rows:
+        say(
+            f"{label + ' / baseline':<{LABEL}}{'':>9}{'x' + _fmt(r['median']):>9}{'':>9}"
+            f"{'x' + _fmt(r['p99']):>9}"
+        )
     say("")
     say(
-        f"polling resolution: status query every {cfg.poll_ms:g} ms, query round trip median "
-        f"{_fmt(query['median'])} ms (p99 {_fmt(query['p99'])}); deal figures are when the "
-        f"stage was seen, up to ~{cfg.poll_ms + query['median']:.0f} ms after it was set "
-        f"({_fmt(polls['median'])} polls per deal, median)."
+        f"polling resolution (every {cfg.poll_ms:g} ms; a figure marked seen is late by up to "
+        "about one interval plus one round trip):"
     )
-    if deal["n"] < 100:
-        say(f"p99 of {deal['n']} samples is interpolated between the two largest: read it as ~max.")
-    return {
-        "baseline": baseline,
-        "deal_closure": deal,
-        "ready_to_close_post": post,
-        "status_query": query,
-        "polls_per_deal": polls,
-        "ratio_deal_over_baseline": ratio,
-    }
+    for scenario in results.scenarios:
+        rtt, polls = (
+            summary[scenario.name]["poll_round_trip"],
+            summary[scenario.name]["polls_per_wait"],
+        )
+        say(
+            f"  {scenario.name}: {scenario.poll_what}, round trip median {_fmt(rtt['median'])} ms "
+            f"(p99 {_fmt(rtt['p99'])}), up to ~{cfg.poll_ms + rtt['median']:.0f} ms; "
+            f"{_fmt(polls['median'])} polls per wait (median)"
+        )
+    if cfg.deals < 100:
+        say(f"p99 of {cfg.deals} samples is interpolated between the two largest: read it as ~max.")
+    return summary
 
 
 def write_json(path_dir: Path, cfg: Config, stack_info: dict, results: Results, summary: dict):
@@ -117,6 +151,7 @@ def write_json(path_dir: Path, cfg: Config, stack_info: dict, results: Results, 
             "round_sizes": cfg.round_sizes(),
             "warmup": cfg.warmup,
             "poll_ms": cfg.poll_ms,
+            "scenarios": [sc.name for sc in results.scenarios],
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -129,9 +164,10 @@ def write_json(path_dir: Path, cfg: Config, stack_info: dict, results: Results, 
         "rounds": results.rounds,
         "samples_ms": {
             "baseline": results.baseline_ms,
-            "deal_closure": [r.total_ms for r in results.deals],
-            "ready_to_close_post": [r.post_ms for r in results.deals],
-            "polls_per_deal": [r.polls for r in results.deals],
+            **{
+                name: {**batch.samples, "polls_per_wait": batch.polls}
+                for name, batch in results.batches.items()
+            },
         },
     }
     path.write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
@@ -167,8 +203,10 @@ async def amain(args: argparse.Namespace) -> int:
             "temporal": "dev server (WorkflowEnvironment.start_local)",
             "worker": "separate process (python worker.py)",
             "api": "separate process (uvicorn)",
+            "sandbox": "separate process (python -m bench.sandbox_proc)",
+            "stripe": "stripe-mock, separate process",
         }
-        results = await run_scenarios(stack, cfg, say)
+        results = await run_scenarios(stack, cfg, args.scenarios, say)
     summary = report(results, cfg)
     path = write_json(args.results_dir, cfg, stack_info, results, summary)
     say(f"results: {path}")
@@ -179,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Quiet the in-process pieces (sandbox, Temporal client); the worker and API log to files.
     logging.basicConfig(level=logging.WARNING)
+    # pgserver's platformdirs warns about an unset XDG_RUNTIME_DIR (containers); harmless here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     try:
         return asyncio.run(amain(args))
     except KeyboardInterrupt:

@@ -5,9 +5,10 @@
         stack.api_url    # the API, serving on a free port
 
 In order: PostgreSQL (embedded pgserver in a temp dir, or DATABASE_URL's server with a fresh
-database dropped at the end), migrations, the Temporal dev server (``start_local``), the sandbox,
-the worker (a separate process), the API (a separate process). Everything stops in reverse order
-when the block exits, also on Ctrl-C (asyncio cancels the main task; the exits below still run).
+database dropped at the end), migrations, the Temporal dev server (``start_local``), the sandbox
+(a separate process), stripe-mock (a separate process), the worker (a separate process), the API
+(a separate process). Everything stops in reverse order when the block exits, also on Ctrl-C
+(asyncio cancels the main task; the exits below still run).
 
 Process layout, and why:
 
@@ -18,21 +19,27 @@ Process layout, and why:
   event loop, the figures would include the load generator's own scheduling (a coroutine
   polling a query delays the handler, and the handler delays the timestamp), which no real
   client sees. The cost is a second or two of start-up.
-* The sandbox runs in-process (``run_sandbox``): the closure up to ``awaiting_approval`` does not
-  call it, so it carries no load during the measurement.
+* The sandbox (Slack, DocuSign, CRM, SMTP) is its own process (``python -m bench.sandbox_proc``)
+  for the same reason: the approval and signature scenarios measure paths through it (the worker
+  posts Slack DMs, the Connect webhook goes out from it, closing calls its CRM), so it must not
+  wait on the load generator's loop. Its Slack interactions and DocuSign Connect URLs point at
+  the API, as in ``tests/conftest.py``.
+* stripe-mock (Stripe's own mock server) stands in for Stripe, as in the tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TypeVar
@@ -47,12 +54,12 @@ from dealflow.stack import (
     drop_database,
     free_port,
     migrate,
+    port_is_open,
     start_embedded_postgres,
     with_database,
 )
 from dealflow.temporal import DATA_CONVERTER
-from dealflow.tools import TEMPORAL, find_tool
-from sandbox.server import run_sandbox
+from dealflow.tools import STRIPE_MOCK, TEMPORAL, find_tool
 from workflows.noop import NoopWorkflow
 
 T = TypeVar("T")
@@ -71,6 +78,7 @@ class StackError(RuntimeError):
 class BenchStack:
     client: Client
     api_url: str
+    sandbox_url: str  # the sandbox's HTTP base (its /_sandbox control API)
     temporal_address: str
     task_queue: str
     state_dir: Path
@@ -88,7 +96,14 @@ class Child:
         self._log = log
 
     @classmethod
-    async def start(cls, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Child:
+    async def start(
+        cls,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        pass_fds: tuple[int, ...] = (),
+    ) -> Child:
         log_path = log_dir / f"{name}.log"
         log = log_path.open("ab")
         proc = await asyncio.create_subprocess_exec(
@@ -99,6 +114,7 @@ class Child:
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
         return cls(name, proc, log_path, log)
 
@@ -170,20 +186,45 @@ async def _database(state_dir: Path, say: Callable[[str], None]) -> AsyncIterato
             await asyncio.to_thread(pg.cleanup)
 
 
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Point fds 1 and 2 at ``path`` while a child is spawned, so it inherits the file.
+
+    start_local hands the dev server our stdout/stderr: its banner, and its error logs when it
+    is stopped mid-run, would land in the benchmark's output. Nothing else writes while this is
+    in effect (start-up is sequential).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    try:
+        with path.open("ab") as log:
+            for fd in saved:
+                os.dup2(log.fileno(), fd)
+        yield
+    finally:
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 @contextlib.asynccontextmanager
-async def _temporal(say: Callable[[str], None]) -> AsyncIterator[WorkflowEnvironment]:
+async def _temporal(
+    say: Callable[[str], None], log_path: Path
+) -> AsyncIterator[WorkflowEnvironment]:
     binary = find_tool(TEMPORAL)
     if binary is None:
         raise StackError(
             "the Temporal CLI is not built: run `make bench`, or set DEALFLOW_TEMPORAL_BIN"
         )
     say(f"==> Temporal dev server ({binary})")
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(binary),
-        search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=DATA_CONVERTER,
-        dev_server_log_level="error",
-    )
+    with _output_to(log_path):
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=str(binary),
+            search_attributes=SEARCH_ATTRIBUTES,
+            data_converter=DATA_CONVERTER,
+            dev_server_log_level="error",
+        )
     try:
         yield env
     finally:
@@ -197,15 +238,81 @@ async def bench_stack(say: Callable[[str], None] = print) -> AsyncIterator[Bench
         log_dir = state_dir / "logs"
         log_dir.mkdir()
         database_url, where = await stack.enter_async_context(_database(state_dir, say))
-        env = await stack.enter_async_context(_temporal(say))
+        env = await stack.enter_async_context(_temporal(say, log_dir / "temporal.log"))
         client = env.client
         temporal_address = client.service_client.config.target_host
 
-        say("==> sandbox")
-        sandbox = await stack.enter_async_context(run_sandbox(state_dir=state_dir / "sandbox"))
-
-        api_port = free_port()
+        # The API's listening socket is bound here and handed to uvicorn (--fd): no window in
+        # which another process on this machine (a parallel test run) could take a "free" port.
+        # Bound first: the sandbox needs the API's address for Slack clicks and Connect.
+        api_sock = socket.socket()
+        api_sock.bind(("127.0.0.1", 0))
+        api_sock.listen(1024)
+        stack.callback(api_sock.close)  # closed below once the API holds it; twice is harmless
+        api_port = api_sock.getsockname()[1]
         api_url = f"http://127.0.0.1:{api_port}"
+        children: list[Child] = []
+
+        say("==> sandbox (separate process)")
+        ready_file = state_dir / "sandbox-ready.json"
+        sandbox = await Child.start(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "bench.sandbox_proc",
+                "--state-dir",
+                str(state_dir / "sandbox"),
+                "--ready-file",
+                str(ready_file),
+                "--interactions-url",
+                f"{api_url}/v1/webhooks/slack/interactions",
+                "--connect-url",
+                f"{api_url}/v1/webhooks/docusign",
+            ],
+            dict(os.environ, PYTHONUNBUFFERED="1"),
+            log_dir=log_dir,
+        )
+        stack.push_async_callback(sandbox.stop)
+        children.append(sandbox)
+
+        async def sandbox_ready() -> dict | None:
+            if not ready_file.exists():
+                await asyncio.sleep(0.05)
+                return None
+            return json.loads(ready_file.read_text())
+
+        sb = await _until("sandbox", sandbox_ready, children, START_TIMEOUT)
+
+        stripe_bin = find_tool(STRIPE_MOCK)
+        if stripe_bin is None:
+            raise StackError(
+                "stripe-mock is not built: `make test` builds it, or set DEALFLOW_STRIPE_MOCK_BIN"
+            )
+        # stripe-mock takes an address, not a socket: a free port, then probed (a small window).
+        stripe_port = free_port()
+        say(f"==> stripe-mock (separate process, on {stripe_port})")
+        stripe = await Child.start(
+            "stripe-mock",
+            # An explicit HTTPS address too: by default it also takes :12112.
+            [
+                str(stripe_bin),
+                "-http-addr",
+                f"127.0.0.1:{stripe_port}",
+                "-https-addr",
+                "127.0.0.1:0",
+            ],
+            dict(os.environ),
+            log_dir=log_dir,
+        )
+        stack.push_async_callback(stripe.stop)
+        children.append(stripe)
+
+        async def stripe_ready() -> bool | None:
+            return True if await asyncio.to_thread(port_is_open, stripe_port) else None
+
+        await _until("stripe-mock", stripe_ready, children, START_TIMEOUT)
+
         child_env = dict(
             os.environ,
             DEALFLOW_PROFILE="sandbox",
@@ -214,11 +321,15 @@ async def bench_stack(say: Callable[[str], None] = print) -> AsyncIterator[Bench
             TEMPORAL_ADDRESS=temporal_address,
             DEALFLOW_STATE_DIR=str(state_dir),
             DEALFLOW_PUBLIC_BASE_URL=api_url,
-            DEALFLOW_SANDBOX_URL=sandbox.http_url,
-            DEALFLOW_SMTP_PORT=str(sandbox.smtp_port),
+            DEALFLOW_SANDBOX_URL=sb["http_url"],
+            DEALFLOW_SMTP_PORT=str(sb["smtp_port"]),
+            DEALFLOW_SLACK_API_URL=f"{sb['http_url']}/slack/api/",
+            DEALFLOW_CRM_API_URL=sb["http_url"],
+            DEALFLOW_DOCUSIGN_OAUTH_HOST=sb["https_url"].removeprefix("https://"),
+            DEALFLOW_DOCUSIGN_CA_CERT=sb["ca_cert_path"],
+            DEALFLOW_STRIPE_API_BASE=f"http://127.0.0.1:{stripe_port}",
             PYTHONUNBUFFERED="1",
         )
-        children: list[Child] = []
 
         say("==> worker (separate process)")
         worker = await Child.start(
@@ -236,17 +347,17 @@ async def bench_stack(say: Callable[[str], None] = print) -> AsyncIterator[Bench
                 "uvicorn",
                 "api.app:create_app",
                 "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(api_port),
+                "--fd",
+                str(api_sock.fileno()),
                 "--log-level",
                 "warning",
                 "--no-access-log",
             ],
             child_env,
             log_dir=log_dir,
+            pass_fds=(api_sock.fileno(),),
         )
+        api_sock.close()  # the API holds it now
         stack.push_async_callback(api.stop)
         children.append(api)
 
@@ -285,6 +396,7 @@ async def bench_stack(say: Callable[[str], None] = print) -> AsyncIterator[Bench
         yield BenchStack(
             client=client,
             api_url=api_url,
+            sandbox_url=sb["http_url"],
             temporal_address=temporal_address,
             task_queue=TASK_QUEUE,
             state_dir=state_dir,

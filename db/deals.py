@@ -23,6 +23,7 @@ _SCALAR_FIELDS = (
     "discount_pct",
     "competitor",
     "notes",
+    "close_by",
 )
 _ACCOUNT_FIELDS = ("name", "domain", "country", "region", "employees", "industry", "tax_id")
 

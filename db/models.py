@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -109,6 +110,8 @@ class Deal(Base):
     notes: Mapped[str | None] = mapped_column(Text)
     # Mirrors the closure's stage for queries across deals; the workflow is the live truth.
     stage: Mapped[str] = mapped_column(String(32), default="draft")
+    # The date the rep needs the deal closed by; the approval chain warns when it will be late.
+    close_by: Mapped[dt.date | None] = mapped_column(Date)
     # Bumped by every PATCH: a quote records which revision of the deal it priced.
     revision: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[dt.datetime] = _now()
@@ -238,3 +241,71 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = _now()
+
+
+class ApprovalRequest(Base):
+    """One approval step: who must decide, why, by when, and what they decided.
+
+    Written by the approval chain's activities; the workflow holds the live state and this row
+    is its durable mirror (and the source for decision-time statistics).
+    """
+
+    __tablename__ = "approval_requests"
+
+    step_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    deal_id: Mapped[str] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
+    quote_version: Mapped[int] = mapped_column(Integer)
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    stage: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(64))
+    approver_email: Mapped[str] = mapped_column(String(320), index=True)
+    holder_email: Mapped[str] = mapped_column(String(320), index=True)
+    delegate_email: Mapped[str | None] = mapped_column(String(320), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    inputs_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    due_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    reminded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    escalated_to: Mapped[str | None] = mapped_column(String(320))
+    escalation_level: Mapped[int] = mapped_column(Integer, default=0)
+    decided_by: Mapped[str | None] = mapped_column(String(320))
+    decision: Mapped[str | None] = mapped_column(String(32))
+    comment: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    channel: Mapped[str | None] = mapped_column(String(16))
+
+
+class ApprovalDelivery(Base):
+    """A message sent about a step. The unique key makes a retried delivery find its twin."""
+
+    __tablename__ = "approval_deliveries"
+    __table_args__ = (UniqueConstraint("step_id", "recipient_email", "channel", "purpose"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    step_id: Mapped[str] = mapped_column(String(200), index=True)
+    recipient_email: Mapped[str] = mapped_column(String(320))
+    channel: Mapped[str] = mapped_column(String(16))  # slack, email
+    purpose: Mapped[str] = mapped_column(String(32))  # request, reminder, escalation.N, ...
+    external_ref: Mapped[str | None] = mapped_column(String(300))  # Slack ts / Message-ID
+    slack_channel: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # sending, sent
+    created_at: Mapped[dt.datetime] = _now()
+
+
+class ApprovalLink(Base):
+    """A signed approval link: bound to one approver and one step, expiring, single use."""
+
+    __tablename__ = "approval_links"
+
+    token_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(200), index=True)
+    approver_email: Mapped[str] = mapped_column(String(320))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = _now()
+
+
+from db import campaign_models as _campaign_models  # noqa: E402,F401
+from db import closing_models as _closing_models  # noqa: E402,F401

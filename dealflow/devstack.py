@@ -42,6 +42,7 @@ class Ports:
     temporal: int = 7233
     temporal_ui: int = 8233
     sandbox_http: int = 8090
+    sandbox_https: int = 8443
     smtp: int = 2525
     stripe_mock: int = 12111
 
@@ -157,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
             DEALFLOW_SANDBOX_URL=f"http://127.0.0.1:{ports.sandbox_http}",
             DEALFLOW_SMTP_PORT=str(ports.smtp),
             DEALFLOW_STRIPE_API_BASE=f"http://127.0.0.1:{ports.stripe_mock}",
+            DEALFLOW_CRM_API_URL=f"http://127.0.0.1:{ports.sandbox_http}",
+            DEALFLOW_DOCUSIGN_OAUTH_HOST=f"127.0.0.1:{ports.sandbox_https}",
+            DEALFLOW_DOCUSIGN_CA_CERT=str(STATE / "sandbox" / "sandbox-tls-cert.pem"),
             PYTHONUNBUFFERED="1",
         )
         say(
@@ -186,7 +190,14 @@ def run(args: argparse.Namespace) -> int:
         say("==> stripe-mock")
         stack.start(
             "stripe",
-            [str(stripe_bin), "-http-addr", f"127.0.0.1:{ports.stripe_mock}"],
+            # Without -https-addr stripe-mock also takes 12112 on every interface.
+            [
+                str(stripe_bin),
+                "-http-addr",
+                f"127.0.0.1:{ports.stripe_mock}",
+                "-https-addr",
+                "127.0.0.1:0",
+            ],
             env,
             echo=False,
         )

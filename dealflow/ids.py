@@ -18,6 +18,29 @@ def deal_closure_workflow_id(deal_id: str) -> str:
     return f"{DEAL_CLOSURE_PREFIX}{deal_id}"
 
 
+def approval_chain_workflow_id(deal_id: str, quote_version: int) -> str:
+    """One approval chain per quote version of a deal."""
+    return f"approval-chain/{deal_id}/v{quote_version}"
+
+
+CAMPAIGN_PREFIX = "campaign/"
+
+
+def campaign_workflow_id(campaign_id: str) -> str:
+    """One campaign workflow per campaign: launching twice cannot start a second."""
+    return f"{CAMPAIGN_PREFIX}{campaign_id}"
+
+
+def sequence_workflow_id(campaign_id: str, contact_email: str) -> str:
+    """One sequence per contact and campaign; with id reuse rejected, never enrolled twice."""
+    return f"{CAMPAIGN_PREFIX}{campaign_id}/contact/{contact_email.strip().lower()}"
+
+
+def signature_workflow_id(deal_id: str, quote_version: int) -> str:
+    """One signature tracking (one envelope) per quote version of a deal."""
+    return f"signature/{deal_id}/v{quote_version}"
+
+
 # Search attributes the Temporal UI filters on (registered at dev-server start and in compose).
 SA_DEAL_ID = SearchAttributeKey.for_keyword("DealId")
 SA_CUSTOMER = SearchAttributeKey.for_keyword("Customer")

@@ -34,8 +34,14 @@ SECRET_FIELDS = (
     "stripe_webhook_secret",
     "mail_webhook_secret",
     "link_signing_key",
+    "docusign_private_key",
 )
-_PLACEHOLDER_MARKERS = ("changeme", "change-me", "placeholder", "sandbox", "example", "xxx", "todo")
+# Refused anywhere in a secret (long enough never to occur by chance in a real key)...
+_PLACEHOLDER_MARKERS = ("changeme", "change-me", "placeholder", "sandbox")
+# ...and refused as the whole value.
+_PLACEHOLDER_VALUES = frozenset(
+    {"secret", "password", "xxx", "todo", "dummy", "test", "example", "none", "null"}
+)
 
 
 def load_sandbox_file(path: Path = SANDBOX_FILE) -> dict:
@@ -70,6 +76,7 @@ class Settings(BaseSettings):
     org_directory_path: Path = CONFIG_DIR / "org.toml"
     tax_table_path: Path = CONFIG_DIR / "tax_jurisdictions.toml"
     approval_policy_path: Path = CONFIG_DIR / "approval_policy.toml"
+    commission_policy_path: Path = CONFIG_DIR / "commission.toml"
     templates_dir: Path = PROJECT_ROOT / "templates"
 
     # Who we are, as printed on contracts.
@@ -80,12 +87,24 @@ class Settings(BaseSettings):
     # held is retried only once its start-to-close timeout has passed.
     activity_timeout_seconds: float = 30.0
 
+    # Approvals. When set, every approval SLA is this many wall-clock seconds instead of the
+    # policy's hours (short-SLA tests and demos of reminders and escalation).
+    approval_sla_override_seconds: float | None = None
+    mail_from_name: str = "dealflow"
+    mail_from_address: str = "approvals@dealflow.example"
+
     # Outside services. In the sandbox profile these point at the local sandbox servers.
     sandbox_url: str = "http://127.0.0.1:8090"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
     stripe_api_base: str = "http://127.0.0.1:12111"
     slack_api_url: str = "http://127.0.0.1:8090/slack/api/"
+    # The CRM's REST API (HubSpot CRM v3; production: https://api.hubapi.com). The token is a
+    # HubSpot private-app token. It is not in SECRET_FIELDS (yet): production must set
+    # DEALFLOW_CRM_API_URL and DEALFLOW_CRM_API_TOKEN, or closing fails with CrmRejected (401).
+    crm_api_url: str = "http://127.0.0.1:8090"
+    crm_api_token: SecretStr = SecretStr("pat-sandbox-crm-token")
+    crm_timeout_seconds: float = 10.0
 
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
@@ -94,6 +113,53 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = None
     mail_webhook_secret: SecretStr | None = None
     link_signing_key: SecretStr | None = None
+    docusign_private_key: SecretStr | None = None  # RSA PEM for the JWT grant
+
+    # DocuSign (JWT grant). Sandbox: the sandbox's HTTPS port and its self-signed certificate;
+    # production: account.docusign.com (or account-d for the demo environment) and no CA file.
+    docusign_oauth_host: str = "127.0.0.1:8443"
+    docusign_ca_cert: Path | None = None
+    docusign_integration_key: str = "00000000-0000-4000-8000-00000000d0c5"
+    docusign_user_id: str = "00000000-0000-4000-8000-0000000005e1"
+
+    # Signature tracking. DocuSign asks integrations to poll an envelope at most every 15
+    # minutes; Connect webhooks are the fast path and polling only catches lost ones.
+    signature_poll_seconds: float = 900.0
+    signature_reminder_business_days: int = 2
+    signature_not_opened_alert_hours: float = 48.0
+    signature_expire_days: int = 30
+    payment_grace_days: float = 7.0  # after the due date, before the rep and finance are told
+    # Tests and demos: every signature timer in seconds (poll, remind, alert, expire).
+    signature_timing_override: str | None = None  # "poll=1,remind=3,alert=5,expire=30"
+
+    # Campaigns (issue 5). The postal address is printed in every campaign email's footer
+    # (CAN-SPAM and most anti-spam laws require one); unsubscribe links use public_base_url.
+    campaign_postal_address: str = (
+        "dealflow Inc., 100 Market Street, Suite 300, San Francisco, CA 94105, USA"
+    )
+    # Sender domains campaigns may send as (the ones our SPF/DKIM cover); the preflight refuses
+    # a sender outside them.
+    campaign_sender_domains: list[str] = ["dealflow.example"]
+    # Daily sends allowed per week since a mailbox's first send (the warm-up ramp); the
+    # mailbox's own daily limit applies once the ramp is over, and always caps it.
+    campaign_warmup: list[int] = [20, 40, 80, 150, 300]
+    campaign_auto_reply_default_pause_days: int = 7  # an out-of-office with no return date
+    campaign_auto_reply_max_pause_days: int = 30
+    campaign_pause_company_on_reply: bool = True  # a colleague's reply pauses the company
+    campaign_company_pause_days: int = 14
+    campaign_reply_window_days: int = 14  # a sequence stays open for replies after its last step
+    campaign_task_timeout_hours: float = 72.0  # a LinkedIn/call task not marked done by then
+    campaign_hard_bounce_threshold: float = 0.05  # pause the campaign above this hard-bounce rate
+    campaign_hard_bounce_min_sends: int = 50  # ... once it has sent at least this many
+    campaign_ab_min_sample: int = 100  # sends per variant before a winner can be declared
+    campaign_ab_alpha: float = 0.05
+    campaign_enrol_batch_size: int = 200
+    campaign_batches_per_run: int = 20  # enrolment batches before the campaign continues-as-new
+    campaign_progress_interval_seconds: float = 60.0
+    campaign_slack_enabled: bool = True  # post rep notifications to Slack (always recorded)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
 
     # Fault injection for crash tests: comma-separated checkpoint names at which the worker
     # process exits abruptly, once. Refused outside the sandbox profile.
@@ -114,7 +180,11 @@ class Settings(BaseSettings):
             if value is None or not value.get_secret_value().strip():
                 raise ValueError(f"{var} must be set in the production profile")
             raw = value.get_secret_value()
-            if raw in sandbox_values or any(m in raw.lower() for m in _PLACEHOLDER_MARKERS):
+            if (
+                raw in sandbox_values
+                or raw.strip().lower() in _PLACEHOLDER_VALUES
+                or any(m in raw.lower() for m in _PLACEHOLDER_MARKERS)
+            ):
                 raise ValueError(f"{var} holds a placeholder or sandbox value; set the real secret")
         if not self.database_url:
             raise ValueError("DATABASE_URL must be set in the production profile")

@@ -82,6 +82,18 @@ class PolicyRule(_Frozen):
 class RoleDef(_Frozen):
     label: str  # how the role is named in reasons, e.g. "Finance Director"
     stage: int
+    sla_hours: Decimal = Decimal(24)
+    sla_business_hours: bool = True  # count the SLA in the approver's business hours
+    reminder_at: Decimal = Decimal("0.5")  # fraction of the SLA after which to remind
+    expected_hours: Decimal = Decimal(8)  # expected decision time when there is no history
+    # What an approval by this role covers (see domain.approval_inputs).
+    reviews: tuple[str, ...] = ("total", "currency")
+
+
+class ApprovalSettings(_Frozen):
+    escalation_levels: int = 2
+    link_ttl_hours: Decimal = Decimal(72)
+    min_history: int = 3
 
 
 class StageDef(_Frozen):
@@ -106,6 +118,7 @@ class ApprovalPolicy(_Frozen):
     documents: DocumentThresholds
     stages: tuple[StageDef, ...]
     roles: dict[str, RoleDef]
+    approvals: ApprovalSettings = ApprovalSettings()
     rules: tuple[PolicyRule, ...]
 
     @field_validator("fx_rates")

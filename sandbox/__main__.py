@@ -44,6 +44,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="where captured traffic is kept across restarts",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address both servers bind to")
+    parser.add_argument(
+        "--interactions-url",
+        help="where Slack button clicks are posted, e.g. "
+        "http://127.0.0.1:8000/v1/webhooks/slack/interactions",
+    )
+    parser.add_argument("--slack-signing-secret", help="default: config/sandbox.toml [secrets]")
+    parser.add_argument("--slack-bot-token", help="default: config/sandbox.toml [secrets]")
+    parser.add_argument(
+        "--org-path",
+        type=Path,
+        default=None,
+        help="org directory: the Slack users (default config/org.toml)",
+    )
+    parser.add_argument(
+        "--https-port", type=int, default=8443, help="HTTPS port for DocuSign OAuth (0: any free)"
+    )
+    parser.add_argument(
+        "--connect-url",
+        help="where DocuSign Connect events are posted, e.g. "
+        "http://127.0.0.1:8000/v1/webhooks/docusign",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser.parse_args(argv)
 
@@ -61,6 +82,12 @@ async def serve(args: argparse.Namespace) -> None:
             smtp_port=args.smtp_port,
             state_dir=args.state_dir,
             host=args.host,
+            interactions_url=args.interactions_url,
+            slack_signing_secret=args.slack_signing_secret,
+            slack_bot_token=args.slack_bot_token,
+            org_path=args.org_path,
+            https_port=args.https_port,
+            connect_url=args.connect_url,
         ):
             await stop.wait()
             logger.info("stopping")

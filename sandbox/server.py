@@ -21,6 +21,9 @@ import uvicorn
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI
 
+from dealflow.settings import load_sandbox_file
+from sandbox import crm as crm_sandbox
+from sandbox import docusign as docusign_sandbox
 from sandbox.mail import (
     MAIL_LOG_FILENAME,
     MailCaptureHandler,
@@ -28,6 +31,8 @@ from sandbox.mail import (
     accept_any_login,
     create_mail_router,
 )
+from sandbox.slack import SLACK_LOG_FILENAME, SlackStore, SlackWorkspace, create_slack_router
+from sandbox.tls import ensure_self_signed_cert
 
 logger = logging.getLogger(__name__)
 
@@ -47,26 +52,61 @@ class SandboxState:
     can look at them directly without going through HTTP.
     """
 
-    def __init__(self, *, state_dir: Path, mail: MailStore) -> None:
+    def __init__(self, *, state_dir: Path, mail: MailStore, slack: SlackStore) -> None:
         self.state_dir = state_dir
         self.mail = mail
+        self.slack = slack
 
     @classmethod
-    def open(cls, state_dir: str | Path) -> SandboxState:
-        """Load (or start) the stores kept under `state_dir`, creating it if needed."""
+    def open(
+        cls, state_dir: str | Path, *, slack_workspace: SlackWorkspace | None = None
+    ) -> SandboxState:
+        """Load (or start) the stores kept under `state_dir`, creating it if needed.
+
+        `slack_workspace` defaults to the org directory and config/sandbox.toml's secrets.
+        """
         directory = Path(state_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        return cls(state_dir=directory, mail=MailStore(directory / MAIL_LOG_FILENAME))
+        return cls(
+            state_dir=directory,
+            mail=MailStore(directory / MAIL_LOG_FILENAME),
+            slack=SlackStore(
+                directory / SLACK_LOG_FILENAME,
+                slack_workspace if slack_workspace is not None else SlackWorkspace.load(),
+            ),
+        )
 
 
-def create_sandbox_app(state: SandboxState) -> FastAPI:
-    """Build the sandbox's HTTP app around `state`."""
+def create_sandbox_app(
+    state: SandboxState,
+    *,
+    docusign_base_uri: str | None = None,
+    connect_url: str | None = None,
+    docusign_hmac_key: str | None = None,
+) -> FastAPI:
+    """Build the sandbox's HTTP app around `state`.
+
+    DocuSign and the CRM keep their own stores (under the same state dir); they are attached to
+    `app.state` as `docusign` and `crm` for tests that look at them directly.
+    """
     app = FastAPI(
         title="dealflow sandbox",
         description="Local stand-ins for the outside parties dealflow talks to.",
     )
     app.state.sandbox = state
     app.include_router(create_mail_router(state.mail))
+    app.include_router(create_slack_router(state.slack))
+    docusign_options: dict[str, Any] = {}
+    if docusign_base_uri:
+        docusign_options["base_uri"] = docusign_base_uri
+    app.state.docusign = docusign_sandbox.install(
+        app,
+        state.state_dir,
+        connect_url=connect_url,
+        hmac_key=docusign_hmac_key or load_sandbox_file()["secrets"]["docusign_connect_hmac_key"],
+        **docusign_options,
+    )
+    app.state.crm = crm_sandbox.install(app, state.state_dir)
 
     @app.get("/_sandbox/healthz", tags=["sandbox"])
     async def healthz() -> dict[str, bool]:
@@ -83,6 +123,8 @@ class RunningSandbox:
     http_url: str
     smtp_host: str
     smtp_port: int
+    https_url: str  # the same app over TLS: DocuSign's SDK only does OAuth over https
+    ca_cert_path: Path  # the self-signed certificate clients trust for `https_url`
     state: SandboxState
 
 
@@ -195,20 +237,42 @@ async def run_sandbox(
     smtp_port: int = 0,
     host: str = DEFAULT_HOST,
     ready_timeout: float = 10.0,
+    interactions_url: str | None = None,
+    slack_signing_secret: str | None = None,
+    slack_bot_token: str | None = None,
+    org_path: str | Path | None = None,
+    https_port: int = 0,
+    connect_url: str | None = None,
+    docusign_hmac_key: str | None = None,
 ) -> AsyncIterator[RunningSandbox]:
     """Run the sandbox's HTTP and SMTP servers until the block exits.
 
     A port of 0 means any free port; the chosen ones are on the yielded `RunningSandbox`.
     Both servers accept connections before this yields; on exit both are stopped and
-    their ports released.
+    their ports released. `interactions_url` is where Slack button clicks are posted; the
+    Slack secrets default to config/sandbox.toml's and the users to config/org.toml.
     """
-    state = SandboxState.open(state_dir)
+    state = SandboxState.open(
+        state_dir,
+        slack_workspace=SlackWorkspace.load(
+            org_path=org_path,
+            bot_token=slack_bot_token,
+            signing_secret=slack_signing_secret,
+            interactions_url=interactions_url,
+        ),
+    )
     deadline = asyncio.get_running_loop().time() + ready_timeout
     async with contextlib.AsyncExitStack() as stack:
         http_sock = _listening_socket(host, http_port)
         stack.callback(http_sock.close)
         smtp_sock = _listening_socket(host, smtp_port)
         stack.callback(smtp_sock.close)
+        https_sock = _listening_socket(host, https_port)
+        stack.callback(https_sock.close)
+        tls = ensure_self_signed_cert(state.state_dir)
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - a comparison
+        http_url = f"http://{reachable}:{http_sock.getsockname()[1]}"
+        https_url = f"https://{reachable}:{https_sock.getsockname()[1]}"
 
         controller = _SocketController(
             MailCaptureHandler(state.mail),
@@ -225,22 +289,41 @@ async def run_sandbox(
             raise
         stack.push_async_callback(asyncio.to_thread, controller.stop)
 
+        app = create_sandbox_app(
+            state,
+            docusign_base_uri=http_url,
+            connect_url=connect_url,
+            docusign_hmac_key=docusign_hmac_key,
+        )
         config = uvicorn.Config(
-            create_sandbox_app(state),
+            app,
             log_config=None,  # keep the process's logging configuration
             access_log=False,  # tests poll the mail endpoint; one line per poll is noise
         )
         server = _EmbeddedUvicornServer(config)
         serve_task = asyncio.create_task(server.serve(sockets=[http_sock]), name="sandbox-http")
         stack.push_async_callback(_stop_http, server, serve_task)
+        tls_config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            ssl_certfile=str(tls.cert_path),
+            ssl_keyfile=str(tls.key_path),
+            # The SDK keeps idle keep-alive connections; do not wait on them at shutdown.
+            timeout_graceful_shutdown=1,
+        )
+        tls_server = _EmbeddedUvicornServer(tls_config)
+        tls_task = asyncio.create_task(tls_server.serve(sockets=[https_sock]), name="sandbox-https")
+        stack.push_async_callback(_stop_http, tls_server, tls_task)
 
         # Bound to every interface (--host 0.0.0.0, in a container): clients on this
         # machine, and the readiness probes, still connect through loopback.
-        reachable = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - a comparison
         sandbox = RunningSandbox(
-            http_url=f"http://{reachable}:{http_sock.getsockname()[1]}",
+            http_url=http_url,
             smtp_host=reachable,
             smtp_port=smtp_sock.getsockname()[1],
+            https_url=https_url,
+            ca_cert_path=tls.cert_path,
             state=state,
         )
         await _wait_until_ready(sandbox, serve_task, deadline=deadline)

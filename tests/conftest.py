@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import tomllib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -30,10 +31,11 @@ from dealflow.stack import (
     free_port,
     migrate,
     start_embedded_postgres,
+    wait_for_port,
     with_database,
 )
 from dealflow.temporal import DATA_CONVERTER
-from dealflow.tools import TEMPORAL, find_tool
+from dealflow.tools import STRIPE_MOCK, TEMPORAL, find_tool
 from sandbox.server import run_sandbox
 from worker import build_worker
 
@@ -54,9 +56,10 @@ def database_url(state_dir: Path):
     url = with_database(server_url, name)
     migrate(url)
     yield url
-    drop_database(server_url, name)
     if pg is not None:
-        pg.cleanup()
+        pg.cleanup()  # the embedded server's folder is temporary: nothing to drop
+    else:
+        drop_database(server_url, name)
 
 
 @pytest.fixture(scope="session")
@@ -75,19 +78,49 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def sandbox(state_dir: Path):
-    async with run_sandbox(state_dir=state_dir / "sandbox") as sb:
-        yield sb
-
-
-@pytest.fixture(scope="session")
 def api_port() -> int:
     return free_port()
 
 
 @pytest.fixture(scope="session")
+async def sandbox(state_dir: Path, api_port: int):
+    async with run_sandbox(
+        state_dir=state_dir / "sandbox",
+        interactions_url=f"http://127.0.0.1:{api_port}/v1/webhooks/slack/interactions",
+        connect_url=f"http://127.0.0.1:{api_port}/v1/webhooks/docusign",
+    ) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="session")
+def stripe_mock() -> Iterator[str]:
+    """stripe-mock (Stripe's own mock server) on free ports; its HTTP base URL."""
+    binary = find_tool(STRIPE_MOCK)
+    if binary is None:
+        pytest.fail("stripe-mock is not built: run the tests with `make test`")
+    port = free_port()
+    # An explicit HTTPS address too: by default it also takes :12112, which `make run` holds.
+    proc = subprocess.Popen(
+        [str(binary), "-http-addr", f"127.0.0.1:{port}", "-https-addr", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=30, what="stripe-mock")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
 def settings(
-    database_url: str, temporal_env: WorkflowEnvironment, sandbox, state_dir: Path, api_port: int
+    database_url: str,
+    temporal_env: WorkflowEnvironment,
+    sandbox,
+    state_dir: Path,
+    api_port: int,
+    stripe_mock: str,
 ) -> Settings:
     return Settings(
         profile="sandbox",
@@ -96,6 +129,13 @@ def settings(
         state_dir=state_dir,
         public_base_url=f"http://127.0.0.1:{api_port}",
         sandbox_url=sandbox.http_url,
+        slack_api_url=f"{sandbox.http_url}/slack/api/",
+        stripe_api_base=stripe_mock,
+        crm_api_url=sandbox.http_url,
+        docusign_oauth_host=sandbox.https_url.removeprefix("https://"),
+        docusign_ca_cert=sandbox.ca_cert_path,
+        # Connect webhooks are the fast path; a 2 s poll is the fallback for lost ones.
+        signature_timing_override="poll=2,remind=3600,alert=3600,expire=86400",
         smtp_port=sandbox.smtp_port,
         # Short, so a test that kills a worker sees its activity retried within seconds.
         activity_timeout_seconds=5,

@@ -3,10 +3,14 @@
 One per deal (id ``deal-closure/<deal id>``, see ``dealflow.ids``).
 
 Signals:  ``deal_updated(DealUpdated)`` — the rep changed the deal (PATCH); a closure waiting in
-          ``needs_attention`` re-reads it.
+          ``needs_attention`` or ``changes_requested`` re-reads it.
 Updates:  ``cancel(CancelRequest) -> DealClosureStatus`` — validated: refused once the closure has
           ended; returns after the cancellation is recorded.
 Queries:  ``status() -> DealClosureStatus`` — everything ``GET /v1/deals/{id}`` shows live.
+
+The approval plan runs as a child ``ApprovalChainWorkflow`` per quote version. "Request changes"
+loops back: the rep's PATCH produces a new quote version and documents, and only the roles whose
+reviewed inputs changed are asked again; the other approvals carry over.
 
 Stage changes are mirrored to the ``DealStage`` search attribute and, through an activity, to the
 deal row and the audit trail.
@@ -14,15 +18,18 @@ deal row and the audit trail.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.closing import ClosingActivities
+
+    from activities.approvals import ApprovalActivities, NotifyInput
     from activities.deals import (
         DEAL_NOT_FOUND,
         NO_APPROVER_FOR_ROLE,
@@ -38,10 +45,42 @@ with workflow.unsafe.imports_passed_through():
         RecordStageInput,
         RenderDocumentsInput,
     )
-    from dealflow.ids import SA_DEAL_AMOUNT, SA_DEAL_STAGE
+    from activities.docusign import SignerRef
+    from dealflow.ids import (
+        SA_DEAL_AMOUNT,
+        SA_DEAL_STAGE,
+        approval_chain_workflow_id,
+        signature_workflow_id,
+    )
+    from domain.approval_models import ApprovalStep, DealSummary
+    from domain.closing_models import ClosingInput, InvoicePaid, SignedDocumentRef
     from domain.models import Problem
+    from workflows.approval_chain import (
+        ApprovalChainInput,
+        ApprovalChainStatus,
+        ApprovalChainWorkflow,
+        ApprovalOptions,
+        CarriedApproval,
+        RequestSpec,
+        StageSpec,
+        Withdrawal,
+    )
+    from workflows.signature import (
+        OfflineSignature,
+        SignatureInput,
+        SignatureStatus,
+        SignatureTiming,
+        SignatureWithdrawal,
+        SignatureWorkflow,
+    )
 
 TERMINAL_STAGES = frozenset({"closed_won", "rejected", "declined", "cancelled"})
+
+# Replay safety: closures started before the approval chain existed waited at
+# awaiting_approval for a cancel; they keep doing so. New ones run the chain.
+APPROVAL_CHAIN_PATCH = "approval-chain-v1"
+# Likewise, closures recorded before signature tracking waited at awaiting_signature.
+SIGNATURE_PATCH = "signature-v1"
 
 # Database and rendering activities: a few quick retries ride out a restart or a lock timeout;
 # past a minute something is wrong that a person should see, but we keep trying (the workflow is
@@ -58,6 +97,12 @@ class DealClosureOptions(BaseModel):
     """Timing chosen by the caller from Settings: nothing in workflows/ reads the environment."""
 
     activity_timeout_seconds: float = 30.0
+    # Every approval SLA in wall-clock seconds instead of the policy's hours (tests, demos).
+    approval_sla_override_seconds: float | None = None
+    signature: SignatureTiming = SignatureTiming()
+    public_base_url: str = "http://127.0.0.1:8000"
+    finance_email: str | None = None  # told, with the rep, when an invoice is overdue
+    payment_grace_seconds: float = 7 * 86400.0
 
 
 class DealClosureInput(BaseModel):
@@ -107,11 +152,17 @@ class TimelineEntry(BaseModel):
 class DealClosureStatus(BaseModel):
     deal_id: str
     stage: str
+    approval_chain_workflow_id: str | None = None  # the running chain, for live approvals
     stage_reason: str | None = None
     problems: list[Problem] = []
     quote: QuoteSummary | None = None
     documents: list[DocumentRef] = []
     approvals: list[PlannedApprovalStatus] = []
+    approval_steps: list[ApprovalStep] = []  # the last chain's steps, once it has run
+    signature_workflow_id: str | None = None  # the running signature tracking, for live state
+    signature: SignatureStatus | None = None
+    billing: dict | None = None
+    crm: dict | None = None
     approval_required: bool | None = None
     policy_version: str | None = None
     policy_sha256: str | None = None
@@ -131,6 +182,9 @@ class DealClosureWorkflow:
         self._latest_revision = 0
         self._cancel: CancelRequest | None = None
         self._stage_seq = 0
+        self._retry_closing = 0
+        self._paid: InvoicePaid | None = None
+        self._signature_handle = None
 
     # --- the process -----------------------------------------------------------------------
 
@@ -139,23 +193,338 @@ class DealClosureWorkflow:
         try:
             await self._record_stage("quoting", None)
             loaded = await self._load_valid_deal()
-            priced = await self._price(loaded)
-            await self._render(priced.version)
-            plan = await self._plan_approvals(priced.version)
-            if plan.plan.is_empty:
-                self._note("approval.not_required", "No approval rule applies to this quote")
-                await self._record_stage("awaiting_signature", "No approval needed")
-            else:
-                await self._record_stage("awaiting_approval", None)
-            # The approval chain and signature tracking continue from here (later work). Until
-            # then the closure stays open, answering queries and accepting a cancel.
-            await workflow.wait_condition(lambda: self._cancel is not None)
-            raise _Cancelled()
-        except _Cancelled:
-            assert self._cancel is not None
-            self._note("closure.cancelled", self._cancel.reason or f"by {self._cancel.by}")
-            await self._record_stage("cancelled", self._cancel.reason)
+            while True:
+                priced = await self._price(loaded)
+                await self._render(priced.version)
+                plan = await self._plan_approvals(priced.version)
+                if not workflow.patched(APPROVAL_CHAIN_PATCH):
+                    return await self._wait_at_approval_before_chain(plan)
+                if not plan.plan.is_empty:
+                    await self._record_stage("awaiting_approval", None)
+                    chain = await self._collect_approvals(loaded, priced, plan)
+                    if chain.outcome == "rejected":
+                        self._note(
+                            "approval.rejected", f"{chain.decided_by}: {chain.comment or ''}"
+                        )
+                        await self._record_stage(
+                            "rejected", f"Rejected by {chain.decided_by}: {chain.comment or ''}"
+                        )
+                        return self._status
+                    if chain.outcome == "withdrawn":
+                        raise _Cancelled()
+                    if chain.outcome == "changes_requested":
+                        await self._record_stage(
+                            "changes_requested",
+                            f"Changes requested by {chain.decided_by}: {chain.comment or ''}",
+                        )
+                        loaded = await self._wait_for_fix()
+                        continue
+                if plan.plan.is_empty and not self._status.approval_steps:
+                    self._note("approval.not_required", "No approval rule applies to this quote")
+                    await self._record_stage("awaiting_signature", "No approval needed")
+                else:
+                    await self._record_stage("awaiting_signature", "All approvals given")
+                if not workflow.patched(SIGNATURE_PATCH):
+                    # Recorded before signature tracking existed: wait for a cancel, as then.
+                    await workflow.wait_condition(lambda: self._cancel is not None)
+                    raise _Cancelled()
+                signature = await self._collect_signature(loaded, priced)
+                if signature.status == "completed":
+                    break
+                if self._cancel is not None:
+                    raise _Cancelled()
+                if signature.status == "declined":
+                    await self._record_stage(
+                        "declined", f"Declined: {signature.declined_reason or 'no reason given'}"
+                    )
+                else:
+                    await self._record_stage(
+                        "needs_attention",
+                        f"The envelope was {signature.status}; change the deal to send a new one",
+                    )
+                loaded = await self._wait_for_fix()
+            await self._close_won(loaded, priced, signature)
             return self._status
+        except _Cancelled:
+            return await self._finish_cancelled()
+
+    async def _wait_for_fix(self) -> LoadDealResult:
+        """Wait for the rep's PATCH (a new revision), then load the deal again."""
+        seen = self._latest_revision
+        await workflow.wait_condition(
+            lambda: self._latest_revision > seen or self._cancel is not None
+        )
+        self._checkpoint()
+        await self._record_stage("quoting", None)
+        return await self._load_valid_deal()
+
+    async def _collect_signature(
+        self, loaded: LoadDealResult, priced: PricedQuote
+    ) -> SignatureStatus:
+        """Send the contract package for signature as a child workflow and wait for its end."""
+        assert loaded.terms is not None
+        version = priced.version
+        child_id = signature_workflow_id(self._input.deal_id, version)
+        handle = await workflow.start_child_workflow(
+            SignatureWorkflow.run,
+            SignatureInput(
+                deal_id=self._input.deal_id,
+                deal_name=loaded.terms.name,
+                quote_version=version,
+                owner_email=self._input.owner_email,
+                documents=[d for d in self._status.documents if d.version == version],
+                signers=[
+                    SignerRef(
+                        name=s.name, email=s.email, title=s.title, routing_order=s.routing_order
+                    )
+                    for s in loaded.terms.signers
+                ],
+                timing=self._input.options.signature,
+            ),
+            id=child_id,
+        )
+        self._status.signature_workflow_id = child_id
+        self._signature_handle = handle
+        await workflow.wait_condition(lambda: handle.done() or self._cancel is not None)
+        if not handle.done():
+            assert self._cancel is not None
+            await handle.signal(
+                SignatureWorkflow.withdraw,
+                SignatureWithdrawal(
+                    by=self._cancel.by, reason=self._cancel.reason or "Deal cancelled"
+                ),
+            )
+        result = await handle
+        self._signature_handle = None
+        self._status.signature_workflow_id = None
+        self._status.signature = result
+        if result.status == "completed":
+            self._status.documents = self._status.documents + result.documents
+            self._note("signature.completed", f"method {result.method}")
+        else:
+            self._note(f"signature.{result.status}", result.declined_reason)
+        return result
+
+    async def _close_won(
+        self, loaded: LoadDealResult, priced: PricedQuote, signature: SignatureStatus
+    ) -> None:
+        """The closed-won saga: CRM, Stripe, revenue and commission — each step done once.
+
+        A failure no retry can fix (Stripe refuses the customer data, say) parks the deal in
+        needs_attention; ops fix the data and send ``retry_closing`` (Temporal UI, or
+        ``POST /v1/deals/{id}/closing/retry``). Steps already done are found done and skipped.
+        """
+        assert loaded.terms is not None
+        await self._record_stage("closing", None)
+        base = self._input.options.public_base_url
+        closing = ClosingInput(
+            deal_id=self._input.deal_id,
+            quote_version=priced.version,
+            owner_email=self._input.owner_email,
+            external_id=loaded.external_id,
+            terms=loaded.terms,
+            quote=priced.quote,
+            close_date=workflow.now().date(),
+            signed_documents=[
+                SignedDocumentRef(
+                    id=d.id, kind=d.kind, sha256=d.sha256, url=f"{base}/v1/documents/{d.id}"
+                )
+                for d in signature.documents
+            ],
+        )
+        while True:
+            try:
+                crm = await workflow.execute_activity_method(
+                    ClosingActivities.mark_crm_closed_won, closing, **self._activity_options()
+                )
+                self._status.crm = {
+                    "status": crm.status,
+                    "crm_deal_id": crm.crm_deal_id,
+                    "note_id": crm.note_id,
+                }
+                billing = await workflow.execute_activity_method(
+                    ClosingActivities.create_stripe_billing, closing, **self._activity_options()
+                )
+                self._status.billing = {
+                    "stripe_customer_id": billing.stripe_customer_id,
+                    "stripe_invoice_id": billing.stripe_invoice_id,
+                    "stripe_subscription_id": billing.stripe_subscription_id,
+                    "status": billing.status,
+                    "due_date": billing.due_date.isoformat() if billing.due_date else None,
+                    "amount_due": str(billing.amount_due),
+                }
+                revenue = await workflow.execute_activity_method(
+                    ClosingActivities.record_revenue_and_commission,
+                    closing,
+                    **self._activity_options(),
+                )
+                self._note(
+                    "revenue.recorded",
+                    f"{revenue.rows} months; commission {revenue.commission_amount} "
+                    f"payable on {revenue.commission_payable_on}",
+                )
+                break
+            except ActivityError as err:
+                cause = err.cause
+                if not (isinstance(cause, ApplicationError) and cause.non_retryable):
+                    raise
+                await self._record_stage("needs_attention", f"Closing failed: {cause.message}")
+                seen = self._retry_closing
+                await workflow.wait_condition(lambda seen=seen: self._retry_closing > seen)
+                await self._record_stage("closing", None)
+        await self._record_stage("closed_won", None)
+        await self._watch_payment(billing)
+
+    async def _watch_payment(self, billing) -> None:  # noqa: ANN001 - BillingResult
+        """Wait for invoice.paid; past the due date plus grace, tell the rep and finance once."""
+        if billing.due_date is None:
+            return
+        due = datetime.combine(billing.due_date, datetime.min.time(), tzinfo=UTC)
+        deadline = due + timedelta(seconds=self._input.options.payment_grace_seconds)
+        remaining = deadline - workflow.now()
+        try:
+            await workflow.wait_condition(
+                lambda: self._paid is not None,
+                timeout=max(remaining, timedelta(milliseconds=1)),
+            )
+        except TimeoutError:
+            text = (
+                f"Invoice {billing.stripe_invoice_id or billing.stripe_subscription_id} for "
+                f"deal {self._input.deal_id} is unpaid past its due date "
+                f"{billing.due_date.isoformat()} and the grace period."
+            )
+            for who in filter(None, (self._input.owner_email, self._input.options.finance_email)):
+                await workflow.execute_activity_method(
+                    ApprovalActivities.notify,
+                    NotifyInput(
+                        recipient_email=who,
+                        key=f"{workflow.info().workflow_id}/unpaid/{who}",
+                        text=text,
+                    ),
+                    **self._activity_options(),
+                )
+            self._note("billing.overdue", text)
+            assert self._status.billing is not None
+            self._status.billing["status"] = "overdue"
+            await workflow.wait_condition(lambda: self._paid is not None)
+        assert self._paid is not None and self._status.billing is not None
+        self._status.billing["status"] = "paid"
+        self._status.billing["paid_at"] = self._paid.paid_at.isoformat()
+        self._note("billing.paid", self._paid.invoice_id)
+
+    async def _wait_at_approval_before_chain(self, plan: PlanApprovalsResult) -> DealClosureStatus:
+        """The pre-chain behaviour, kept for closures whose history was recorded without it."""
+        if plan.plan.is_empty:
+            self._note("approval.not_required", "No approval rule applies to this quote")
+            await self._record_stage("awaiting_signature", "No approval needed")
+        else:
+            await self._record_stage("awaiting_approval", None)
+        await workflow.wait_condition(lambda: self._cancel is not None)
+        return await self._finish_cancelled()
+
+    async def _finish_cancelled(self) -> DealClosureStatus:
+        assert self._cancel is not None
+        self._note("closure.cancelled", self._cancel.reason or f"by {self._cancel.by}")
+        await self._record_stage("cancelled", self._cancel.reason)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._status
+
+    async def _collect_approvals(
+        self, loaded: LoadDealResult, priced: PricedQuote, plan: PlanApprovalsResult
+    ) -> ApprovalChainStatus:
+        """Run the plan as a child workflow; approvals whose inputs did not change carry over."""
+        assert loaded.terms is not None
+        version = priced.version
+        previous = {
+            s.role: s
+            for s in self._status.approval_steps
+            if s.status in ("approved", "carried_over")
+        }
+        stages: dict[int, StageSpec] = {}
+        carried: list[CarriedApproval] = []
+        modes = {st.index: st.mode for st in plan.plan.stages}
+        for req in plan.requests:
+            step_id = f"{self._input.deal_id}.v{version}.s{req.stage}.{req.role}"
+            before = previous.get(req.role)
+            if before is not None and before.inputs_sha256 == req.inputs_sha256:
+                carried.append(
+                    CarriedApproval(
+                        step_id=step_id,
+                        stage=req.stage,
+                        role=req.role,
+                        approver_email=req.approver_email,
+                        reason=req.reason,
+                        inputs_sha256=req.inputs_sha256,
+                        decided_by=before.decided_by or before.approver_email,
+                        decided_at=before.decided_at or workflow.now(),
+                        from_version=before.carried_from_version or version - 1,
+                    )
+                )
+                self._note(
+                    "approval.carried_over",
+                    f"{req.role}: nothing this role reviews changed since its approval",
+                )
+                continue
+            if before is not None:
+                self._note("approval.asked_again", f"{req.role}: what this role reviews changed")
+            stages.setdefault(
+                req.stage, StageSpec(index=req.stage, mode=modes[req.stage], requests=[])
+            ).requests.append(
+                RequestSpec(
+                    step_id=step_id,
+                    stage=req.stage,
+                    role=req.role,
+                    role_label=req.role_label,
+                    approver_email=req.approver_email,
+                    reason=req.reason,
+                    inputs_sha256=req.inputs_sha256,
+                    sla_hours=req.sla_hours,
+                    sla_business_hours=req.sla_business_hours,
+                    reminder_at=req.reminder_at,
+                    expected_hours=req.expected_hours,
+                )
+            )
+        q = priced.quote
+        terms = loaded.terms
+        chain_input = ApprovalChainInput(
+            deal=DealSummary(
+                deal_id=self._input.deal_id,
+                name=terms.name,
+                customer=terms.account.name,
+                owner_email=self._input.owner_email,
+                total=str(q.total),
+                currency=q.currency,
+                discount_pct=str(terms.discount_pct.normalize()),
+                term_months=terms.term_months,
+                close_by=loaded.close_by,
+            ),
+            quote_version=version,
+            stages=[stages[i] for i in sorted(stages)],
+            carried=carried,
+            options=ApprovalOptions(
+                activity_timeout_seconds=self._input.options.activity_timeout_seconds,
+                sla_override_seconds=self._input.options.approval_sla_override_seconds,
+                escalation_levels=plan.escalation_levels,
+                link_ttl_hours=plan.link_ttl_hours,
+                min_history=plan.min_history,
+            ),
+        )
+        chain_id = approval_chain_workflow_id(self._input.deal_id, version)
+        handle = await workflow.start_child_workflow(
+            ApprovalChainWorkflow.run, chain_input, id=chain_id
+        )
+        self._status.approval_chain_workflow_id = chain_id
+        await workflow.wait_condition(lambda: handle.done() or self._cancel is not None)
+        if not handle.done():
+            assert self._cancel is not None
+            await handle.signal(
+                ApprovalChainWorkflow.withdraw,
+                Withdrawal(by=self._cancel.by, reason=self._cancel.reason or "deal cancelled"),
+            )
+        result = await handle
+        self._status.approval_chain_workflow_id = None
+        self._status.approval_steps = result.steps
+        return result
 
     async def _load_valid_deal(self) -> LoadDealResult:
         """Load the deal; while it has problems, wait in needs_attention for the rep's fix."""
@@ -254,6 +623,23 @@ class DealClosureWorkflow:
     @workflow.signal
     def deal_updated(self, update: DealUpdated) -> None:
         self._latest_revision = max(self._latest_revision, update.revision)
+
+    @workflow.signal
+    def retry_closing(self, by: str) -> None:
+        """Ops fixed what made closing fail; try the remaining steps again."""
+        self._retry_closing += 1
+        self._note("closing.retry", f"requested by {by}")
+
+    @workflow.signal
+    def invoice_paid(self, paid: InvoicePaid) -> None:
+        if self._paid is None:
+            self._paid = paid
+
+    @workflow.signal
+    async def offline_signed(self, signature: OfflineSignature) -> None:
+        """The rep uploaded a wet-signed PDF; pass it to the signature tracking."""
+        if self._signature_handle is not None:
+            await self._signature_handle.signal(SignatureWorkflow.offline_signed, signature)
 
     @workflow.update
     async def cancel(self, request: CancelRequest) -> DealClosureStatus:

@@ -13,7 +13,13 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
-from api.closure import closure_status, describe_status, start_closure
+from api.closure import (
+    closure_status,
+    describe_status,
+    live_approval_steps,
+    signature_status,
+    start_closure,
+)
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import ApiError
 from api.schemas import (
@@ -85,6 +91,7 @@ def _deal_body(deal: Deal) -> dict[str, Any]:
         "custom_terms": [{"kind": t.kind, "text": t.text} for t in deal.custom_terms],
         "competitor": deal.competitor,
         "notes": deal.notes,
+        "close_by": deal.close_by,
         "revision": deal.revision,
         "stage": deal.stage,
         "created_at": deal.created_at,
@@ -96,8 +103,31 @@ def _document_url(settings: SettingsDep, doc_id: str) -> str:
     return f"{settings.public_base_url}/v1/documents/{doc_id}"
 
 
+def _approvals(live: DealClosureStatus, steps: list) -> list[dict[str, Any]]:
+    if not steps:
+        return [a.model_dump() for a in live.approvals]
+    out = []
+    for s in steps:
+        row = s.model_dump()
+        row["expected_decision"] = (
+            {
+                "median_hours": s.expected_median_hours,
+                "p90_hours": s.expected_p90_hours,
+                "source": s.expected_source,
+            }
+            if s.expected_source
+            else None
+        )
+        out.append(row)
+    return out
+
+
 async def _read_deal(
-    session: SessionDep, settings: SettingsDep, deal: Deal, live: DealClosureStatus | None
+    session: SessionDep,
+    settings: SettingsDep,
+    deal: Deal,
+    live: DealClosureStatus | None,
+    steps: list | None = None,
 ) -> DealRead:
     body = _deal_body(deal)
     body["workflow_id"] = deal_closure_workflow_id(deal.id) if deal.stage != "draft" else None
@@ -109,7 +139,9 @@ async def _read_deal(
             problems=[p.model_dump() for p in live.problems],
             approval_required=live.approval_required,
             timeline=[t.model_dump() for t in live.timeline],
-            approvals=[a.model_dump() for a in live.approvals],
+            approvals=_approvals(live, steps or []),
+            billing=live.billing,
+            crm=live.crm,
         )
         if live.quote is not None:
             q = live.quote
@@ -176,9 +208,14 @@ def _require_owner(person: Person, deal: Deal, *, also: tuple[str, ...] = ()) ->
     raise ApiError(403, "forbidden", "Only the deal's owner may do this.")
 
 
-async def approvers_of(session: SessionDep, deal_id: str, live: DealClosureStatus | None) -> set:
+async def approvers_of(
+    session: SessionDep, deal_id: str, live: DealClosureStatus | None, steps: list | None = None
+) -> set:
     if live is not None:
-        return {a.approver_email for a in live.approvals}
+        people = {a.approver_email for a in live.approvals}
+        for s in steps or []:
+            people |= {s.approver_email, s.holder_email, s.delegate_email}
+        return people - {None}
     qv = await deals_db.latest_quote_version(session, deal_id=deal_id)
     if qv is None or not qv.approval_plan:
         return set()
@@ -277,16 +314,36 @@ async def get_deal(
     """The deal and its live closure state (owner, the deal's approvers, ops)."""
     deal = await _deal_or_404(session, deal_id)
     live = await closure_status(temporal, deal.id) if deal.stage != "draft" else None
+    steps = await live_approval_steps(temporal, live) if live is not None else []
     allowed = (
         (deal.owner_email == person.email)
         or bool({"ops", "admin"} & set(person.roles))
-        or person.email in await approvers_of(session, deal.id, live)
+        or person.email in await approvers_of(session, deal.id, live, steps)
     )
     if not allowed:
         raise ApiError(
             403, "forbidden", "Only the owner, the deal's approvers and ops may read it."
         )
-    return await _read_deal(session, settings, deal, live)
+    read = await _read_deal(session, settings, deal, live, steps)
+    if live is not None:
+        signature = await signature_status(temporal, live)
+        read.signature = _signature_body(signature) if signature else None
+    return read
+
+
+def _signature_body(signature) -> dict[str, Any]:  # noqa: ANN001 - SignatureStatus
+    body = signature.model_dump(mode="json")
+    body["recipients"] = [
+        {
+            "email": r["email"],
+            "name": r["name"],
+            "routing_order": r["routing_order"],
+            "status": r["status"],
+            "at": r["at"],
+        }
+        for r in body["recipients"]
+    ]
+    return body
 
 
 @router.patch("/{deal_id}", response_model=DealRead)
@@ -400,4 +457,4 @@ async def cancel_deal(
             raise ApiError(409, "closure_ended", "This deal's closure has already ended.") from None
         raise
     await session.refresh(deal)
-    return await _read_deal(session, settings, deal, status)
+    return await _read_deal(session, settings, deal, status, status.approval_steps)

@@ -12,22 +12,21 @@ from typing import Any
 import yaml
 
 from dealflow.ids import SEARCH_ATTRIBUTES
+from dealflow.settings import SECRET_FIELDS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
 
 OUR_SERVICES = ("migrate", "api", "worker")
-REQUIRED_SECRETS = (
-    "DEALFLOW_SLACK_BOT_TOKEN",
-    "DEALFLOW_SLACK_SIGNING_SECRET",
-    "DEALFLOW_DOCUSIGN_CONNECT_HMAC_KEY",
-    "DEALFLOW_STRIPE_API_KEY",
-    "DEALFLOW_STRIPE_WEBHOOK_SECRET",
-    "DEALFLOW_MAIL_WEBHOOK_SECRET",
-    "DEALFLOW_LINK_SIGNING_KEY",
-)
+# Every secret Settings refuses to start without in production (so the two cannot drift).
+REQUIRED_SECRETS = tuple(f"DEALFLOW_{name.upper()}" for name in SECRET_FIELDS)
 # Settings whose sandbox defaults would be wrong in production, so compose requires them.
-REQUIRED_SETTINGS = ("DEALFLOW_PUBLIC_BASE_URL", "DEALFLOW_SMTP_HOST")
+REQUIRED_SETTINGS = (
+    "DEALFLOW_PUBLIC_BASE_URL",
+    "DEALFLOW_SMTP_HOST",
+    "DEALFLOW_DOCUSIGN_INTEGRATION_KEY",
+    "DEALFLOW_DOCUSIGN_USER_ID",
+)
 REQUIRED_VARIABLES = ("POSTGRES_PASSWORD", *REQUIRED_SECRETS, *REQUIRED_SETTINGS)
 # The CLI's spelling of SearchAttributeKey.indexed_value_type.
 CLI_TYPES = {"KEYWORD": "Keyword", "DOUBLE": "Double", "TEXT": "Text", "INT": "Int"}

@@ -8,9 +8,6 @@ moment where a careless retry would write a second quote or a second set of docu
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -19,33 +16,9 @@ from sqlalchemy import func, select
 from api.closure import start_closure
 from db import deals as deals_db
 from db.models import AuditEvent, Document, QuoteVersion
-from dealflow.settings import PROJECT_ROOT, Settings
 from tests.utils.deals import REP, create_deal
+from tests.utils.workers import start_worker, stop, wait_exit
 from workflows.deal_closure import DealClosureWorkflow
-
-
-def _start_worker(settings: Settings, task_queue: str, crash_at: str = "") -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        DEALFLOW_PROFILE="sandbox",
-        DATABASE_URL=settings.require_database_url(),
-        TEMPORAL_ADDRESS=settings.temporal_address,
-        DEALFLOW_TASK_QUEUE=task_queue,
-        DEALFLOW_STATE_DIR=str(settings.state_dir),
-        DEALFLOW_CRASH_AT=crash_at,
-        DEALFLOW_LOG_LEVEL="WARNING",
-    )
-    return subprocess.Popen([sys.executable, "worker.py"], cwd=PROJECT_ROOT, env=env)
-
-
-async def _wait_exit(proc: subprocess.Popen, timeout: float = 60) -> int:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while proc.poll() is None:
-        if asyncio.get_running_loop().time() > deadline:
-            proc.kill()
-            raise AssertionError("the worker did not reach its crash point")
-        await asyncio.sleep(0.05)
-    return proc.returncode
 
 
 @pytest.mark.parametrize("crash_at", ["price_quote.after_store", "render_documents.after_store"])
@@ -64,10 +37,10 @@ async def test_worker_killed_mid_closure_finishes_with_one_quote_and_one_documen
         handle, started = await start_closure(temporal_client, crash_settings, row)
     assert started
 
-    doomed = _start_worker(settings, queue, crash_at=crash_at)
-    assert await _wait_exit(doomed) == 86  # died at the checkpoint, after the side effect
+    doomed = start_worker(settings, queue, crash_at=crash_at)
+    assert await wait_exit(doomed) == 86  # died at the checkpoint, after the side effect
 
-    survivor = _start_worker(settings, queue)
+    survivor = start_worker(settings, queue)
     try:
         deadline = asyncio.get_running_loop().time() + 90
         while True:
@@ -77,8 +50,7 @@ async def test_worker_killed_mid_closure_finishes_with_one_quote_and_one_documen
             assert asyncio.get_running_loop().time() < deadline, status.stage
             await asyncio.sleep(0.1)
     finally:
-        survivor.terminate()
-        survivor.wait(timeout=30)
+        stop(survivor)
 
     async with sessions() as s:
         quotes = await s.scalar(

@@ -44,7 +44,7 @@ def _approval(plan, role):
 
 def test_policy_records_version_and_sha256_of_file_bytes():
     loaded = load_policy(POLICY_PATH)
-    assert loaded.version == "2026.11.1"
+    assert loaded.version == "2026.11.2"
     assert loaded.sha256 == hashlib.sha256(POLICY_PATH.read_bytes()).hexdigest()
     assert loaded.reference_currency == "USD"
 
@@ -114,7 +114,7 @@ def test_to_reference_converts_with_static_rate_and_rounds_to_cents():
 
 
 def test_to_reference_refuses_unknown_currency_with_clear_message():
-    with pytest.raises(ValueError, match="Unknown currency 'XYZ'.*2026.11.1"):
+    with pytest.raises(ValueError, match="Unknown currency 'XYZ'.*2026.11.2"):
         to_reference(D(1), "XYZ", policy())
 
 
@@ -131,7 +131,7 @@ def test_small_plain_deal_needs_no_approval():
     plan = _plan(deal_with_total("24999.99"))
     assert plan.stages == ()
     assert plan.is_empty
-    assert plan.policy_version == "2026.11.1"
+    assert plan.policy_version == "2026.11.2"
     assert plan.policy_sha256 == policy().sha256
 
 
@@ -314,3 +314,26 @@ def test_stage_indexes_are_renumbered_when_an_earlier_stage_is_empty():
     deal = make_deal(discount_pct=D(40))
     plan = plan_approvals(deal, price_quote(deal, tax_table()), only_cfo)
     assert [(s.index, [a.role for a in s.approvals]) for s in plan.stages] == [(0, ["cfo"])]
+
+
+def test_approval_inputs_change_only_for_roles_that_review_what_changed():
+    from decimal import Decimal
+
+    from domain.approval_inputs import inputs_sha256
+    from domain.approval_policy import load_policy
+    from domain.pricing import price_quote
+    from domain.tax import load_tax_table
+    from tests.unit.factories import CONFIG_DIR, make_deal
+
+    policy = load_policy(CONFIG_DIR / "approval_policy.toml")
+    table = load_tax_table(CONFIG_DIR / "tax_jurisdictions.toml")
+    before = make_deal(discount_pct=Decimal("30"))
+    after = before.model_copy(update={"discount_pct": Decimal("20")})
+    q_before, q_after = price_quote(before, table), price_quote(after, table)
+
+    def changed(role: str) -> bool:
+        reviews = policy.roles[role].reviews
+        return inputs_sha256(reviews, before, q_before) != inputs_sha256(reviews, after, q_after)
+
+    assert changed("sales_vp") and changed("cfo")
+    assert not changed("legal") and not changed("infosec")

@@ -105,7 +105,7 @@ def _msg(text: str) -> EmailMessage:
 @pytest.fixture(scope="module")
 def corpus() -> dict[str, list[tuple[str, Classification]]]:
     if not MAIL_DIR.is_dir():
-        pytest.skip(f"mail samples not found at {MAIL_DIR} (set DEALFLOW_MAIL_SAMPLES)")
+        pytest.fail(f"mail samples not found at {MAIL_DIR} (set DEALFLOW_MAIL_SAMPLES)")
     results: dict[str, list[tuple[str, Classification]]] = {}
     for folder in EXPECTATIONS:
         files = sorted((MAIL_DIR / folder).glob("*"))
@@ -163,7 +163,7 @@ def test_every_real_classification_names_its_rule(corpus):
 def test_bounce_type_on_real_bounces(name, bounce_type, rule):
     path = MAIL_DIR / "bounces" / name
     if not path.exists():
-        pytest.skip(f"{path} not available")
+        pytest.fail(f"{path} not available")
     c = classify_message(_load(path))
     assert (c.kind, c.bounce_type, c.rule) == ("bounce", bounce_type, rule)
 
@@ -171,7 +171,7 @@ def test_bounce_type_on_real_bounces(name, bounce_type, rule):
 def test_real_auto_reply_return_date():
     path = MAIL_DIR / "auto_replies" / "rfc3834-01.eml"
     if not path.exists():
-        pytest.skip(f"{path} not available")
+        pytest.fail(f"{path} not available")
     # "Away until May 5" / "returning to the office on May 5th", sent 29 Apr 2005
     assert classify_message(_load(path)).return_date == date(2005, 5, 5)
 
@@ -179,7 +179,7 @@ def test_real_auto_reply_return_date():
 def test_real_human_replies_strip_to_what_the_person_wrote():
     folder = MAIL_DIR / "human_replies"
     if not folder.is_dir():
-        pytest.skip(f"{folder} not available")
+        pytest.fail(f"{folder} not available")
     from domain.replies import _readable_body  # the body the classifier reads
 
     for path in sorted(folder.glob("*.eml")):

@@ -1,0 +1,262 @@
+"""Campaign and mail-webhook schemas at the edge (``XxxCreate`` / ``XxxRead``).
+
+Structural checks live here: types, sizes, windows that parse, templates that compile, unique
+variant names. Per-contact checks that should exclude one contact rather than refuse the whole
+import (a time zone that does not exist, a field a template needs) are the preflight's, and its
+report says who was excluded and why.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
+
+from activities.email import TemplateSyntaxProblem, check_step_templates
+from domain.schedule import DAY_NAMES, SendWindow
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
+Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Template = Annotated[str, StringConstraints(max_length=20_000)]
+MAX_CONTACTS = 100_000
+
+
+class _In(BaseModel):
+    # Unknown fields are refused: a typo ("wait_day") must not be silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class SenderCreate(_In):
+    email: EmailStr
+    name: Short
+    daily_limit: Annotated[int, Field(ge=1, le=1_000_000)]
+    timezone: Short
+
+    @model_validator(mode="after")
+    def _zone(self) -> SenderCreate:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        return self
+
+
+class SendWindowCreate(_In):
+    start: str = "09:00"
+    end: str = "17:00"
+    days: list[str] | None = None
+    skip_holidays: bool = True
+
+    @model_validator(mode="after")
+    def _parses(self) -> SendWindowCreate:
+        SendWindow.parse(self.model_dump(exclude_none=True))  # raises ValueError with a reason
+        return self
+
+    def stored(self) -> dict[str, Any]:
+        window = SendWindow.parse(self.model_dump(exclude_none=True))
+        return {
+            "start": self.start,
+            "end": self.end,
+            "days": [n for n, i in DAY_NAMES.items() if i in window.days],
+            "days_index": sorted(window.days),
+            "skip_holidays": self.skip_holidays,
+        }
+
+
+class VariantCreate(_In):
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    subject: Template | None = None
+    body: Template
+
+
+class StepCreate(_In):
+    channel: Literal["email", "linkedin_task", "call_task"]
+    wait_days: Annotated[int, Field(ge=0, le=365)] = 0
+    send_window: SendWindowCreate = SendWindowCreate()
+    subject: Template | None = None
+    body: Template | None = None
+    variants: Annotated[list[VariantCreate], Field(max_length=10)] | None = None
+    # Tasks: done when the rep marks them, or after this long (default from Settings).
+    task_timeout_hours: Annotated[float, Field(gt=0, le=24 * 90)] | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> StepCreate:
+        if self.variants:
+            names = [v.name for v in self.variants]
+            if len(set(names)) != len(names):
+                raise ValueError("variant names must be unique within a step")
+            if self.channel != "email":
+                raise ValueError("only email steps have variants")
+        elif self.channel == "email" and not self.body:
+            raise ValueError("an email step needs a body (or variants)")
+        try:
+            check_step_templates(self.model_dump())
+        except TemplateSyntaxProblem as err:
+            raise ValueError(f"template does not compile: {err}") from None
+        return self
+
+
+class ContactCreate(_In):
+    email: EmailStr
+    first_name: Short | None = None
+    last_name: Short | None = None
+    company: Name | None = None
+    title: Short | None = None
+    # Checked by the preflight, not here: one bad zone in an import excludes one contact.
+    timezone: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    country: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?$")] | None
+    ) = None
+    fields: dict[str, str | int | float | bool | None] = {}
+
+
+class TestModeCreate(_In):
+    """Sandbox profile only: time runs fast so a person can watch a campaign in minutes."""
+
+    wait_day_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+    reply_window_seconds: Annotated[float, Field(ge=0, le=86_400)] = 0.0
+
+
+class CampaignCreate(_In):
+    name: Name
+    sender: SenderCreate
+    steps: Annotated[list[StepCreate], Field(min_length=1, max_length=20)]
+    contacts: Annotated[list[ContactCreate], Field(min_length=1, max_length=MAX_CONTACTS)]
+    fallbacks: dict[str, str] = {}
+    pause_company_on_reply: bool | None = None
+    ab_min_sample: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    test_mode: TestModeCreate | None = None
+
+    @model_validator(mode="after")
+    def _first_email_has_subject(self) -> CampaignCreate:
+        for step in self.steps:
+            if step.channel != "email":
+                continue
+            subjects = [v.subject for v in step.variants] if step.variants else [step.subject]
+            if not all(subjects):
+                raise ValueError("the first email step needs a subject (follow-ups may reuse it)")
+            break
+        return self
+
+
+class CampaignCreated(BaseModel):
+    id: str
+    status: str
+
+
+class VariantRead(BaseModel):
+    name: str | None
+    sent: int
+    replied: int
+    positive: int
+    reply_rate: float
+    positive_rate: float
+
+
+class StepRead(BaseModel):
+    index: int
+    channel: str
+    wait_days: int
+    send_window: dict[str, Any]
+    sent: int
+    replied: int
+    positive: int
+    variants: list[VariantRead]
+    # The variant whose reply (positive-reply) rate is significantly the best, once every
+    # variant has the minimum sample; null until then.
+    winner: str | None = None
+    winner_positive: str | None = None
+
+
+class CampaignRead(BaseModel):
+    id: str
+    name: str
+    status: str
+    status_reason: str | None
+    owner_email: str
+    sender: dict[str, Any]
+    counts: dict[str, int]
+    steps: list[StepRead]
+    preflight: dict[str, Any] | None
+    test_mode: dict[str, Any] | None
+    workflow_id: str | None
+    live: dict[str, Any] | None = None
+    created_at: datetime
+    launched_at: datetime | None
+    finished_at: datetime | None
+
+
+class ContactRead(BaseModel):
+    campaign_id: str
+    email: str
+    status: str
+    step: int | None
+    steps_total: int
+    next_send_at: datetime | None
+    paused_until: datetime | None
+    pause_reason: str | None
+    stop_reason: str | None
+    outcome: str | None
+    excluded_reason: str | None
+    sent: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    workflow_id: str
+    live: bool
+
+
+class TaskDoneCreate(_In):
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class SuppressionCreate(_In):
+    email: EmailStr | None = None
+    domain: (
+        Annotated[
+            str,
+            StringConstraints(
+                strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9.-]+\.[a-z]+$"
+            ),
+        ]
+        | None
+    ) = None
+    reason: Literal["do_not_contact", "unsubscribed", "manual"] = "do_not_contact"
+    sender_email: EmailStr | None = None  # None: every sender
+
+    @model_validator(mode="after")
+    def _one(self) -> SuppressionCreate:
+        if (self.email is None) == (self.domain is None):
+            raise ValueError("give exactly one of email or domain")
+        return self
+
+
+# --- mail webhooks ----------------------------------------------------------------------------
+
+
+class InboundParts(_In):
+    from_: Annotated[str, StringConstraints(max_length=1000)] = Field(alias="from")
+    to: str | list[str] | None = None
+    subject: Annotated[str, StringConstraints(max_length=5000)] = ""
+    text: Annotated[str, StringConstraints(max_length=2_000_000)] = ""
+    headers: dict[str, str | list[str]] = {}
+    in_reply_to: str | None = None
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class InboundRaw(_In):
+    raw: Annotated[str, StringConstraints(min_length=1, max_length=10_000_000)]
+
+
+class DeliveryEventCreate(BaseModel):
+    # Providers add fields we do not read; keep them (detail) rather than refuse the event.
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["delivered", "bounce", "complaint", "open", "click"]
+    message_id: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=3, max_length=300)
+    ]
+    id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    bounce_type: Literal["hard", "soft"] | None = None
+    url: str | None = None
+    at: datetime | None = None

@@ -1,0 +1,614 @@
+"""``/v1/campaigns``: create, launch, pause, resume, cancel, read; contacts; tasks; suppressions.
+
+Pause, resume and cancel write the campaign's status to PostgreSQL first and answer 202 only
+once it has committed: the change takes the campaign's status lock exclusively, so it waits for
+every in-flight send (each holds it shared until its SMTP hand-over is recorded), and every later
+send sees the new status. The campaign workflow is then told, and fans the change out.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.campaigns import CampaignState, SequenceTiming
+from activities.email import variant_names
+from api import idempotency
+from api.campaign_schemas import (
+    CampaignCreate,
+    CampaignCreated,
+    CampaignRead,
+    ContactRead,
+    StepRead,
+    SuppressionCreate,
+    TaskDoneCreate,
+    VariantRead,
+)
+from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, require_role
+from api.errors import ApiError
+from db import campaigns as campaigns_db
+from db.campaign_models import Campaign
+from db.models import Person
+from dealflow.ids import SA_CAMPAIGN_ID, campaign_workflow_id, sequence_workflow_id
+from dealflow.settings import Settings
+from domain.variants import pick_winner
+from workflows.campaign import CampaignInput, CampaignOptions, CampaignStatus, CampaignWorkflow
+from workflows.sequence import SequenceStatus, SequenceWorkflow, TaskDone
+
+log = logging.getLogger("dealflow.api")
+
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+suppressions_router = APIRouter(prefix="/v1/suppressions", tags=["campaigns"])
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+# A query needs a worker to answer; when none does in this time, reads fall back to the DB.
+QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+# --- the Temporal side ------------------------------------------------------------------------
+
+
+def campaign_options(settings: Settings, campaign: Campaign) -> CampaignOptions:
+    """The workflow's timing, from Settings and (sandbox only) the campaign's test mode."""
+    test = (campaign.options or {}).get("test_mode")
+    timing = SequenceTiming(
+        activity_timeout_seconds=settings.activity_timeout_seconds,
+        test_mode=test is not None,
+        wait_day_seconds=float(test["wait_day_seconds"]) if test else 0.0,
+        reply_window_seconds=(
+            float(test["reply_window_seconds"])
+            if test
+            else settings.campaign_reply_window_days * 86400.0
+        ),
+        auto_reply_default_pause_days=settings.campaign_auto_reply_default_pause_days,
+        auto_reply_max_pause_days=settings.campaign_auto_reply_max_pause_days,
+    )
+    return CampaignOptions(
+        task_queue=settings.task_queue,
+        activity_timeout_seconds=settings.activity_timeout_seconds,
+        batch_size=settings.campaign_enrol_batch_size,
+        batches_per_run=settings.campaign_batches_per_run,
+        progress_interval_seconds=1.0 if test else settings.campaign_progress_interval_seconds,
+        hard_bounce_threshold=settings.campaign_hard_bounce_threshold,
+        hard_bounce_min_sends=settings.campaign_hard_bounce_min_sends,
+        timing=timing,
+    )
+
+
+async def start_campaign(
+    client: Client, settings: Settings, campaign: Campaign
+) -> tuple[WorkflowHandle, bool]:
+    """Start the campaign workflow, or find the one already started. (handle, started_now)."""
+    workflow_id = campaign_workflow_id(campaign.id)
+    try:
+        handle = await client.start_workflow(
+            CampaignWorkflow.run,
+            CampaignInput(
+                campaign_id=campaign.id,
+                owner_email=campaign.owner_email,
+                state=CampaignState(status="active", version=campaign.state_version),
+                options=campaign_options(settings, campaign),
+            ),
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(SA_CAMPAIGN_ID, campaign.id)]
+            ),
+        )
+        return handle, True
+    except WorkflowAlreadyStartedError:
+        return client.get_workflow_handle(workflow_id), False
+
+
+async def tell_campaign(client: Client, campaign_id: str, state: CampaignState) -> None:
+    """Signal the campaign workflow; the database already holds the truth, so failures log."""
+    handle = client.get_workflow_handle(campaign_workflow_id(campaign_id))
+    try:
+        await handle.signal(CampaignWorkflow.state_changed, state)
+    except RPCError as err:
+        log.warning("campaign %s not told of %s: %s", campaign_id, state.status, err)
+
+
+async def live_campaign(client: Client, campaign_id: str) -> CampaignStatus | None:
+    handle = client.get_workflow_handle_for(CampaignWorkflow.run, campaign_workflow_id(campaign_id))
+    try:
+        return await handle.query(CampaignWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.DEADLINE_EXCEEDED):
+            return None
+        raise
+
+
+async def live_sequence(client: Client, campaign_id: str, email: str) -> SequenceStatus | None:
+    handle = client.get_workflow_handle_for(
+        SequenceWorkflow.run, sequence_workflow_id(campaign_id, email)
+    )
+    try:
+        return await handle.query(SequenceWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.DEADLINE_EXCEEDED):
+            return None
+        raise
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+async def campaign_read(
+    session: SessionDep, settings: Settings, campaign: Campaign, live: CampaignStatus | None
+) -> CampaignRead:
+    counts = await campaigns_db.counts(session, campaign_id=campaign.id)
+    stats = await campaigns_db.step_stats(session, campaign_id=campaign.id)
+    min_sample = (campaign.options or {}).get("ab_min_sample") or settings.campaign_ab_min_sample
+    steps = []
+    for i, step in enumerate(campaign.steps):
+        names: list[str | None] = list(variant_names(step)) or [None]
+        variants = []
+        for name in names:
+            s = stats.get((i, name), campaigns_db.VariantStats())
+            variants.append(
+                VariantRead(
+                    name=name,
+                    sent=s.sent,
+                    replied=s.replied,
+                    positive=s.positive,
+                    reply_rate=round(s.replied / s.sent, 4) if s.sent else 0.0,
+                    positive_rate=round(s.positive / s.sent, 4) if s.sent else 0.0,
+                )
+            )
+        winner = winner_positive = None
+        if len(variants) > 1:
+            alpha = settings.campaign_ab_alpha
+            winner = pick_winner(
+                {v.name: (v.replied, v.sent) for v in variants if v.name},
+                min_sample=min_sample,
+                alpha=alpha,
+            )
+            winner_positive = pick_winner(
+                {v.name: (v.positive, v.sent) for v in variants if v.name},
+                min_sample=min_sample,
+                alpha=alpha,
+            )
+        steps.append(
+            StepRead(
+                index=i,
+                channel=step["channel"],
+                wait_days=step.get("wait_days", 0),
+                send_window={k: v for k, v in step["send_window"].items() if k != "days_index"},
+                sent=sum(v.sent for v in variants),
+                replied=sum(v.replied for v in variants),
+                positive=sum(v.positive for v in variants),
+                variants=variants,
+                winner=winner,
+                winner_positive=winner_positive,
+            )
+        )
+    return CampaignRead(
+        id=campaign.id,
+        name=campaign.name,
+        status=campaign.status,
+        status_reason=campaign.status_reason,
+        owner_email=campaign.owner_email,
+        sender={
+            "email": campaign.sender_email,
+            "name": campaign.sender_name,
+            "daily_limit": campaign.sender_daily_limit,
+            "timezone": campaign.sender_timezone,
+        },
+        counts=counts,
+        steps=steps,
+        preflight=campaign.preflight,
+        test_mode=(campaign.options or {}).get("test_mode"),
+        workflow_id=campaign_workflow_id(campaign.id) if campaign.launched_at else None,
+        live=(
+            {
+                "phase": live.phase,
+                "enrolled_up_to": live.progress.cursor,
+                "enrolment_done": live.progress.enrolment_done,
+                "runs": live.progress.runs,
+                "open_sequences": live.open_sequences,
+            }
+            if live
+            else None
+        ),
+        created_at=campaign.created_at,
+        launched_at=campaign.launched_at,
+        finished_at=campaign.finished_at,
+    )
+
+
+async def _campaign_or_404(
+    session: SessionDep, campaign_id: str, *, lock: str | None = None
+) -> Campaign:
+    campaign = await campaigns_db.get_campaign(session, campaign_id=campaign_id, lock=lock)
+    if campaign is None:
+        raise ApiError(404, "not_found", f"Campaign {campaign_id} does not exist.")
+    return campaign
+
+
+def _require_owner(person: Person, campaign: Campaign, *, also: tuple[str, ...] = ()) -> None:
+    if campaign.owner_email == person.email and "rep" in person.roles:
+        return
+    if also and set(also) & set(person.roles):
+        return
+    raise ApiError(403, "forbidden", "Only the campaign's owner may do this.")
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+
+@router.post("", status_code=201, response_model=CampaignCreated)
+async def create_campaign(
+    body: CampaignCreate,
+    request: Request,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Create a draft campaign owned by the calling rep (contacts merged by address)."""
+    require_role(person, "rep")
+    idempotency.check_key(idempotency_key)
+    if body.test_mode is not None and not settings.is_sandbox:
+        raise ApiError(
+            422, "invalid_request", "test_mode is only available in the sandbox profile."
+        )
+    digest = idempotency.request_digest(body.model_dump_json())
+    path = request.url.path
+    if idempotency_key:
+        replayed = await idempotency.replay(
+            session,
+            person_email=person.email,
+            key=idempotency_key,
+            method="POST",
+            path=path,
+            digest=digest,
+        )
+        if replayed is not None:
+            return replayed
+    options: dict[str, Any] = {
+        "pause_company_on_reply": (
+            body.pause_company_on_reply
+            if body.pause_company_on_reply is not None
+            else settings.campaign_pause_company_on_reply
+        ),
+        "ab_min_sample": body.ab_min_sample or settings.campaign_ab_min_sample,
+        "test_mode": body.test_mode.model_dump() if body.test_mode else None,
+    }
+    steps = []
+    for step in body.steps:
+        stored = step.model_dump(exclude={"send_window"}, exclude_none=True)
+        stored["send_window"] = step.send_window.stored()
+        steps.append(stored)
+    try:
+        campaign = await campaigns_db.create_campaign(
+            session,
+            owner_email=person.email,
+            name=body.name,
+            sender=body.sender.model_dump(),
+            steps=steps,
+            contacts=[c.model_dump() for c in body.contacts],
+            fallbacks=body.fallbacks,
+            options=options,
+        )
+        created = CampaignCreated(id=campaign.id, status=campaign.status)
+        if idempotency_key:
+            idempotency.remember(
+                session,
+                person_email=person.email,
+                key=idempotency_key,
+                method="POST",
+                path=path,
+                digest=digest,
+                status_code=201,
+                body=created.model_dump(mode="json"),
+            )
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        if idempotency_key:
+            replayed = await idempotency.replay(
+                session,
+                person_email=person.email,
+                key=idempotency_key,
+                method="POST",
+                path=path,
+                digest=digest,
+            )
+            if replayed is not None:
+                return replayed
+        raise
+    return JSONResponse(jsonable_encoder(created), status_code=201)
+
+
+@router.get("/{campaign_id}", response_model=CampaignRead)
+async def get_campaign(
+    campaign_id: str,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> CampaignRead:
+    """Counts, per-step and per-variant stats, the preflight report (owner, ops, admin)."""
+    campaign = await _campaign_or_404(session, campaign_id)
+    _require_owner(person, campaign, also=("ops", "admin"))
+    live = await live_campaign(temporal, campaign.id) if campaign.launched_at else None
+    return await campaign_read(session, settings, campaign, live)
+
+
+@router.post("/{campaign_id}/launch", status_code=202, response_model=CampaignRead)
+async def launch_campaign(
+    campaign_id: str,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> CampaignRead:
+    """Run the preflight, then enrol every eligible contact (202; watch GET for progress).
+
+    Launching again while it runs answers 202 with the same campaign workflow, never a second.
+    """
+    campaign = await _campaign_or_404(session, campaign_id, lock="update")
+    _require_owner(person, campaign)
+    if campaign.status == "draft":
+        await campaigns_db.upsert_mailbox(
+            session,
+            email=campaign.sender_email,
+            daily_limit=campaign.sender_daily_limit,
+            timezone=campaign.sender_timezone,
+        )
+        campaign.status = "active"
+        campaign.launched_at = campaigns_db.now_utc()
+        campaign.preflight = {"state": "running"}
+        await session.commit()
+    elif campaign.status != "active" or campaign.launched_at is None:
+        raise ApiError(
+            409,
+            "campaign_not_draft",
+            f"This campaign cannot be launched (status {campaign.status}).",
+            [{"status": campaign.status}],
+        )
+    else:
+        await session.commit()
+    # Committed first, so the workflow's first read sees the campaign active; the start is
+    # idempotent (id from the campaign, reuse rejected), so launching again is safe.
+    await start_campaign(temporal, settings, campaign)
+    return await campaign_read(session, settings, campaign, None)
+
+
+async def _change_status(
+    *,
+    campaign_id: str,
+    person: Person,
+    session: SessionDep,
+    settings: Settings,
+    temporal: Client,
+    from_statuses: tuple[str, ...],
+    to: str,
+    verb: str,
+    also: tuple[str, ...] = (),
+) -> CampaignRead:
+    campaign = await _campaign_or_404(session, campaign_id)
+    _require_owner(person, campaign, also=also)
+    changed = await campaigns_db.set_campaign_status(
+        session,
+        campaign_id=campaign.id,
+        from_statuses=from_statuses,
+        to=to,
+        reason=f"{verb} by {person.email}",
+        finished=to == "cancelled",
+    )
+    await session.commit()
+    if changed is None:
+        await session.refresh(campaign)
+        raise ApiError(
+            409,
+            "campaign_state",
+            f"A campaign in status {campaign.status!r} cannot be {verb}.",
+            [{"status": campaign.status}],
+        )
+    # Committed: from here no send of this campaign can start (see the module docstring).
+    await tell_campaign(
+        temporal,
+        campaign.id,
+        CampaignState(status=changed[0], version=changed[1], reason=f"{verb} by {person.email}"),
+    )
+    await session.refresh(campaign)
+    return await campaign_read(session, settings, campaign, None)
+
+
+@router.post("/{campaign_id}/pause", status_code=202, response_model=CampaignRead)
+async def pause_campaign(
+    campaign_id: str,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> CampaignRead:
+    """Pause every contact: once this answers 202, no email of the campaign is sent."""
+    return await _change_status(
+        campaign_id=campaign_id,
+        person=person,
+        session=session,
+        settings=settings,
+        temporal=temporal,
+        from_statuses=("active",),
+        to="paused",
+        verb="paused",
+        also=("ops", "admin"),
+    )
+
+
+@router.post("/{campaign_id}/resume", status_code=202, response_model=CampaignRead)
+async def resume_campaign(
+    campaign_id: str,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> CampaignRead:
+    """Resume a paused campaign; due steps go at their window's next opening."""
+    return await _change_status(
+        campaign_id=campaign_id,
+        person=person,
+        session=session,
+        settings=settings,
+        temporal=temporal,
+        from_statuses=("paused",),
+        to="active",
+        verb="resumed",
+    )
+
+
+@router.post("/{campaign_id}/cancel", status_code=202, response_model=CampaignRead)
+async def cancel_campaign(
+    campaign_id: str,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> CampaignRead:
+    """Cancel the campaign: no further email, every sequence ends."""
+    return await _change_status(
+        campaign_id=campaign_id,
+        person=person,
+        session=session,
+        settings=settings,
+        temporal=temporal,
+        from_statuses=("draft", "active", "paused"),
+        to="cancelled",
+        verb="cancelled",
+        also=("ops", "admin"),
+    )
+
+
+@router.get("/{campaign_id}/contacts/{email}", response_model=ContactRead)
+async def get_contact(
+    campaign_id: str,
+    email: str,
+    person: CurrentPerson,
+    session: SessionDep,
+    temporal: TemporalDep,
+) -> ContactRead:
+    """The contact's step, next send time and history with reasons (live when possible)."""
+    campaign = await _campaign_or_404(session, campaign_id)
+    _require_owner(person, campaign, also=("ops", "admin"))
+    contact = await campaigns_db.get_contact(session, campaign_id=campaign.id, email=email)
+    if contact is None:
+        raise ApiError(404, "not_found", f"{email} is not a contact of campaign {campaign_id}.")
+    workflow_id = sequence_workflow_id(campaign.id, contact.email)
+    live = (
+        await live_sequence(temporal, campaign.id, contact.email)
+        if contact.status not in ("pending", "excluded")
+        else None
+    )
+    if live is not None:
+        return ContactRead(
+            campaign_id=campaign.id,
+            email=contact.email,
+            status=live.state,
+            step=live.step,
+            steps_total=live.steps_total,
+            next_send_at=live.next_send_at,
+            paused_until=live.paused_until,
+            pause_reason=live.pause_reason,
+            stop_reason=live.stop_reason,
+            outcome=live.outcome or contact.outcome,
+            excluded_reason=None,
+            sent=[s.model_dump() for s in live.sent],
+            history=[h.model_dump() for h in live.history],
+            workflow_id=workflow_id,
+            live=True,
+        )
+    history = await campaigns_db.contact_history(session, campaign_id=campaign.id, email=email)
+    sends = await campaigns_db.contact_sends(session, campaign_id=campaign.id, email=email)
+    return ContactRead(
+        campaign_id=campaign.id,
+        email=contact.email,
+        status=contact.status,
+        step=contact.current_step,
+        steps_total=len(campaign.steps),
+        next_send_at=contact.next_send_at,
+        paused_until=contact.hold_until if contact.hold == "paused" else None,
+        pause_reason=contact.hold_reason if contact.hold == "paused" else None,
+        stop_reason=contact.hold_reason if contact.hold == "stopped" else None,
+        outcome=contact.outcome,
+        excluded_reason=contact.excluded_reason,
+        sent=[
+            {
+                "step": s.step_index,
+                "message_id": s.message_id,
+                "subject": s.subject,
+                "variant": s.variant,
+                "at": s.sent_at,
+                "unconfirmed": s.status == "unconfirmed",
+            }
+            for s in sends
+            if s.status in campaigns_db.SENT_STATUSES
+        ],
+        history=[
+            {"at": h.at, "event": h.event, "step": h.step_index, "detail": h.detail}
+            for h in history
+        ],
+        workflow_id=workflow_id,
+        live=False,
+    )
+
+
+@router.post("/{campaign_id}/contacts/{email}/tasks/{step}/done", status_code=202)
+async def task_done(
+    campaign_id: str,
+    email: str,
+    step: int,
+    person: CurrentPerson,
+    session: SessionDep,
+    temporal: TemporalDep,
+    body: TaskDoneCreate | None = None,
+) -> dict[str, Any]:
+    """The rep marks a LinkedIn or call task done; the sequence moves on."""
+    campaign = await _campaign_or_404(session, campaign_id)
+    _require_owner(person, campaign)
+    if not 0 <= step < len(campaign.steps) or campaign.steps[step]["channel"] == "email":
+        raise ApiError(404, "not_found", f"Step {step} of this campaign is not a task.")
+    handle = temporal.get_workflow_handle(sequence_workflow_id(campaign.id, email))
+    try:
+        await handle.signal(SequenceWorkflow.task_done, TaskDone(step_index=step, by=person.email))
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(409, "sequence_ended", "This contact's sequence has ended.") from None
+        raise
+    return {"campaign_id": campaign.id, "email": email.lower(), "step": step, "status": "done"}
+
+
+@suppressions_router.post("", status_code=201)
+async def add_suppression(
+    body: SuppressionCreate, person: CurrentPerson, session: SessionDep
+) -> dict[str, Any]:
+    """Never mail an address or a domain (do-not-contact), for one sender or every sender."""
+    require_role(person, "rep", "ops", "admin")
+    kind, value = ("email", str(body.email)) if body.email else ("domain", str(body.domain))
+    await campaigns_db.add_suppression(
+        session,
+        kind=kind,
+        value=value,
+        reason=body.reason,
+        sender_email=str(body.sender_email) if body.sender_email else "*",
+        source=f"api:{person.email}",
+    )
+    await session.commit()
+    return {
+        "kind": kind,
+        "value": value.lower(),
+        "reason": body.reason,
+        "sender_email": body.sender_email or "*",
+    }

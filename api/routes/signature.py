@@ -1,0 +1,157 @@
+"""Signature: DocuSign Connect webhooks, the wet-signature upload, and the closing retry."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request, UploadFile
+from fastapi.responses import JSONResponse
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.docusign import KEY_FIELD, connect_event_key, store_document
+from api.closure import closure_status
+from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep
+from api.errors import ApiError
+from api.routes.deals import _deal_or_404, _require_owner
+from db.audit import append_audit
+from dealflow.ids import deal_closure_workflow_id, signature_workflow_id
+from workflows.deal_closure import DealClosureWorkflow
+from workflows.signature import ConnectEvent, OfflineSignature, SignatureWorkflow
+
+log = logging.getLogger("dealflow.api.signature")
+router = APIRouter(tags=["signature"])
+
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+
+
+def _connect_signatures_valid(raw: bytes, headers: Any, keys: list[str]) -> bool:
+    """DocuSign's scheme: base64(HMAC-SHA256(key, body)) in X-DocuSign-Signature-1..N.
+
+    Any header matching any configured key passes (DocuSign sends one signature per active key,
+    which is how keys are rotated without downtime).
+    """
+    sent = [v for k, v in headers.items() if k.lower().startswith("x-docusign-signature-")]
+    for key in keys:
+        expected = base64.b64encode(hmac.new(key.encode(), raw, hashlib.sha256).digest()).decode()
+        if any(hmac.compare_digest(expected, s.strip()) for s in sent):
+            return True
+    return False
+
+
+@router.post("/v1/webhooks/docusign")
+async def docusign_connect(
+    request: Request, settings: SettingsDep, temporal: TemporalDep
+) -> JSONResponse:
+    """DocuSign Connect (JSON), verified by HMAC; becomes a signal to the signature tracking."""
+    raw = await request.body()
+    keys = [k.strip() for k in settings.secret("docusign_connect_hmac_key").split(",")]
+    if not _connect_signatures_valid(raw, request.headers, keys):
+        raise ApiError(401, "bad_signature", "X-DocuSign-Signature-N does not verify.")
+    try:
+        payload = json.loads(raw)
+        data = payload["data"]
+        envelope_id = data["envelopeId"]
+    except (ValueError, KeyError, TypeError):
+        raise ApiError(400, "bad_payload", "Not a DocuSign Connect JSON message.") from None
+    fields = ((data.get("envelopeSummary") or {}).get("customFields") or {}).get(
+        "textCustomFields"
+    ) or []
+    key = next((f.get("value") for f in fields if f.get("name") == KEY_FIELD), None)
+    if not key or ".v" not in key:
+        return JSONResponse({"received": True, "matched": False})
+    deal_id, _, version = key.rpartition(".v")
+    recipient = None
+    if data.get("recipientId"):
+        signers = ((data.get("envelopeSummary") or {}).get("recipients") or {}).get("signers")
+        recipient = next(
+            (s.get("email") for s in signers or [] if s.get("recipientId") == data["recipientId"]),
+            None,
+        )
+    handle = temporal.get_workflow_handle(signature_workflow_id(deal_id, int(version)))
+    try:
+        await handle.signal(
+            SignatureWorkflow.connect_event,
+            ConnectEvent(
+                key=connect_event_key(payload),
+                event=str(payload.get("event")),
+                envelope_id=envelope_id,
+                recipient_email=recipient,
+            ),
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        # The tracking already ended (or never existed): acknowledge, or DocuSign retries.
+        return JSONResponse({"received": True, "matched": False})
+    return JSONResponse({"received": True, "matched": True})
+
+
+@router.post("/v1/deals/{deal_id}/signature/offline", status_code=202)
+async def offline_signature(
+    deal_id: str,
+    file: UploadFile,
+    request: Request,
+    person: CurrentPerson,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+) -> dict[str, Any]:
+    """Upload a wet-signed PDF: the envelope is voided and signature completes as ``wet``."""
+    deal = await _deal_or_404(session, deal_id)
+    _require_owner(person, deal)
+    data = await file.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ApiError(422, "file_too_large", "The PDF is larger than 25 MB.")
+    if not data.startswith(b"%PDF-"):
+        raise ApiError(
+            422,
+            "not_a_pdf",
+            "The upload is not a PDF file.",
+            [{"field": "file", "message": "must be a PDF"}],
+        )
+    live = await closure_status(temporal, deal.id)
+    if live is None or live.stage != "awaiting_signature" or not live.signature_workflow_id:
+        raise ApiError(409, "not_awaiting_signature", "The deal is not waiting for a signature.")
+    assert live.quote is not None
+    ref = await store_document(
+        settings,
+        request.app.state.sessions,
+        deal_id=deal.id,
+        version=live.quote.version,
+        kind="wet_signed",
+        data=data,
+        reason=f"Wet-signed copy uploaded by {person.email}",
+        actor=person.email,
+    )
+    await temporal.get_workflow_handle(deal_closure_workflow_id(deal.id)).signal(
+        DealClosureWorkflow.offline_signed, OfflineSignature(document=ref, by=person.email)
+    )
+    return {"document": ref.model_dump(), "status": "accepted"}
+
+
+@router.post("/v1/deals/{deal_id}/closing/retry", status_code=202)
+async def retry_closing(
+    deal_id: str, person: CurrentPerson, session: SessionDep, temporal: TemporalDep
+) -> dict[str, Any]:
+    """Ops: after fixing what made closing fail, resume the saga where it stopped."""
+    if not {"ops", "admin"} & set(person.roles):
+        raise ApiError(403, "forbidden", "Only ops may retry closing.")
+    deal = await _deal_or_404(session, deal_id)
+    await append_audit(
+        session,
+        deal_id=deal.id,
+        actor=person.email,
+        channel="api",
+        event="closing.retry_requested",
+        detail={},
+    )
+    await session.commit()
+    await temporal.get_workflow_handle(deal_closure_workflow_id(deal.id)).signal(
+        DealClosureWorkflow.retry_closing, person.email
+    )
+    return {"status": "retry requested"}

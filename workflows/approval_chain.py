@@ -1,0 +1,559 @@
+"""ApprovalChainWorkflow: run a deal's approval plan — requests, reminders, escalation, decisions.
+
+A child of the deal closure, one per quote version (id ``approval-chain/<deal id>/v<version>``).
+Stages run in order; inside a stage every request runs in parallel and the stage completes when
+everyone approved (mode ``all``) or the first approval came (mode ``any``). A rejection ends the
+chain ``rejected``; "request changes" ends it ``changes_requested``.
+
+Updates:  ``decide(DecisionRequest) -> ApprovalStep`` — validated: only the holder of the request
+          (the approver, or the escalation target once escalated) or their out-of-office
+          delegate, only while pending. The first decision wins; later ones are refused with
+          "already decided by X".
+Signals:  ``reassign(Reassignment)`` — an approver went out of office; their pending requests go
+          to the delegate. ``withdraw(Withdrawal)`` — the deal was cancelled; pending requests are
+          withdrawn and the chain ends.
+Queries:  ``status() -> ApprovalChainStatus``.
+
+Per request: deliver (Slack + email with a signed link), remind at ``reminder_at`` of the SLA,
+escalate at the SLA to the backup (else the manager), who then holds the authority, and again up
+to ``escalation_levels`` times. SLAs in business hours use the approver's time zone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.approvals import (
+        ApprovalActivities,
+        DecisionStatsInput,
+        DeliverInput,
+        NotifyInput,
+        OpenRequestInput,
+        PersonInfo,
+        RecordDecisionInput,
+        RequestEventInput,
+        ResolvePersonInput,
+        WithdrawInput,
+    )
+    from domain.approval_models import ApprovalStep, DealSummary
+    from domain.schedule import add_business_hours
+
+# Messaging and DB writes: quick retries ride out a blip; Slack's rate limits (HTTP 429) are
+# retried by slack_sdk itself. Past a minute between tries we keep going slowly: a delivery must
+# not be dropped. Bad data (unknown person) is non-retryable and named.
+DELIVERY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    non_retryable_error_types=["UnknownPerson"],
+)
+
+PENDING = "pending"
+DECISIONS = {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}
+
+
+class ApprovalOptions(BaseModel):
+    """Timing chosen by the caller from Settings (nothing in workflows/ reads the environment)."""
+
+    activity_timeout_seconds: float = 30.0
+    # When set, every SLA is this many wall-clock seconds (tests and demos); business hours apply
+    # only to real SLAs.
+    sla_override_seconds: float | None = None
+    escalation_levels: int = 2
+    link_ttl_hours: float = 72.0
+    min_history: int = 3
+
+
+class RequestSpec(BaseModel):
+    step_id: str
+    stage: int
+    role: str
+    role_label: str
+    approver_email: str
+    reason: str
+    inputs_sha256: str
+    sla_hours: float
+    sla_business_hours: bool
+    reminder_at: float
+    expected_hours: float
+
+
+class StageSpec(BaseModel):
+    index: int
+    mode: str
+    requests: list[RequestSpec]
+
+
+class CarriedApproval(BaseModel):
+    step_id: str
+    stage: int
+    role: str
+    approver_email: str
+    reason: str
+    inputs_sha256: str
+    decided_by: str
+    decided_at: datetime
+    from_version: int
+
+
+class ApprovalChainInput(BaseModel):
+    deal: DealSummary
+    quote_version: int
+    stages: list[StageSpec]
+    carried: list[CarriedApproval] = []
+    options: ApprovalOptions = ApprovalOptions()
+
+
+class ApprovalChainStatus(BaseModel):
+    outcome: str  # running, approved, rejected, changes_requested, withdrawn
+    current_stage: int | None = None
+    steps: list[ApprovalStep]
+    predicted_finish: datetime | None = None
+    decided_by: str | None = None
+    comment: str | None = None
+
+
+class DecisionRequest(BaseModel):
+    step_id: str
+    actor_email: str
+    decision: str  # approve, reject, request_changes
+    comment: str | None = None
+    channel: str  # api, link, slack
+
+
+class Reassignment(BaseModel):
+    approver_email: str
+    delegate_email: str
+    reason: str
+
+
+class Withdrawal(BaseModel):
+    by: str
+    reason: str | None = None
+
+
+@workflow.defn(name="ApprovalChain")
+class ApprovalChainWorkflow:
+    @workflow.init
+    def __init__(self, input: ApprovalChainInput) -> None:
+        self._input = input
+        self._steps: dict[str, ApprovalStep] = {}
+        self._specs: dict[str, RequestSpec] = {}
+        self._people: dict[str, PersonInfo] = {}
+        self._changed: dict[str, int] = {}  # bumps wake a request's timer loop
+        self._outcome = "running"
+        self._current_stage: int | None = None
+        self._predicted_finish: datetime | None = None
+        self._withdrawal: Withdrawal | None = None
+        self._final_by: str | None = None
+        self._event_seq = 0
+        self._final_comment: str | None = None
+        for c in input.carried:
+            self._steps[c.step_id] = ApprovalStep(
+                step_id=c.step_id,
+                stage=c.stage,
+                mode=self._mode_of(c.stage),
+                role=c.role,
+                approver_email=c.approver_email,
+                holder_email=c.approver_email,
+                reason=c.reason,
+                inputs_sha256=c.inputs_sha256,
+                status="carried_over",
+                decided_by=c.decided_by,
+                decision="approve",
+                decided_at=c.decided_at,
+                comment=f"Carried over from version {c.from_version}: nothing this role reviews "
+                "changed.",
+                carried_from_version=c.from_version,
+            )
+        for stage in input.stages:
+            for spec in stage.requests:
+                self._specs[spec.step_id] = spec
+                self._changed[spec.step_id] = 0
+                self._steps[spec.step_id] = ApprovalStep(
+                    step_id=spec.step_id,
+                    stage=spec.stage,
+                    mode=stage.mode,
+                    role=spec.role,
+                    approver_email=spec.approver_email,
+                    holder_email=spec.approver_email,
+                    reason=spec.reason,
+                    inputs_sha256=spec.inputs_sha256,
+                    status="planned",
+                )
+
+    @workflow.run
+    async def run(self, input: ApprovalChainInput) -> ApprovalChainStatus:
+        for stage in input.stages:
+            if self._withdrawal is not None:
+                break
+            self._current_stage = stage.index
+            outcome = await self._run_stage(stage)
+            if outcome != "approved":
+                self._outcome = outcome
+                break
+        else:
+            self._outcome = "approved"
+        if self._withdrawal is not None:
+            self._outcome = "withdrawn"
+        for step in self._steps.values():
+            if step.status == "planned":  # a later stage the chain never reached
+                step.status = "not_requested"
+        self._current_stage = None
+        # A decision's update handler may still be recording; let it answer its caller first.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.status()
+
+    async def _run_stage(self, stage: StageSpec) -> str:
+        await self._predict_finish(stage)
+        tasks = [asyncio.create_task(self._run_request(spec)) for spec in stage.requests]
+        steps = [self._steps[s.step_id] for s in stage.requests]
+
+        def decided() -> str | None:
+            if self._withdrawal is not None:
+                return "withdrawn"
+            for step in steps:
+                if step.status in ("rejected", "changes_requested"):
+                    return step.status
+            approved = [s.status == "approved" for s in steps]
+            if (stage.mode == "any" and any(approved)) or all(approved):
+                return "approved"
+            return None
+
+        await workflow.wait_condition(lambda: decided() is not None)
+        outcome = decided()
+        assert outcome is not None
+        for task in tasks:
+            task.cancel()
+        # Collect them (a cancelled delivery raises); their outcome is already in the steps.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Whatever is still pending in this stage is no longer needed: withdraw it visibly.
+        for step in steps:
+            if step.status in (PENDING, "planned"):
+                await self._withdraw_step(step, self._withdrawal_reason(outcome))
+        return outcome
+
+    async def _run_request(self, spec: RequestSpec) -> None:
+        """One request: assign, deliver, then remind and escalate until someone decides."""
+        step = self._steps[spec.step_id]
+        approver = await self._person(spec.approver_email)
+        step.delegate_email = self._delegate_of(approver)
+        step.requested_at = workflow.now()
+        step.due_at = self._due(spec, step.requested_at, approver)
+        step.status = PENDING
+        await workflow.execute_activity_method(
+            ApprovalActivities.open_request,
+            OpenRequestInput(
+                deal_id=self._input.deal.deal_id,
+                quote_version=self._input.quote_version,
+                workflow_id=workflow.info().workflow_id,
+                step=step,
+            ),
+            **self._options(),
+        )
+        if step.delegate_email:
+            await self._event(
+                step,
+                "approval.delegated",
+                spec.approver_email,
+                {"to": step.delegate_email, "reason": "out of office at assignment"},
+            )
+        await self._deliver(step, "request")
+        while step.status == PENDING:
+            seen = self._changed[step.step_id]
+            now = workflow.now()
+            assert step.due_at is not None and step.requested_at is not None
+            remind_at = step.requested_at + (step.due_at - step.requested_at) * spec.reminder_at
+            # A reminder is owed until the SLA passes (late is better than never, e.g. after an
+            # outage); past the SLA the escalation supersedes it.
+            reminding = step.reminded_at is None and now < step.due_at
+            wake_at = remind_at if reminding else step.due_at
+            timeout = (wake_at - now).total_seconds()
+            if timeout > 0:
+                try:
+                    await workflow.wait_condition(
+                        lambda seen=seen: self._changed[step.step_id] != seen,
+                        timeout=timedelta(seconds=timeout),
+                    )
+                    continue  # decided, or reassigned: look again
+                except TimeoutError:
+                    pass
+            if step.status != PENDING:
+                break
+            if reminding:
+                step.reminded_at = workflow.now()
+                await self._deliver(step, "reminder")
+                await self._event(
+                    step,
+                    "approval.reminded",
+                    "workflow",
+                    {"to": step.delegate_email or step.holder_email},
+                )
+            elif step.escalation_level < self._input.options.escalation_levels:
+                await self._escalate(step, spec)
+            else:
+                # Out of escalation levels: keep waiting for a decision, but tell the rep once.
+                await self._notify_owner(
+                    f"overdue/{step.step_id}",
+                    f"Approval {spec.role_label} for {self._input.deal.name} is overdue and has "
+                    f"no one left to escalate to (held by {step.holder_email}).",
+                )
+                step.due_at = None
+                await workflow.wait_condition(lambda: step.status != PENDING)
+
+    async def _escalate(self, step: ApprovalStep, spec: RequestSpec) -> None:
+        holder = await self._person(step.holder_email)
+        target_email = holder.backup_email or holder.manager_email
+        if target_email is None:
+            step.escalation_level = self._input.options.escalation_levels
+            return
+        target = await self._person(target_email)
+        previous = step.holder_email
+        step.escalation_level += 1
+        step.holder_email = target.email
+        step.escalated_to = target.email
+        step.delegate_email = self._delegate_of(target)
+        step.requested_at = workflow.now()
+        step.due_at = self._due(spec, step.requested_at, target)
+        step.reminded_at = None
+        await self._event(
+            step,
+            "approval.escalated",
+            "workflow",
+            {
+                "from": previous,
+                "to": target.email,
+                "level": step.escalation_level,
+                "delegate": step.delegate_email,
+            },
+        )
+        await self._deliver(step, f"escalation.{step.escalation_level}")
+
+    # --- messages --------------------------------------------------------------------------
+
+    @workflow.update
+    async def decide(self, request: DecisionRequest) -> ApprovalStep:
+        step = self._steps[request.step_id]
+        # Two decisions accepted in the same workflow task both passed the validator; the first
+        # handler to run wins and the second is refused here.
+        self._check_pending(step)
+        step.status = DECISIONS[request.decision]
+        step.decision = request.decision
+        step.decided_by = request.actor_email
+        step.comment = request.comment
+        step.decided_at = workflow.now()
+        step.channel = request.channel
+        self._changed[step.step_id] += 1
+        if request.decision != "approve":
+            self._final_by, self._final_comment = request.actor_email, request.comment
+        await workflow.execute_activity_method(
+            ApprovalActivities.record_decision,
+            RecordDecisionInput(
+                deal_id=self._input.deal.deal_id, step=step, summary=self._input.deal
+            ),
+            **self._options(),
+        )
+        return step
+
+    @decide.validator
+    def _validate_decide(self, request: DecisionRequest) -> None:
+        step = self._steps.get(request.step_id)
+        if step is None:
+            raise ApplicationError(f"no approval step {request.step_id}", type="UnknownStep")
+        if request.decision not in DECISIONS:
+            raise ApplicationError(f"unknown decision {request.decision!r}", type="BadDecision")
+        self._check_pending(step)
+        allowed = {step.holder_email, step.delegate_email} - {None}
+        if request.actor_email not in allowed:
+            raise ApplicationError(
+                f"{request.actor_email} may not decide this step; it is held by "
+                f"{step.holder_email}"
+                + (f" (delegated to {step.delegate_email})" if step.delegate_email else ""),
+                type="NotAllowed",
+            )
+
+    @workflow.signal
+    async def reassign(self, change: Reassignment) -> None:
+        for step in self._steps.values():
+            if step.status == PENDING and step.holder_email == change.approver_email:
+                if step.delegate_email == change.delegate_email:
+                    continue
+                step.delegate_email = change.delegate_email
+                self._changed[step.step_id] += 1
+                await self._event(
+                    step,
+                    "approval.delegated",
+                    change.approver_email,
+                    {"to": change.delegate_email, "reason": change.reason},
+                )
+                await self._deliver(step, "delegation")
+
+    @workflow.signal
+    def withdraw(self, withdrawal: Withdrawal) -> None:
+        self._withdrawal = withdrawal
+
+    @workflow.query
+    def status(self) -> ApprovalChainStatus:
+        return ApprovalChainStatus(
+            outcome=self._outcome,
+            current_stage=self._current_stage,
+            steps=sorted(self._steps.values(), key=lambda s: (s.stage, s.step_id)),
+            predicted_finish=self._predicted_finish,
+            decided_by=self._final_by,
+            comment=self._final_comment,
+        )
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._event_seq += 1
+        return self._event_seq
+
+    def _mode_of(self, stage_index: int) -> str:
+        for stage in self._input.stages:
+            if stage.index == stage_index:
+                return stage.mode
+        return "all"
+
+    def _check_pending(self, step: ApprovalStep) -> None:
+        if step.status == PENDING:
+            return
+        if step.decided_by:
+            raise ApplicationError(
+                f"already decided by {step.decided_by} ({step.status})", type="AlreadyDecided"
+            )
+        raise ApplicationError(f"this step is {step.status}", type="NotPending")
+
+    def _withdrawal_reason(self, outcome: str) -> str:
+        if self._withdrawal is not None:
+            return self._withdrawal.reason or f"cancelled by {self._withdrawal.by}"
+        if outcome == "approved":
+            return "no longer needed: the stage was approved"
+        return f"no longer needed: the chain ended {outcome}"
+
+    def _delegate_of(self, person: PersonInfo) -> str | None:
+        """The out-of-office delegate, if any. Never a delegate of a delegate."""
+        if person.ooo_until and person.ooo_until > workflow.now() and person.ooo_delegate_email:
+            return person.ooo_delegate_email
+        return None
+
+    def _due(self, spec: RequestSpec, start: datetime, person: PersonInfo) -> datetime:
+        override = self._input.options.sla_override_seconds
+        if override is not None:
+            return start + timedelta(seconds=override)
+        if spec.sla_business_hours:
+            return add_business_hours(start, spec.sla_hours, person.timezone)
+        return start + timedelta(hours=spec.sla_hours)
+
+    async def _person(self, email: str) -> PersonInfo:
+        # Fetched once per chain: a decision made against the directory as it was at assignment
+        # is reproducible; out-of-office changes arrive as `reassign` signals.
+        if email not in self._people:
+            self._people[email] = await workflow.execute_activity_method(
+                ApprovalActivities.resolve_person,
+                ResolvePersonInput(email=email),
+                **self._options(),
+            )
+        return self._people[email]
+
+    async def _deliver(self, step: ApprovalStep, purpose: str) -> None:
+        spec = self._specs[step.step_id]
+        await workflow.execute_activity_method(
+            ApprovalActivities.deliver,
+            DeliverInput(
+                step=step,
+                role_label=spec.role_label,
+                recipient_email=step.delegate_email or step.holder_email,
+                purpose=purpose,
+                summary=self._input.deal,
+                link_ttl_hours=self._input.options.link_ttl_hours,
+            ),
+            **self._options(),
+        )
+
+    async def _event(self, step: ApprovalStep, event: str, actor: str, detail: dict) -> None:
+        await workflow.execute_activity_method(
+            ApprovalActivities.record_event,
+            RequestEventInput(
+                deal_id=self._input.deal.deal_id,
+                step=step,
+                event=event,
+                actor=actor,
+                detail=detail,
+                at=workflow.now(),
+                idempotency_key=f"{workflow.info().workflow_id}/event/{self._next_seq()}",
+            ),
+            **self._options(),
+        )
+
+    async def _withdraw_step(self, step: ApprovalStep, reason: str) -> None:
+        step.status = "withdrawn"
+        step.comment = reason
+        self._changed.setdefault(step.step_id, 0)
+        self._changed[step.step_id] += 1
+        await workflow.execute_activity_method(
+            ApprovalActivities.withdraw_request,
+            WithdrawInput(
+                deal_id=self._input.deal.deal_id, step=step, reason=reason, at=workflow.now()
+            ),
+            **self._options(),
+        )
+
+    async def _notify_owner(self, key: str, text: str) -> None:
+        await workflow.execute_activity_method(
+            ApprovalActivities.notify,
+            NotifyInput(
+                recipient_email=self._input.deal.owner_email,
+                key=f"{workflow.info().workflow_id}/{key}",
+                text=text,
+            ),
+            **self._options(),
+        )
+
+    async def _predict_finish(self, stage: StageSpec) -> None:
+        """Expected decision times per approver; warn the rep if the deal will close late."""
+        remaining = [s for s in self._input.stages if s.index >= stage.index]
+        emails = sorted({r.approver_email for s in remaining for r in s.requests})
+        stats = await workflow.execute_activity_method(
+            ApprovalActivities.decision_stats,
+            DecisionStatsInput(emails=emails),
+            **self._options(),
+        )
+        total_hours = 0.0
+        for s in remaining:
+            slowest = 0.0
+            for r in s.requests:
+                st = stats.by_email.get(r.approver_email)
+                if st is not None and st.count >= self._input.options.min_history:
+                    median, p90, source = st.median_hours, st.p90_hours, "history"
+                else:
+                    median, p90, source = r.expected_hours, r.expected_hours, "policy"
+                step = self._steps[r.step_id]
+                step.expected_median_hours, step.expected_p90_hours = median, p90
+                step.expected_source = source
+                slowest = max(slowest, p90)
+            total_hours += slowest
+        self._predicted_finish = workflow.now() + timedelta(hours=total_hours)
+        close_by = self._input.deal.close_by
+        if close_by is not None and self._predicted_finish.date() > close_by:
+            await self._notify_owner(
+                f"late/{stage.index}",
+                f"Heads up: approvals for {self._input.deal.name} are expected to finish around "
+                f"{self._predicted_finish:%Y-%m-%d %H:%M} UTC, after the close-by date "
+                f"{close_by:%Y-%m-%d}.",
+            )
+
+    def _options(self) -> dict:
+        return {
+            "start_to_close_timeout": timedelta(
+                seconds=self._input.options.activity_timeout_seconds
+            ),
+            "retry_policy": DELIVERY_RETRY,
+        }

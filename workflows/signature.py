@@ -1,0 +1,318 @@
+"""SignatureWorkflow: one DocuSign envelope for a quote version, tracked until it ends.
+
+A child of the deal closure (id ``signature/<deal id>/v<version>``). The customer's signers sign
+in their routing order, then our countersigner.
+
+Signals:  ``connect_event(ConnectEvent)`` — a DocuSign Connect message (verified by the API).
+          Treated as a hint: duplicates are dropped, and the envelope is re-read with a GET, so
+          an event out of order can never move a recipient or the envelope backwards.
+          ``offline_signed(OfflineSignature)`` — the rep uploaded a wet-signed PDF: the envelope
+          is voided and the signature completes with method ``wet``.
+          ``withdraw(SignatureWithdrawal)`` — the deal was cancelled: the envelope is voided.
+Queries:  ``status() -> SignatureStatus``.
+
+Timers: a polling fallback (DocuSign asks for no more than one poll per envelope every 15
+minutes) catches lost webhooks; reminders (resend) to signers who have not signed; an alert to
+the rep when nobody has opened the envelope; expiry, which voids it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.approvals import ApprovalActivities, NotifyInput
+    from activities.deals import DocumentRef
+    from activities.docusign import (
+        RECIPIENT_RANK,
+        EnvelopeState,
+        ResendInput,
+        SendEnvelopeInput,
+        SignatureActivities,
+        SignerRef,
+        StoreSignedInput,
+        VoidInput,
+    )
+    from domain.schedule import add_business_hours
+
+# DocuSign calls: retried patiently (their API has rate limits and brief outages); a refusal of
+# our envelope is non-retryable and surfaces to the closure.
+DOCUSIGN_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=["DocuSignRejected"],
+)
+
+
+class SignatureTiming(BaseModel):
+    poll_seconds: float = 900.0
+    reminder_business_days: int = 2
+    reminder_seconds: float | None = None  # overrides business days (tests, demos)
+    not_opened_alert_seconds: float = 48 * 3600.0
+    expire_seconds: float = 30 * 86400.0
+    activity_timeout_seconds: float = 30.0
+
+
+class SignatureInput(BaseModel):
+    deal_id: str
+    deal_name: str
+    quote_version: int
+    owner_email: str
+    documents: list[DocumentRef]
+    signers: list[SignerRef]
+    timing: SignatureTiming = SignatureTiming()
+
+
+class ConnectEvent(BaseModel):
+    key: str  # dedupe key computed by the API from the message
+    event: str
+    envelope_id: str
+    recipient_email: str | None = None
+
+
+class OfflineSignature(BaseModel):
+    document: DocumentRef
+    by: str
+
+
+class SignatureWithdrawal(BaseModel):
+    by: str
+    reason: str
+
+
+class RecipientView(BaseModel):
+    recipient_id: str
+    email: str
+    name: str
+    routing_order: int
+    status: str
+    at: datetime | None = None
+    declined_reason: str | None = None
+
+
+class SignatureStatus(BaseModel):
+    provider: str = "docusign"
+    envelope_id: str | None = None
+    status: str = "creating"  # creating, sent, delivered, completed, declined, voided, expired
+    method: str | None = None  # docusign, wet
+    recipients: list[RecipientView] = []
+    declined_reason: str | None = None
+    documents: list[DocumentRef] = []
+    reminders_sent: int = 0
+    events_received: int = 0
+    duplicates_dropped: int = 0
+    polls: int = 0
+
+
+@workflow.defn(name="SignatureTracking")
+class SignatureWorkflow:
+    @workflow.init
+    def __init__(self, input: SignatureInput) -> None:
+        self._input = input
+        self._status = SignatureStatus()
+        self._seen: set[str] = set()
+        self._hints = 0
+        self._offline: OfflineSignature | None = None
+        self._withdrawal: SignatureWithdrawal | None = None
+
+    @workflow.run
+    async def run(self, input: SignatureInput) -> SignatureStatus:
+        t = input.timing
+        self._status.envelope_id = await workflow.execute_activity_method(
+            SignatureActivities.send_envelope,
+            SendEnvelopeInput(
+                deal_id=input.deal_id,
+                quote_version=input.quote_version,
+                email_subject=f"Please sign: {input.deal_name}",
+                documents=input.documents,
+                signers=input.signers,
+            ),
+            **self._options(),
+        )
+        self._status.method = "docusign"
+        started = workflow.now()
+        expires_at = started + timedelta(seconds=t.expire_seconds)
+        next_reminder = self._reminder_after(started)
+        alert_at = started + timedelta(seconds=t.not_opened_alert_seconds)
+        alerted = False
+        await self._reconcile()
+        while self._status.status not in ("completed", "declined", "voided", "expired"):
+            now = workflow.now()
+            wake = min(now + timedelta(seconds=t.poll_seconds), next_reminder, expires_at)
+            if not alerted:
+                wake = min(wake, alert_at)
+            seen = self._hints
+            try:
+                await workflow.wait_condition(
+                    lambda seen=seen: (
+                        self._hints != seen
+                        or self._offline is not None
+                        or self._withdrawal is not None
+                    ),
+                    timeout=max(wake - now, timedelta(milliseconds=1)),
+                )
+            except TimeoutError:
+                self._status.polls += 1
+            if self._withdrawal is not None:
+                await self._void(self._withdrawal.reason)
+                self._status.status = "voided"
+                break
+            if self._offline is not None:
+                await self._void("Signed offline: a wet-signed copy was uploaded")
+                self._status.status = "completed"
+                self._status.method = "wet"
+                self._status.documents = [self._offline.document]
+                break
+            await self._reconcile()
+            if self._status.status in ("completed", "declined", "voided"):
+                break
+            now = workflow.now()
+            if now >= expires_at:
+                await self._void("Expired: not signed in time")
+                self._status.status = "expired"
+                break
+            if not alerted and now >= alert_at:
+                alerted = True
+                if not any(RECIPIENT_RANK.get(r.status, 0) >= 2 for r in self._status.recipients):
+                    await self._notify(
+                        "not-opened",
+                        f"Nobody has opened the contract for {input.deal_name} yet "
+                        f"(envelope {self._status.envelope_id}).",
+                    )
+            if now >= next_reminder:
+                await self._remind()
+                next_reminder = self._reminder_after(now)
+        if self._status.status == "completed" and self._status.method == "docusign":
+            self._status.documents = await workflow.execute_activity_method(
+                SignatureActivities.store_signed_documents,
+                StoreSignedInput(
+                    deal_id=input.deal_id,
+                    quote_version=input.quote_version,
+                    envelope_id=self._status.envelope_id,
+                ),
+                **self._options(),
+            )
+        if self._status.status == "declined":
+            await self._notify(
+                "declined",
+                f"The contract for {input.deal_name} was declined: "
+                f"{self._status.declined_reason or 'no reason given'}",
+            )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._status
+
+    # --- messages --------------------------------------------------------------------------
+
+    @workflow.signal
+    def connect_event(self, event: ConnectEvent) -> None:
+        self._status.events_received += 1
+        if event.key in self._seen:
+            self._status.duplicates_dropped += 1
+            return
+        self._seen.add(event.key)
+        self._hints += 1
+
+    @workflow.signal
+    def offline_signed(self, signature: OfflineSignature) -> None:
+        if self._status.status not in ("completed", "voided", "expired"):
+            self._offline = signature
+
+    @workflow.signal
+    def withdraw(self, withdrawal: SignatureWithdrawal) -> None:
+        self._withdrawal = withdrawal
+
+    @workflow.query
+    def status(self) -> SignatureStatus:
+        return self._status
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        """Read the envelope and apply what moved forward; nothing ever moves back."""
+        state: EnvelopeState = await workflow.execute_activity_method(
+            SignatureActivities.envelope_state, self._status.envelope_id, **self._options()
+        )
+        known = {r.email: r for r in self._status.recipients}
+        views = []
+        for r in sorted(state.recipients, key=lambda r: (r.routing_order, r.recipient_id)):
+            before = known.get(r.email)
+            status = r.status
+            if before and RECIPIENT_RANK.get(before.status, 0) > RECIPIENT_RANK.get(status, 0):
+                status = before.status
+            at = r.declined_at or r.signed_at or r.delivered_at or (before.at if before else None)
+            views.append(
+                RecipientView(
+                    recipient_id=r.recipient_id,
+                    email=r.email,
+                    name=r.name,
+                    routing_order=r.routing_order,
+                    status=status,
+                    at=at,
+                    declined_reason=r.declined_reason,
+                )
+            )
+            if r.status == "declined":
+                self._status.declined_reason = r.declined_reason
+        self._status.recipients = views
+        order = ["creating", "sent", "delivered", "completed"]
+        if state.status in ("declined", "voided"):
+            self._status.status = state.status
+        elif state.status in order and order.index(state.status) > order.index(
+            self._status.status if self._status.status in order else "creating"
+        ):
+            self._status.status = state.status
+
+    async def _remind(self) -> None:
+        pending = [r for r in self._status.recipients if RECIPIENT_RANK.get(r.status, 0) < 3]
+        if not pending:
+            return
+        # Only the signers whose turn it is (the lowest routing order not yet signed).
+        turn = min(r.routing_order for r in pending)
+        ids = [
+            r.recipient_id
+            for r in self._status.recipients
+            if r.routing_order == turn and RECIPIENT_RANK.get(r.status, 0) < 3
+        ]
+        await workflow.execute_activity_method(
+            SignatureActivities.resend_envelope,
+            ResendInput(envelope_id=self._status.envelope_id, recipient_ids=ids),
+            **self._options(),
+        )
+        self._status.reminders_sent += 1
+
+    async def _void(self, reason: str) -> None:
+        await workflow.execute_activity_method(
+            SignatureActivities.void_envelope,
+            VoidInput(envelope_id=self._status.envelope_id, reason=reason),
+            **self._options(),
+        )
+
+    async def _notify(self, key: str, text: str) -> None:
+        await workflow.execute_activity_method(
+            ApprovalActivities.notify,
+            NotifyInput(
+                recipient_email=self._input.owner_email,
+                key=f"{workflow.info().workflow_id}/{key}",
+                text=text,
+            ),
+            **self._options(),
+        )
+
+    def _reminder_after(self, start: datetime) -> datetime:
+        t = self._input.timing
+        if t.reminder_seconds is not None:
+            return start + timedelta(seconds=t.reminder_seconds)
+        return add_business_hours(start, 8 * t.reminder_business_days, "UTC")
+
+    def _options(self) -> dict:
+        return {
+            "start_to_close_timeout": timedelta(
+                seconds=self._input.timing.activity_timeout_seconds
+            ),
+            "retry_policy": DOCUSIGN_RETRY,
+        }
