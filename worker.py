@@ -109,6 +109,7 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         closing.mark_crm_closed_won,
         closing.create_stripe_billing,
         closing.record_revenue_and_commission,
+        closing.record_payment,
         noop.noop,
         *build_campaign_activities(settings, sessions, crash_points),
     ]

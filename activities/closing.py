@@ -42,7 +42,13 @@ from domain.billing import (
     revenue_rows,
     to_minor_units,
 )
-from domain.closing_models import BillingResult, ClosingInput, CrmResult, RevenueResult
+from domain.closing_models import (
+    BillingResult,
+    ClosingInput,
+    CrmResult,
+    InvoicePaid,
+    RevenueResult,
+)
 from domain.money import format_money
 from domain.regions import is_eu
 
@@ -399,6 +405,25 @@ class ClosingActivities:
         return obj.id, recorded
 
     # --- revenue and commission -------------------------------------------------------------
+
+    @activity.defn
+    async def record_payment(self, paid: InvoicePaid, deal_id: str) -> int:
+        """The invoice was paid: a commission payable on payment becomes payable (once)."""
+        async with self._sessions.begin() as session:
+            changed = await closing_db.mark_commission_paid(
+                session, deal_id=deal_id, paid_at=paid.paid_at
+            )
+            await append_audit(
+                session,
+                deal_id=deal_id,
+                actor="stripe",
+                channel="stripe",
+                event="billing.paid",
+                detail={"invoice_id": paid.invoice_id, "commissions_payable": changed},
+                at=paid.paid_at,
+                idempotency_key=f"{deal_id}/paid/{paid.invoice_id}",
+            )
+        return changed
 
     @activity.defn
     async def record_revenue_and_commission(self, input: ClosingInput) -> RevenueResult:

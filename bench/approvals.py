@@ -22,7 +22,15 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-from bench.common import Batch, BenchError, Metric, Scenario, ms_since, run_batch
+from bench.common import (
+    Batch,
+    BenchError,
+    Metric,
+    Scenario,
+    approve_step,
+    ms_since,
+    run_batch,
+)
 from tests.integration.test_approval_chain import BIG_DEAL
 from tests.utils.deals import CFO, FINANCE, LEGAL, REP
 
@@ -34,17 +42,6 @@ STAGE0 = [(role, email) for (role, stage), email in PLAN.items() if stage == 0]
 
 def step_id(deal_id: str, stage: int, role: str) -> str:
     return f"{deal_id}.v1.s{stage}.{role}"
-
-
-def approve_step(message: dict) -> str | None:
-    """The step id on a request DM's Approve button (cf. tests/utils/approvals.py)."""
-    for block in message.get("blocks") or []:
-        if block.get("type") != "actions":
-            continue
-        for el in block.get("elements", []):
-            if el.get("action_id") == "approve":
-                return el.get("value")
-    return None
 
 
 @dataclass
@@ -150,10 +147,12 @@ class ApprovalsScenario(Scenario):
             await run_batch(ids, lambda deal_id: self.request(deal_id, watch, batch), c)
         for deal_id in ids:
             await self.check_plan(deal_id)
+        await self.api.settle_deliveries(ids, REP, self.cfg.run_timeout)
         # Untimed: Finance approves first, so Legal's approval timed below completes stage 0.
         await run_batch(ids, lambda deal_id: self.decide(deal_id, "finance_director"), c)
         async with SlackWatch(self, batch) as watch:
             await run_batch(ids, lambda deal_id: self.next_stage(deal_id, watch, batch), c)
+        await self.api.settle_deliveries(ids, REP, self.cfg.run_timeout)
         return batch
 
     async def request(self, deal_id: str, watch: SlackWatch, batch: Batch) -> None:

@@ -40,6 +40,7 @@ class ClosureScenario(Scenario):
         ids = [await self.api.create_deal(REP) for _ in range(n)]
         batch = Batch()
         await run_batch(ids, lambda deal_id: self.close(deal_id, batch), self.cfg.concurrency)
+        await self.api.settle_deliveries(ids, REP, self.cfg.run_timeout)
         return batch
 
     async def close(self, deal_id: str, batch: Batch) -> None:

@@ -142,6 +142,51 @@ class Api:
             raise BenchError(f"GET /v1/deals/{deal_id} answered {resp.status_code}: {resp.text}")
         return resp.json()
 
+    async def settle_deliveries(self, deal_ids: Sequence[str], owner: str, timeout: float) -> None:
+        """Untimed: wait until every approval request opened so far for these deals is in the
+        sandbox, as a Slack DM and as an email.
+
+        A timed step may end before the worker has finished the work it set off (the email
+        after the DM, the other approvers' requests after the stage change); waiting here keeps
+        that trailing work out of the next batch's figures.
+        """
+        wanted: set[tuple[str, str]] = set()  # (recipient, step id)
+        for deal_id in deal_ids:
+            for a in (await self.get_deal(deal_id, owner))["approvals"]:
+                if a["status"] not in ("planned", "not_requested", "carried_over"):
+                    recipient = a.get("delegate_email") or a.get("holder_email")
+                    wanted.add((recipient or a["approver_email"], a["step_id"]))
+        recipients = sorted({r for r, _ in wanted})
+
+        async def delivered() -> bool | None:
+            for recipient in recipients:
+                steps = {s for r, s in wanted if r == recipient}
+                slack = await self.sandbox.get(
+                    "/_sandbox/slack/messages", params={"user_email": recipient}
+                )
+                mail = await self.sandbox.get("/_sandbox/mail/messages", params={"to": recipient})
+                if slack.status_code != 200 or mail.status_code != 200:
+                    raise BenchError(f"sandbox answered {slack.status_code}/{mail.status_code}")
+                dms = {approve_step(m) for m in slack.json()["messages"]}
+                texts = [m.get("text") or "" for m in mail.json()["messages"]]
+                for step in steps:
+                    if step not in dms or not any(f"Reference: {step}" in t for t in texts):
+                        return None
+            return True
+
+        await wait_untimed("approval requests delivered", delivered, timeout, 0.1)
+
+
+def approve_step(message: dict) -> str | None:
+    """The step id on a request DM's Approve button (cf. tests/utils/approvals.py)."""
+    for block in message.get("blocks") or []:
+        if block.get("type") != "actions":
+            continue
+        for el in block.get("elements", []):
+            if el.get("action_id") == "approve":
+                return el.get("value")
+    return None
+
 
 class Scenario:
     """One scenario: ``batch(n)`` sets up and times ``n`` runs, ``concurrency`` in flight."""

@@ -27,9 +27,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.closing import ClosingActivities
-
     from activities.approvals import ApprovalActivities, NotifyInput
+    from activities.closing import ClosingActivities
     from activities.deals import (
         DEAL_NOT_FOUND,
         NO_APPROVER_FOR_ROLE,
@@ -408,6 +407,11 @@ class DealClosureWorkflow:
             self._status.billing["status"] = "overdue"
             await workflow.wait_condition(lambda: self._paid is not None)
         assert self._paid is not None and self._status.billing is not None
+        await workflow.execute_activity_method(
+            ClosingActivities.record_payment,
+            args=[self._paid, self._input.deal_id],
+            **self._activity_options(),
+        )
         self._status.billing["status"] = "paid"
         self._status.billing["paid_at"] = self._paid.paid_at.isoformat()
         self._note("billing.paid", self._paid.invoice_id)

@@ -62,7 +62,7 @@ def _next_business_day_9am_ny(after: dt.date) -> dt.datetime:
 
 
 async def test_out_of_office_pauses_until_the_next_business_day_after_the_return_date(
-    http, auth, sandbox
+    http, auth, sandbox, temporal_client
 ):
     away = f"away.{unique()}@acme.example"
     campaign_id, _ = await _launch(http, auth, [contact(away)])
@@ -86,6 +86,9 @@ async def test_out_of_office_pauses_until_the_next_business_day_after_the_return
     assert "out of office" in state["pause_reason"]
     assert len(mail_to(sandbox, away)) == 1  # step 2's due time passes while paused
     await http.post(f"/v1/campaigns/{campaign_id}/cancel", headers=auth(REP))
+    handle = temporal_client.get_workflow_handle(sequence_workflow_id(campaign_id, away))
+    await handle.result()
+    await record_history(handle, "sequence_out_of_office_then_cancelled")
 
 
 async def test_an_auto_reply_whose_return_date_has_passed_does_not_hold_the_sequence(
@@ -270,7 +273,9 @@ async def test_a_colleagues_reply_pauses_the_rest_of_the_company(http, auth, san
     await http.post(f"/v1/campaigns/{campaign_id}/cancel", headers=auth(REP))
 
 
-async def test_call_tasks_are_done_by_the_rep_or_time_out(http, auth, sandbox, sessions):
+async def test_call_tasks_are_done_by_the_rep_or_time_out(
+    http, auth, sandbox, sessions, temporal_client
+):
     tag = unique()
     done_by_rep, timed_out = f"call.{tag}@acme.example", f"late.{tag}@acme.example"
     steps = [
@@ -306,6 +311,9 @@ async def test_call_tasks_are_done_by_the_rep_or_time_out(http, auth, sandbox, s
     history = (await _contact(http, auth, campaign_id, timed_out))["history"]
     events = [h["event"] for h in history]
     assert "task.done" in events and "task.timed_out" in events
+    handle = temporal_client.get_workflow_handle(sequence_workflow_id(campaign_id, timed_out))
+    await handle.result()
+    await record_history(handle, "sequence_call_and_linkedin_tasks")
 
 
 async def test_ab_variants_are_stable_per_contact_and_a_significant_winner_is_marked(
