@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         ResolvePersonInput,
         WithdrawInput,
     )
+    from activities.deals import PlannedRequest
     from domain.approval_models import ApprovalStep, DealSummary
     from domain.schedule import add_business_hours
 
@@ -71,18 +72,10 @@ class ApprovalOptions(BaseModel):
     min_history: int = 3
 
 
-class RequestSpec(BaseModel):
+class RequestSpec(PlannedRequest):
+    """A planned approval as the chain runs it: the plan's entry plus the step's id."""
+
     step_id: str
-    stage: int
-    role: str
-    role_label: str
-    approver_email: str
-    reason: str
-    inputs_sha256: str
-    sla_hours: float
-    sla_business_hours: bool
-    reminder_at: float
-    expected_hours: float
 
 
 class StageSpec(BaseModel):

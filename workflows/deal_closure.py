@@ -473,21 +473,7 @@ class DealClosureWorkflow:
                 self._note("approval.asked_again", f"{req.role}: what this role reviews changed")
             stages.setdefault(
                 req.stage, StageSpec(index=req.stage, mode=modes[req.stage], requests=[])
-            ).requests.append(
-                RequestSpec(
-                    step_id=step_id,
-                    stage=req.stage,
-                    role=req.role,
-                    role_label=req.role_label,
-                    approver_email=req.approver_email,
-                    reason=req.reason,
-                    inputs_sha256=req.inputs_sha256,
-                    sla_hours=req.sla_hours,
-                    sla_business_hours=req.sla_business_hours,
-                    reminder_at=req.reminder_at,
-                    expected_hours=req.expected_hours,
-                )
-            )
+            ).requests.append(RequestSpec(step_id=step_id, **req.model_dump()))
         q = priced.quote
         terms = loaded.terms
         chain_input = ApprovalChainInput(
