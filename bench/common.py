@@ -143,8 +143,8 @@ class Api:
         return resp.json()
 
     async def settle_deliveries(self, deal_ids: Sequence[str], owner: str, timeout: float) -> None:
-        """Untimed: wait until every approval request opened so far for these deals is in the
-        sandbox, as a Slack DM and as an email.
+        """Untimed: wait until every pending approval request of these deals is in the sandbox,
+        as a Slack DM (with its buttons) and as an email.
 
         A timed step may end before the worker has finished the work it set off (the email
         after the DM, the other approvers' requests after the stage change); waiting here keeps
@@ -153,7 +153,7 @@ class Api:
         wanted: set[tuple[str, str]] = set()  # (recipient, step id)
         for deal_id in deal_ids:
             for a in (await self.get_deal(deal_id, owner))["approvals"]:
-                if a["status"] not in ("planned", "not_requested", "carried_over"):
+                if a["status"] == "pending":  # a decided one's DM has lost its buttons
                     recipient = a.get("delegate_email") or a.get("holder_email")
                     wanted.add((recipient or a["approver_email"], a["step_id"]))
         recipients = sorted({r for r, _ in wanted})

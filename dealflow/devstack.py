@@ -315,10 +315,15 @@ def test(args: argparse.Namespace) -> int:
 def bench(args: argparse.Namespace) -> int:
     try:
         temporal_bin = ensure_tool(TEMPORAL)
+        stripe_bin = ensure_tool(STRIPE_MOCK)
     except ToolError as err:
         say(f"error: {err}")
         return 1
-    env = dict(os.environ, DEALFLOW_TEMPORAL_BIN=str(temporal_bin))
+    env = dict(
+        os.environ,
+        DEALFLOW_TEMPORAL_BIN=str(temporal_bin),
+        DEALFLOW_STRIPE_MOCK_BIN=str(stripe_bin),
+    )
     return subprocess.call([PY, "-m", "bench", *args.bench_args], cwd=PROJECT_ROOT, env=env)
 
 
