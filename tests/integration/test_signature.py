@@ -236,3 +236,13 @@ async def test_only_ops_may_retry_closing(http, auth):
     assert resp.status_code == 403
     resp = await http.post(f"/v1/deals/{deal['id']}/closing/retry", headers=auth(OPS))
     assert resp.status_code == 202
+
+
+async def test_cancel_while_awaiting_signature_voids_the_envelope(http, auth):
+    deal = await approved_deal(http, auth)
+    await envelope_of(http, deal["id"])
+    resp = await http.post(f"/v1/deals/{deal['id']}/cancel", headers=auth(REP))
+    assert resp.status_code == 200 and resp.json()["stage"] == "cancelled"
+    envelope = (await envelopes_for(http, deal["id"]))[0]
+    assert envelope["status"] == "voided"
+    assert envelope["voided_reason"]

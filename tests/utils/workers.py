@@ -10,7 +10,9 @@ import sys
 from dealflow.settings import PROJECT_ROOT, Settings
 
 
-def start_worker(settings: Settings, task_queue: str, crash_at: str = "") -> subprocess.Popen:
+def start_worker(
+    settings: Settings, task_queue: str, crash_at: str = "", **extra_env: str
+) -> subprocess.Popen:
     env = dict(
         os.environ,
         DEALFLOW_PROFILE="sandbox",
@@ -27,6 +29,7 @@ def start_worker(settings: Settings, task_queue: str, crash_at: str = "") -> sub
         DEALFLOW_CRASH_AT=crash_at,
         DEALFLOW_LOG_LEVEL="WARNING",
     )
+    env.update(extra_env)
     if settings.docusign_ca_cert:
         env["DEALFLOW_DOCUSIGN_CA_CERT"] = str(settings.docusign_ca_cert)
     return subprocess.Popen([sys.executable, "worker.py"], cwd=PROJECT_ROOT, env=env)
