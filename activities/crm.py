@@ -79,7 +79,7 @@ class HubSpotCrm(CrmClient):
     def from_settings(cls, settings: Settings) -> HubSpotCrm:
         return cls(
             base_url=settings.crm_api_url,
-            token=settings.crm_api_token.get_secret_value(),
+            token=settings.secret("crm_api_token"),
             timeout=settings.crm_timeout_seconds,
         )
 

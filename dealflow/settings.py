@@ -35,6 +35,7 @@ SECRET_FIELDS = (
     "mail_webhook_secret",
     "link_signing_key",
     "docusign_private_key",
+    "crm_api_token",
 )
 # Refused anywhere in a secret (long enough never to occur by chance in a real key)...
 _PLACEHOLDER_MARKERS = ("changeme", "change-me", "placeholder", "sandbox")
@@ -103,7 +104,7 @@ class Settings(BaseSettings):
     # HubSpot private-app token. It is not in SECRET_FIELDS (yet): production must set
     # DEALFLOW_CRM_API_URL and DEALFLOW_CRM_API_TOKEN, or closing fails with CrmRejected (401).
     crm_api_url: str = "http://127.0.0.1:8090"
-    crm_api_token: SecretStr = SecretStr("pat-sandbox-crm-token")
+    crm_api_token: SecretStr | None = None  # a secret: see SECRET_FIELDS
     crm_timeout_seconds: float = 10.0
 
     slack_bot_token: SecretStr | None = None

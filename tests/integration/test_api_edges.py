@@ -164,6 +164,7 @@ async def test_production_profile_refuses_placeholder_secrets(monkeypatch):
         "STRIPE_WEBHOOK_SECRET": "whsec_45c48cce2e2d7fbdea1afc51c7c6ad26",
         "MAIL_WEBHOOK_SECRET": "d3d9446802a44259755d38e6d163e820",
         "LINK_SIGNING_KEY": "6512bd43d9caa6e02c990b0a82652dca",
+        "CRM_API_TOKEN": "pat-na1-3f2a9c1e-7b6d-4e11-9a0c-5d8e2f4b1a77",
         "DOCUSIGN_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqh\n-----END",
     }.items():
         monkeypatch.setenv(f"DEALFLOW_{name}", value)
