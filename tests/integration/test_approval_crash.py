@@ -9,6 +9,7 @@ from collections import Counter
 
 from api.closure import start_closure
 from db import deals as deals_db
+from dealflow.ids import approval_chain_workflow_id
 from tests.utils.approvals import eventually, mails_to, slack_request_for
 from tests.utils.deals import FINANCE, REP, create_deal, wait_for_stage
 from tests.utils.workers import start_worker, stop, wait_exit
@@ -44,6 +45,17 @@ async def _posts(http, email: str, step_id: str) -> Counter:
     return out
 
 
+async def _waiting_on_a_timer(temporal_client, deal_id: str) -> None:
+    """Until the chain's history shows a timer started after the request was delivered."""
+    handle = temporal_client.get_workflow_handle(approval_chain_workflow_id(deal_id, 1))
+
+    async def timer_started():
+        kinds = [e.WhichOneof("attributes") async for e in handle.fetch_history_events()]
+        return "timer_started_event_attributes" in kinds
+
+    await eventually(timer_started, what="the chain waiting on its reminder timer")
+
+
 async def _decide_as_holder(http, auth, deal_id: str, sid: str) -> str:
     """Approve as whoever holds the step now (escalation may have moved it on meanwhile)."""
     for _ in range(5):
@@ -74,7 +86,8 @@ async def test_worker_killed_while_waiting_on_a_timer_the_reminder_still_fires_o
     deal, queue, sid = await _start(http, auth, temporal_client, settings, sessions, 20)
     first = start_worker(settings, queue)
     try:
-        await slack_request_for(http, FINANCE, sid)  # delivered; now waiting for the reminder
+        await slack_request_for(http, FINANCE, sid)
+        await _waiting_on_a_timer(temporal_client, deal["id"])
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
     finally:
