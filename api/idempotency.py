@@ -74,3 +74,58 @@ def remember(
             response_body=jsonable_encoder(body),
         )
     )
+
+
+class IdempotentCreate:
+    """The Idempotency-Key steps of one create request: replay, remember, and the race.
+
+    create = IdempotentCreate(session, person_email=..., key=..., path=..., body_json=...)
+    if (replayed := await create.replay()) is not None:
+        return replayed
+    ... create the rows, build the response body ...
+    create.remember(201, body)          # in the same transaction as the rows
+    await session.commit()              # on IntegrityError: `await create.after_conflict()`
+    """
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        *,
+        person_email: str,
+        key: str | None,
+        path: str,
+        body_json: str,
+    ) -> None:
+        check_key(key)
+        self._session, self._email, self._key, self._path = session, person_email, key, path
+        self._digest = request_digest(body_json)
+
+    async def replay(self) -> JSONResponse | None:
+        if not self._key:
+            return None
+        return await replay(
+            self._session,
+            person_email=self._email,
+            key=self._key,
+            method="POST",
+            path=self._path,
+            digest=self._digest,
+        )
+
+    def remember(self, status_code: int, body: Any) -> None:
+        if self._key:
+            remember(
+                self._session,
+                person_email=self._email,
+                key=self._key,
+                method="POST",
+                path=self._path,
+                digest=self._digest,
+                status_code=status_code,
+                body=body,
+            )
+
+    async def after_conflict(self) -> JSONResponse | None:
+        """After an IntegrityError: a concurrent request with the same key won; answer as it."""
+        await self._session.rollback()
+        return await self.replay()

@@ -240,20 +240,15 @@ async def create_deal(
 ) -> Any:
     """Create a deal owned by the calling rep."""
     require_role(person, "rep")
-    idempotency.check_key(idempotency_key)
-    digest = idempotency.request_digest(body.model_dump_json())
-    path = request.url.path
-    if idempotency_key:
-        replayed = await idempotency.replay(
-            session,
-            person_email=person.email,
-            key=idempotency_key,
-            method="POST",
-            path=path,
-            digest=digest,
-        )
-        if replayed is not None:
-            return replayed
+    create = idempotency.IdempotentCreate(
+        session,
+        person_email=person.email,
+        key=idempotency_key,
+        path=request.url.path,
+        body_json=body.model_dump_json(),
+    )
+    if (replayed := await create.replay()) is not None:
+        return replayed
     try:
         deal = await deals_db.create_deal(
             session, owner_email=person.email, data=body.model_dump(exclude_unset=False)
@@ -267,32 +262,11 @@ async def create_deal(
             detail={"name": deal.name, "revision": deal.revision},
         )
         read = await _read_deal(session, settings, deal, None)
-        if idempotency_key:
-            idempotency.remember(
-                session,
-                person_email=person.email,
-                key=idempotency_key,
-                method="POST",
-                path=path,
-                digest=digest,
-                status_code=201,
-                body=read.model_dump(mode="json"),
-            )
+        create.remember(201, read.model_dump(mode="json"))
         await session.commit()
     except IntegrityError as err:
-        await session.rollback()
-        if idempotency_key:
-            # A concurrent request with the same key won the race: answer as it did.
-            replayed = await idempotency.replay(
-                session,
-                person_email=person.email,
-                key=idempotency_key,
-                method="POST",
-                path=path,
-                digest=digest,
-            )
-            if replayed is not None:
-                return replayed
+        if (replayed := await create.after_conflict()) is not None:
+            return replayed
         if "external_id" in str(err.orig):
             raise ApiError(
                 409,
