@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
+import time as time_module
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import defer
 from temporalio import activity
 from temporalio.common import (
     SearchAttributePair,
@@ -71,6 +73,7 @@ SEQUENCE_WORKFLOW_TYPE = "CampaignSequence"
 # How many sequence starts / signals an activity keeps in flight against the Temporal server.
 _FANOUT = 32
 _PREFLIGHT_PAGE = 1000
+_MAILBOX_TTL_SECONDS = 5.0
 
 
 # --- shared models (the workflows import these) -----------------------------------------------
@@ -555,6 +558,7 @@ class CampaignActivities:
     ) -> None:
         # The clock is injectable so tests can cross midnight for the sender's daily cap.
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._mailboxes: dict[str, tuple[float, SenderMailbox]] = {}
         self._settings = settings
         self._sessions = sessions
         self._claims = claims
@@ -954,7 +958,24 @@ class CampaignActivities:
         attempt = activity.info().attempt
         now = self._clock()
         async with self._sessions() as session, session.begin():
-            campaign = await self._campaign(session, input.campaign_id, lock="share")
+            # The status lock (shared), then the row, without the report columns a send never
+            # reads (the preflight report lists up to 1,000 excluded contacts).
+            await campaigns_db.lock_campaign_status(
+                session, campaign_id=input.campaign_id, exclusive=False
+            )
+            campaign = (
+                await session.execute(
+                    select(Campaign)
+                    .where(Campaign.id == input.campaign_id)
+                    .options(defer(Campaign.preflight), defer(Campaign.duplicates))
+                )
+            ).scalar_one_or_none()
+            if campaign is None:
+                raise ApplicationError(
+                    f"campaign {input.campaign_id} does not exist",
+                    type=CAMPAIGN_NOT_FOUND,
+                    non_retryable=True,
+                )
             state = CampaignState(
                 status=campaign.status,
                 version=campaign.state_version,
@@ -967,15 +988,28 @@ class CampaignActivities:
             # FOR UPDATE, not FOR SHARE: this transaction writes the row at the end, and
             # upgrading a share lock while a webhook's UPDATE waits for it is a deadlock.
             # Only this contact's own sequence sends to it, so nothing else waits for long.
-            contact = await campaigns_db.get_contact(
-                session, campaign_id=input.campaign_id, email=input.contact_email, lock="update"
-            )
-            if contact is None:
+            found = (
+                await session.execute(
+                    select(
+                        CampaignContact,
+                        campaigns_db.suppression_reason_of(
+                            CampaignContact.email, CampaignContact.domain, campaign.sender_email
+                        ),
+                    )
+                    .where(
+                        CampaignContact.campaign_id == input.campaign_id,
+                        CampaignContact.email == campaigns_db.normalize_email(input.contact_email),
+                    )
+                    .with_for_update(of=CampaignContact)
+                )
+            ).one_or_none()
+            if found is None:
                 raise ApplicationError(
                     f"{input.contact_email} is not a contact of {input.campaign_id}",
                     type=CONTACT_NOT_FOUND,
                     non_retryable=True,
                 )
+            contact, suppressed = found
             if contact.hold == "stopped":
                 return SendEmailResult(
                     outcome="stopped",
@@ -987,9 +1021,6 @@ class CampaignActivities:
                 return SendEmailResult(
                     outcome="held", retry_at=contact.hold_until, reason=contact.hold_reason
                 )
-            suppressed = await campaigns_db.suppression_for(
-                session, email=contact.email, sender_email=campaign.sender_email
-            )
             if suppressed is not None:
                 return await self._stop_at_send(
                     session, contact, f"suppressed: {suppressed}", "suppressed", input
@@ -1176,35 +1207,36 @@ class CampaignActivities:
             if row is not None and row.status == "reserved":
                 if row.cap_day <= today:
                     row.status, row.attempt, row.subject = "sending", attempt, subject
-                    self._first_send(mailbox, today)
+                    await self._first_send(session, mailbox, today)
                     return _Claim(kind="go")
                 return _Claim(
                     kind="deferred", retry_at=self._opening_on(input, row.cap_day, sender_zone)
                 )
-            # A new claim: today if the cap has room, else the next window day with room.
+            # A new claim: today if the cap has room, else the next window day with room. One
+            # conditional upsert per day takes a unit only while there is room, atomically, so
+            # claims of one mailbox contend only on that day's counter, for one statement.
             candidate = now
             for _ in range(3 * 366):
                 day = candidate.astimezone(sender_zone).date()
-                used = await session.scalar(
-                    select(SenderDayUsage.used).where(
-                        SenderDayUsage.sender_email == mailbox.email, SenderDayUsage.day == day
-                    )
-                )
                 cap = daily_cap(
                     mailbox.daily_limit,
                     mailbox.first_send_date,
                     day,
                     tuple(self._settings.campaign_warmup),
                 )
-                if (used or 0) < cap:
-                    await session.execute(
+                taken = None
+                if cap > 0:
+                    taken = await session.scalar(
                         insert(SenderDayUsage)
                         .values(sender_email=mailbox.email, day=day, used=1)
                         .on_conflict_do_update(
                             index_elements=[SenderDayUsage.sender_email, SenderDayUsage.day],
                             set_={"used": SenderDayUsage.used + 1},
+                            where=SenderDayUsage.used < cap,
                         )
+                        .returning(SenderDayUsage.used)
                     )
+                if taken is not None:
                     now_or_later = "sending" if candidate is now else "reserved"
                     values = {
                         "campaign_id": input.campaign_id,
@@ -1227,7 +1259,7 @@ class CampaignActivities:
                         )
                     )
                     if candidate is now:
-                        self._first_send(mailbox, today)
+                        await self._first_send(session, mailbox, today)
                         return _Claim(kind="go")
                     return _Claim(kind="deferred", retry_at=candidate)
                 candidate = next_send_time(
@@ -1235,10 +1267,18 @@ class CampaignActivities:
                 )
             raise ApplicationError("no day with room under the sender's cap within three years")
 
-    def _first_send(self, mailbox: SenderMailbox, today: dt.date) -> None:
+    async def _first_send(
+        self, session: AsyncSession, mailbox: SenderMailbox, today: dt.date
+    ) -> None:
         # The warm-up ramp counts weeks from the mailbox's first real send.
         if mailbox.first_send_date is None:
-            mailbox.first_send_date = today
+            await session.execute(
+                update(SenderMailbox)
+                .where(
+                    SenderMailbox.email == mailbox.email, SenderMailbox.first_send_date.is_(None)
+                )
+                .values(first_send_date=today)
+            )
 
     def _opening_on(self, input: SendEmailInput, day: dt.date, zone: Any) -> dt.datetime:
         """The first window opening (contact's window) that falls on the sender's ``day``."""
@@ -1254,9 +1294,23 @@ class CampaignActivities:
         return candidate
 
     async def _mailbox(self, session: AsyncSession, campaign: Campaign) -> SenderMailbox:
-        """The sender's mailbox row, locked: claims of one mailbox take turns (briefly)."""
+        """The sender's mailbox row (its limit, zone and first send), created if missing.
+
+        Kept a few seconds once its first send is known: its limit changes only when a
+        campaign launches, so a send may count against a limit that is seconds old.
+        """
+        cached = self._mailboxes.get(campaign.sender_email)
+        if cached is not None and time_module.monotonic() - cached[0] < _MAILBOX_TTL_SECONDS:
+            return cached[1]
+        mailbox = await self._load_mailbox(session, campaign)
+        if mailbox.first_send_date is not None:
+            session.expunge(mailbox)
+            self._mailboxes[campaign.sender_email] = (time_module.monotonic(), mailbox)
+        return mailbox
+
+    async def _load_mailbox(self, session: AsyncSession, campaign: Campaign) -> SenderMailbox:
         stmt = select(SenderMailbox).where(SenderMailbox.email == campaign.sender_email)
-        mailbox = (await session.execute(stmt.with_for_update())).scalar_one_or_none()
+        mailbox = (await session.execute(stmt)).scalar_one_or_none()
         if mailbox is None:
             await session.execute(
                 insert(SenderMailbox)
@@ -1267,7 +1321,7 @@ class CampaignActivities:
                 )
                 .on_conflict_do_nothing()
             )
-            mailbox = (await session.execute(stmt.with_for_update())).scalar_one()
+            mailbox = (await session.execute(stmt)).scalar_one()
         return mailbox
 
     async def _handing_over(self, message_id: str, attempt: int) -> None:
@@ -1520,10 +1574,15 @@ def build_campaign_activities(
     settings: Settings, sessions: async_sessionmaker, crash_points: CrashPoints
 ) -> list:
     """The campaign activities with their collaborators, for worker.py."""
-    from db.engine import make_engine, make_sessionmaker  # only the worker needs an engine
+    from sqlalchemy.ext.asyncio import create_async_engine
 
-    # The claims pool: one short transaction per send, never held across SMTP.
-    claims_engine = make_engine(settings.require_database_url(), pool_size=4)
+    from db.engine import make_sessionmaker, sqlalchemy_url
+
+    # The claims pool: two short transactions per send, never held across SMTP. No pre-ping:
+    # a connection that died is an error the activity retries, not worth a round trip each.
+    claims_engine = create_async_engine(
+        sqlalchemy_url(settings.require_database_url()), pool_size=8, max_overflow=8
+    )
     campaigns = CampaignActivities(
         settings=settings,
         sessions=sessions,

@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import random
+import signal
 import sys
 import time
 import tomllib
@@ -384,6 +385,10 @@ def _clean(obj):
 
 
 async def amain(args: argparse.Namespace) -> int:
+    # SIGTERM (and Ctrl-C) cancel the main task, so the stack below stops in order.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     # The sender is a brand-new mailbox: switch the warm-up ramp off (its own 1,000,000/day
     # limit applies), as for a mailbox that finished warming up long ago. Children inherit it.
     os.environ["DEALFLOW_CAMPAIGN_WARMUP"] = "[]"
@@ -451,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as err:
         say(f"error: {err}")
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
 
 

@@ -433,6 +433,31 @@ async def add_suppression(
     await session.execute(stmt.on_conflict_do_nothing())
 
 
+def suppression_reason_of(email_col: Any, domain_col: Any, sender_email: str) -> Any:
+    """A scalar subquery: why the row's address may not be mailed by this sender, or NULL.
+
+    For a query that reads the contact anyway (the send), so the check costs no round trip.
+    """
+    return (
+        select(
+            case(
+                (Suppression.kind == "domain", "do_not_contact_domain"),
+                else_=Suppression.reason,
+            )
+        )
+        .where(
+            or_(
+                and_(Suppression.kind == "email", Suppression.value == email_col),
+                and_(Suppression.kind == "domain", Suppression.value == domain_col),
+            ),
+            Suppression.sender_email.in_(["*", sender_email.lower()]),
+        )
+        .limit(1)
+        .correlate(CampaignContact)
+        .scalar_subquery()
+    )
+
+
 async def suppression_for(session: AsyncSession, *, email: str, sender_email: str) -> str | None:
     """Why this address must not be mailed by this sender, or None."""
     email = normalize_email(email)

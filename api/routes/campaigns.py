@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -52,6 +52,8 @@ suppressions_router = APIRouter(prefix="/v1/suppressions", tags=["campaigns"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 # A query needs a worker to answer; when none does in this time, reads fall back to the DB.
 QUERY_TIMEOUT = timedelta(seconds=5)
+# The campaign's live view is extra detail on a read the tables already answer: don't wait long.
+CAMPAIGN_QUERY_TIMEOUT = timedelta(seconds=2)
 
 
 # --- the Temporal side ------------------------------------------------------------------------
@@ -120,25 +122,27 @@ async def tell_campaign(client: Client, campaign_id: str, state: CampaignState) 
 
 
 async def live_campaign(client: Client, campaign_id: str) -> CampaignStatus | None:
+    """The campaign workflow's own view, when it answers in time; the tables answer the rest."""
     handle = client.get_workflow_handle_for(CampaignWorkflow.run, campaign_workflow_id(campaign_id))
     try:
-        return await handle.query(CampaignWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
-    except RPCError as err:
-        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.DEADLINE_EXCEEDED):
-            return None
-        raise
+        return await handle.query(CampaignWorkflow.status, rpc_timeout=CAMPAIGN_QUERY_TIMEOUT)
+    except (RPCError, WorkflowQueryFailedError) as err:
+        # No worker free to answer (a busy one times out as CANCELLED), or no workflow.
+        log.info("campaign %s: no live status (%s)", campaign_id, err)
+        return None
 
 
 async def live_sequence(client: Client, campaign_id: str, email: str) -> SequenceStatus | None:
+    """The sequence's status query; None when it cannot answer (the database view is used)."""
     handle = client.get_workflow_handle_for(
         SequenceWorkflow.run, sequence_workflow_id(campaign_id, email)
     )
     try:
         return await handle.query(SequenceWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
-    except RPCError as err:
-        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.DEADLINE_EXCEEDED):
-            return None
-        raise
+    except (RPCError, WorkflowQueryFailedError) as err:
+        if not (isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND):
+            log.info("sequence %s/%s: no live status (%s)", campaign_id, email, err)
+        return None
 
 
 # --- reads ------------------------------------------------------------------------------------
@@ -382,7 +386,15 @@ async def launch_campaign(
         await session.commit()
     # Committed first, so the workflow's first read sees the campaign active; the start is
     # idempotent (id from the campaign, reuse rejected), so launching again is safe.
-    await start_campaign(temporal, settings, campaign)
+    try:
+        await start_campaign(temporal, settings, campaign)
+    except RPCError as err:
+        raise ApiError(
+            503,
+            "temporal_unavailable",
+            f"The campaign is active but its workflow could not start ({err.message}); "
+            "launch it again.",
+        ) from None
     return await campaign_read(session, settings, campaign, None)
 
 
