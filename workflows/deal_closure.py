@@ -473,7 +473,7 @@ class DealClosureWorkflow:
                 self._note("approval.asked_again", f"{req.role}: what this role reviews changed")
             stages.setdefault(
                 req.stage, StageSpec(index=req.stage, mode=modes[req.stage], requests=[])
-            ).requests.append(RequestSpec(step_id=step_id, **req.model_dump()))
+            ).requests.append(RequestSpec(step_id=step_id, **req.model_dump()))  # determinism-ok
         q = priced.quote
         terms = loaded.terms
         chain_input = ApprovalChainInput(

@@ -262,24 +262,19 @@ async def create_campaign(
 ) -> Any:
     """Create a draft campaign owned by the calling rep (contacts merged by address)."""
     require_role(person, "rep")
-    idempotency.check_key(idempotency_key)
+    create = idempotency.IdempotentCreate(
+        session,
+        person_email=person.email,
+        key=idempotency_key,
+        path=request.url.path,
+        body_json=body.model_dump_json(),
+    )
     if body.test_mode is not None and not settings.is_sandbox:
         raise ApiError(
             422, "invalid_request", "test_mode is only available in the sandbox profile."
         )
-    digest = idempotency.request_digest(body.model_dump_json())
-    path = request.url.path
-    if idempotency_key:
-        replayed = await idempotency.replay(
-            session,
-            person_email=person.email,
-            key=idempotency_key,
-            method="POST",
-            path=path,
-            digest=digest,
-        )
-        if replayed is not None:
-            return replayed
+    if (replayed := await create.replay()) is not None:
+        return replayed
     options: dict[str, Any] = {
         "pause_company_on_reply": (
             body.pause_company_on_reply
@@ -306,31 +301,11 @@ async def create_campaign(
             options=options,
         )
         created = CampaignCreated(id=campaign.id, status=campaign.status)
-        if idempotency_key:
-            idempotency.remember(
-                session,
-                person_email=person.email,
-                key=idempotency_key,
-                method="POST",
-                path=path,
-                digest=digest,
-                status_code=201,
-                body=created.model_dump(mode="json"),
-            )
+        create.remember(201, created.model_dump(mode="json"))
         await session.commit()
     except IntegrityError:
-        await session.rollback()
-        if idempotency_key:
-            replayed = await idempotency.replay(
-                session,
-                person_email=person.email,
-                key=idempotency_key,
-                method="POST",
-                path=path,
-                digest=digest,
-            )
-            if replayed is not None:
-                return replayed
+        if (replayed := await create.after_conflict()) is not None:
+            return replayed
         raise
     return JSONResponse(jsonable_encoder(created), status_code=201)
 
