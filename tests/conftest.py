@@ -171,7 +171,16 @@ async def api_url(
 ) -> AsyncIterator[str]:
     app = create_app(settings, engine=engine, temporal=temporal_client)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=api_port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=api_port,
+            log_level="warning",
+            lifespan="on",
+            # At the end of the session, do not wait on a request still in flight (a webhook
+            # answered in the background, a client's keep-alive): the servers are going away.
+            timeout_graceful_shutdown=5,
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
