@@ -162,7 +162,7 @@ class SequenceWorkflow:
                 await self._wait_out_hold(step)
                 if self._stop is not None:
                     return
-                due = max(due, self._reopen(step))
+                due = max(due, self._reopen(step))  # determinism-ok: not file I/O
                 continue
             if step.channel != "email":
                 await self._run_task(step)
@@ -201,7 +201,7 @@ class SequenceWorkflow:
             now, step.wait_days, step.window.window(), self._input.timezone, self._input.country
         )
 
-    def _reopen(self, step: StepPlan) -> datetime:
+    def _reopen(self, step: StepPlan) -> datetime:  # determinism-ok: a pure function
         """After a pause: the window's next opening from now (no new wait)."""
         if self._input.timing.test_mode:
             return workflow.now()

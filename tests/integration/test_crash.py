@@ -7,7 +7,6 @@ moment where a careless retry would write a second quote or a second set of docu
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -17,6 +16,7 @@ from api.closure import start_closure
 from db import deals as deals_db
 from db.models import AuditEvent, Document, QuoteVersion
 from tests.utils.deals import REP, create_deal
+from tests.utils.polling import eventually
 from tests.utils.workers import start_worker, stop, wait_exit
 from workflows.deal_closure import DealClosureWorkflow
 
@@ -42,13 +42,12 @@ async def test_worker_killed_mid_closure_finishes_with_one_quote_and_one_documen
 
     survivor = start_worker(settings, queue)
     try:
-        deadline = asyncio.get_running_loop().time() + 90
-        while True:
+
+        async def awaiting_approval():
             status = await handle.query(DealClosureWorkflow.status)
-            if status.stage == "awaiting_approval":
-                break
-            assert asyncio.get_running_loop().time() < deadline, status.stage
-            await asyncio.sleep(0.1)
+            return status if status.stage == "awaiting_approval" else None
+
+        status = await eventually(awaiting_approval, timeout=90, what="the closure finishing")
     finally:
         stop(survivor)
 

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 
+from tests.utils.polling import eventually
+
+__all__ = ["eventually"]
+
 LINK = re.compile(r"(http://\S+/v1/approvals/links/[A-Za-z0-9_.\-]+)")
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], *, timeout: float = 30, what: str = "condition"
-) -> Any:
-    """Poll ``probe`` until it returns something truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def slack_messages(http: httpx.AsyncClient, email: str) -> list[dict]:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 from temporalio.client import WorkflowHandle
+
+from tests.utils.polling import eventually
 
 REP = "maya.chen@dealflow.example"
 OTHER_REP = "diego.alvarez@dealflow.example"
@@ -84,16 +84,21 @@ async def wait_for_stage(
     http: httpx.AsyncClient, deal_id: str, headers: dict, stage: str, timeout: float = 60
 ) -> dict:
     """Poll GET /v1/deals/{id} until the live stage is ``stage`` (fail at the deadline)."""
-    deadline = time.monotonic() + timeout
     last: dict = {}
-    while time.monotonic() < deadline:
+
+    async def reached() -> dict | None:
+        nonlocal last
         resp = await http.get(f"/v1/deals/{deal_id}", headers=headers)
         assert resp.status_code == 200, resp.text
         last = resp.json()
-        if last["stage"] == stage and last["live"]:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"deal {deal_id} did not reach {stage!r}; last seen: {last.get('stage')}")
+        return last if last["stage"] == stage and last["live"] else None
+
+    try:
+        return await eventually(reached, timeout=timeout, what=f"deal {deal_id} at {stage!r}")
+    except AssertionError:
+        raise AssertionError(
+            f"deal {deal_id} did not reach {stage!r}; last seen: {last.get('stage')}"
+        ) from None
 
 
 async def record_history(handle: WorkflowHandle, name: str) -> None:

@@ -1,0 +1,25 @@
+"""Wait on a condition: poll it with a short interval until a deadline (never a guessed sleep)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+# Between two looks at the condition; the deadline, not this, bounds the wait.
+POLL_INTERVAL = 0.1
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], *, timeout: float = 30, what: str = "condition"
+) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(POLL_INTERVAL)
