@@ -8,9 +8,12 @@ A marker file under the state dir makes it fire once, so the restarted worker ca
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
+
+from temporalio.exceptions import ApplicationError
 
 log = logging.getLogger(__name__)
 
@@ -31,3 +34,53 @@ class CrashPoints:
         log.warning("crash injection: exiting at %s", name)
         logging.shutdown()
         os._exit(86)
+
+
+INJECTED_FAILURE = "InjectedFailure"
+
+
+class InjectedTransientError(RuntimeError):
+    """A failure a retry might fix (a plain exception): retried until the activity's budget ends."""
+
+
+class FailurePoints:
+    """Failure injection for the poison tests (sandbox profile only).
+
+    A test arms a point for one activity and one business key (a deal id, a campaign id, a
+    contact's workflow id): the activity, when it reaches ``check(activity, key)``, fails —
+    ``permanent`` raises a non-retryable ``ApplicationError(type="InjectedFailure")``, ``transient``
+    a plain exception that the retry policy retries until its budget is spent. The point stays
+    armed until the test clears it (then an ops retry succeeds). Points are files under the state
+    dir, so an in-process worker and a worker subprocess see the same ones; keyed by business key,
+    so tests running beside each other never trip over each other's points.
+    """
+
+    def __init__(self, state_dir: Path, *, enabled: bool) -> None:
+        self._dir = state_dir / "fail-points"
+        self._enabled = enabled
+
+    def _path(self, activity: str, key: str) -> Path:
+        digest = hashlib.sha256(f"{activity}\0{key}".encode()).hexdigest()[:32]
+        return self._dir / digest
+
+    def arm(self, activity: str, key: str, *, mode: str = "permanent") -> None:
+        if mode not in ("permanent", "transient"):
+            raise ValueError(f"unknown failure mode {mode!r}")
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._path(activity, key).write_text(mode)
+
+    def clear(self, activity: str, key: str) -> None:
+        self._path(activity, key).unlink(missing_ok=True)
+
+    def check(self, activity: str, key: str) -> None:
+        """Raise the armed failure for (activity, key), if any. Costs one stat() when enabled."""
+        if not self._enabled:
+            return
+        try:
+            mode = self._path(activity, key).read_text()
+        except FileNotFoundError:
+            return
+        message = f"injected {mode} failure in {activity} for {key}"
+        if mode == "transient":
+            raise InjectedTransientError(message)
+        raise ApplicationError(message, type=INJECTED_FAILURE, non_retryable=True)
