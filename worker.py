@@ -26,7 +26,7 @@ from activities.crm import HubSpotCrm
 from activities.deals import DealActivities, NoopActivities
 from activities.docusign import DocuSignClient, SignatureActivities
 from db.engine import make_engine, make_sessionmaker
-from dealflow.faults import CrashPoints
+from dealflow.faults import CrashPoints, FailurePoints
 from dealflow.logging import configure_logging
 from dealflow.mailer import Mailer
 from dealflow.rendering import DocumentRenderer
@@ -52,7 +52,11 @@ WORKFLOWS: Sequence[type] = (
 
 
 def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
-    crash_points = CrashPoints(settings.crash_at, settings.state_dir)
+    crash_points = CrashPoints(
+        settings.crash_at,
+        settings.state_dir,
+        failures=FailurePoints(settings.state_dir, enabled=settings.is_sandbox),
+    )
     deals = DealActivities(
         settings=settings,
         sessions=sessions,

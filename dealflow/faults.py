@@ -19,9 +19,15 @@ log = logging.getLogger(__name__)
 
 
 class CrashPoints:
-    def __init__(self, names: str, state_dir: Path) -> None:
+    """The worker's test hooks, handed to every activity class: crash checkpoints, and
+    ``failures`` (the poison tests' injected failures, see ``FailurePoints``)."""
+
+    def __init__(
+        self, names: str, state_dir: Path, *, failures: FailurePoints | None = None
+    ) -> None:
         self._names = {n.strip() for n in names.split(",") if n.strip()}
         self._dir = state_dir / "crash-markers"
+        self.failures = failures or FailurePoints(state_dir, enabled=False)
 
     def checkpoint(self, name: str) -> None:
         if name not in self._names:
