@@ -45,7 +45,7 @@ SELECT 'deal_bench' || lpad(g::text, 10, '0'),
        CASE WHEN g % 2 = 0 THEN :rep ELSE :other_rep END,
        'Bench deal ' || g, 'USD', 12, 'annual', 30, 5,
        'Bench Customer ' || (g % 500), 'bench' || (g % 500) || '.example', 'US', 'NY',
-       (:stages)[1 + g % 5], 1,
+       (CAST(:stages AS text[]))[1 + g % 5], 1,
        now() - make_interval(secs => g), now() - make_interval(secs => g)
 FROM generate_series(1, :n) AS g
 """
@@ -61,7 +61,7 @@ INSERT INTO approval_requests (step_id, deal_id, quote_version, workflow_id, sta
                                approver_email, holder_email, reason, inputs_sha256, status,
                                requested_at, due_at, escalation_level)
 SELECT d || '.v1.s0.bench', d, 1, 'bench', 0, 'finance_director',
-       (:approvers)[1 + (g / 5) % 4], (:approvers)[1 + (g / 5) % 4],
+       (CAST(:approvers AS text[]))[1 + (g / 5) % 4], (CAST(:approvers AS text[]))[1 + (g / 5) % 4],
        'bench: total over the threshold', repeat('0', 64), 'pending',
        now(), now() + make_interval(mins => g), 0
 FROM (SELECT g, 'deal_bench' || lpad(g::text, 10, '0') AS d
