@@ -21,7 +21,7 @@ from api.errors import ApiError
 from api.list_schemas import ContactDealCreate
 from api.routes.campaigns import router as campaigns_router
 from api.routes.deals import _read_deal
-from api.schemas import DealCreate, TimelineRead
+from api.schemas import DealCreate, DealRead, TimelineRead
 from db import campaigns as campaigns_db
 from db import deals as deals_db
 from db.audit import append_audit
@@ -122,7 +122,12 @@ async def _answer(
     return JSONResponse(jsonable_encoder(read), status_code=status)
 
 
-@router.post("/{campaign_id}/contacts/{email}/deal", status_code=201)
+@router.post(
+    "/{campaign_id}/contacts/{email}/deal",
+    status_code=201,
+    response_model=DealRead,
+    responses={200: {"model": DealRead, "description": "The deal made for this contact before."}},
+)
 async def contact_to_deal(
     campaign_id: str,
     email: str,
