@@ -211,6 +211,8 @@ REPLY_ROUTES: dict[str, ReplyRoute] = {
     # A person wrote back and we cannot tell what they want: a person should read it.
     "other": ReplyRoute("stop", "replied", notify=True, task=True),
 }
+# An interested or meeting reply is one call from a deal: the rep's message says how to make it.
+ONE_CALL_AWAY = frozenset({"interested", "meeting_request"})
 
 
 def reply_route(kind: str, bounce_type: str | None = None) -> ReplyRoute:
@@ -1538,6 +1540,13 @@ class CampaignActivities:
                     f"Sequence stopped. {self._settings.public_base_url}/v1/campaigns/"
                     f"{campaign.id}/contacts/{contact.email}"
                     + (f"\nA follow-up task was created ({task_id})." if task_id else "")
+                    + (
+                        "\n*One call away from a deal:* `POST "
+                        f"{self._settings.public_base_url}/v1/campaigns/{campaign.id}/contacts/"
+                        f"{contact.email}/deal` makes a draft deal with them as the signer."
+                        if input.kind in ONE_CALL_AWAY
+                        else ""
+                    )
                 )
         return RouteReplyResult(notification=text, task_id=task_id)
 

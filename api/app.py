@@ -18,13 +18,16 @@ from api.errors import install_error_handlers
 from api.routes import (
     approvals,
     campaigns,
+    contact_deals,
     deals,
     documents,
+    lists,
     mail_webhooks,
     ops,
     sandbox,
     signature,
     stripe_webhook,
+    tasks,
 )
 from db.engine import make_engine, make_sessionmaker
 from db.org import OrgDirectory, load_org
@@ -97,6 +100,9 @@ def create_app(
     app.include_router(campaigns.suppressions_router)
     app.include_router(mail_webhooks.router)
     app.include_router(stripe_webhook.router)
+    app.include_router(lists.router)  # GET /v1/deals, /v1/approvals, /v1/campaigns
+    app.include_router(tasks.router)
+    app.include_router(contact_deals.router)
     if settings.is_sandbox:
         app.include_router(sandbox.router)
     return app

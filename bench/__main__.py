@@ -24,10 +24,12 @@ from pathlib import Path
 import temporalio
 
 from bench.common import BenchError, Config
+from bench.lists import ListsScenario
 from bench.runner import SCENARIOS, Results, run_scenarios
 from bench.stack import StackError, bench_stack
 from bench.stats import ratios, summarize
 
+SCENARIOS[ListsScenario.name] = ListsScenario  # issue 9: the lists beside the live read
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_DEALS_ONE = 30
 DEFAULT_DEALS_ALL = 20  # keeps `python -m bench` (all three) to about 4 minutes on 2 cores
@@ -64,6 +66,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--poll-ms", type=float, default=10.0, help="status query interval (default 10)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes")
+    p.add_argument(
+        "--list-deals",
+        type=int,
+        default=ListsScenario.deals,
+        help=f"lists: deals seeded in the database (default {ListsScenario.deals:,})",
+    )
+    p.add_argument(
+        "--list-clients",
+        type=int,
+        default=ListsScenario.clients,
+        help=f"lists: concurrent clients (default {ListsScenario.clients})",
+    )
     args = p.parse_args(argv)
     args.scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     if args.deals is None:
@@ -72,6 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--deals and --concurrency must be >= 1, --rounds >= 0, --poll-ms > 0")
     if args.warmup is None:
         args.warmup = args.concurrency
+    if args.list_deals < 5 or args.list_clients < 1:
+        p.error("--list-deals must be >= 5 and --list-clients >= 1")
+    ListsScenario.deals, ListsScenario.clients = args.list_deals, args.list_clients
     return args
 
 

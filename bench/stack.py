@@ -84,6 +84,7 @@ class BenchStack:
     state_dir: Path
     database: str  # where the database lives, for the report
     logs: dict[str, Path]
+    database_url: str = ""  # for scenarios that seed the database directly (bench/lists.py)
 
 
 class Child:
@@ -402,6 +403,7 @@ async def bench_stack(say: Callable[[str], None] = print) -> AsyncIterator[Bench
             state_dir=state_dir,
             database=where,
             logs={c.name: c.log_path for c in children},
+            database_url=database_url,
         )
         for child in children:
             child.check_alive()

@@ -38,6 +38,7 @@ from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, requir
 from api.errors import ApiError
 from db import campaigns as campaigns_db
 from db.campaign_models import Campaign
+from db.contact_deals import contact_deal_history
 from db.models import Person
 from dealflow.ids import SA_CAMPAIGN_ID, campaign_workflow_id, sequence_workflow_id
 from dealflow.settings import Settings
@@ -513,7 +514,9 @@ async def get_contact(
             outcome=live.outcome or contact.outcome,
             excluded_reason=None,
             sent=[s.model_dump() for s in live.sent],
-            history=[h.model_dump() for h in live.history],
+            # The deal made from this contact lives outside the sequence (lists branch, i9).
+            history=[h.model_dump() for h in live.history]
+            + await contact_deal_history(session, campaign_id=campaign.id, email=contact.email),
             workflow_id=workflow_id,
             live=True,
         )

@@ -30,7 +30,9 @@ from api.schemas import (
     DocumentRead,
     QuoteRead,
     ReadyToCloseRead,
+    TimelineRead,
 )
+from db import contact_deals as contact_deals_db
 from db import deals as deals_db
 from db.audit import append_audit
 from db.models import Deal, Person
@@ -299,6 +301,9 @@ async def get_deal(
             403, "forbidden", "Only the owner, the deal's approvers and ops may read it."
         )
     read = await _read_deal(session, settings, deal, live, steps)
+    # A deal made from a campaign contact names the contact first in its timeline.
+    origin = await contact_deals_db.origin_timeline(session, deal_id=deal.id)
+    read.timeline = [*(TimelineRead(**t) for t in origin), *read.timeline]
     if live is not None:
         signature = await signature_status(temporal, live)
         read.signature = _signature_body(signature) if signature else None
