@@ -19,6 +19,7 @@ import httpx
 from pydantic import BaseModel
 
 from dealflow.settings import Settings
+from domain.money import plain_decimal
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class HubSpotCrm(CrmClient):
             "dealname": deal.name,
             "pipeline": self._pipeline,
             "dealstage": self.STAGES[deal.stage],
-            "amount": str(deal.amount),
+            "amount": plain_decimal(deal.amount, trim=False),
             "deal_currency_code": deal.currency,
             "closedate": deal.close_date.isoformat(),
         }
