@@ -2,9 +2,10 @@
 
 Every message carries a Message-ID made by the caller from what it is about, so the same
 message retried is recognisably the same message. The SMTP conversation itself (STARTTLS,
-AUTH, the failure classes) is the campaign mailer's ``activities.email.SmtpMailer``: one
-transport, so approval mail honours ``DEALFLOW_SMTP_USERNAME``, ``DEALFLOW_SMTP_PASSWORD`` and
-``DEALFLOW_SMTP_STARTTLS`` exactly as campaign mail does.
+AUTH, certificate checks, the failure classes) is the campaign mailer's
+``activities.email.SmtpMailer``, built from the settings in one place, so approval mail honours
+``DEALFLOW_SMTP_USERNAME``, ``DEALFLOW_SMTP_PASSWORD``, ``DEALFLOW_SMTP_STARTTLS`` and
+``DEALFLOW_SMTP_CA_CERT`` exactly as campaign mail does.
 """
 
 from __future__ import annotations
@@ -24,35 +25,18 @@ if TYPE_CHECKING:
 
 
 class Mailer:
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        from_name: str,
-        from_address: str,
-        username: str | None = None,
-        password: str | None = None,
-        starttls: bool = False,
-        timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, *, transport: SmtpMailer, from_name: str, from_address: str) -> None:
+        self._transport = transport
         self._from_address = from_address
         self._from = formataddr((from_name, from_address))
-        self._transport = SmtpMailer(
-            host, port, username=username, password=password, starttls=starttls, timeout=timeout
-        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Mailer:
-        """The approval mailer as the worker builds it: the same SMTP settings as campaigns."""
+        """The approval mailer as the worker builds it: the SMTP transport campaigns use."""
         return cls(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
+            transport=SmtpMailer.from_settings(settings),
             from_name=settings.mail_from_name,
             from_address=settings.mail_from_address,
-            username=settings.smtp_username,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            starttls=settings.smtp_starttls,
         )
 
     def build(

@@ -192,6 +192,9 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    # STARTTLS verifies the relay's certificate against the system CAs, or against this file
+    # (a relay with a private CA; the tests' self-signed relay).
+    smtp_ca_cert: Path | None = None
 
     # Fault injection for crash tests: comma-separated checkpoint names at which the worker
     # process exits abruptly, once. Refused outside the sandbox profile.

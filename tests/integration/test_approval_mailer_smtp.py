@@ -16,7 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from activities.email import SmtpRejected
+from activities.email import SmtpRejected, SmtpTransient
 from dealflow.mailer import Mailer
 from dealflow.settings import Settings
 from dealflow.stack import free_port
@@ -28,6 +28,7 @@ from sandbox.tls import ensure_self_signed_cert
 class Relay:
     port: int
     store: MailStore
+    ca_cert: Path
     logins: list[tuple[str, str, str, bool]] = field(default_factory=list)  # mech, user, pw, tls
 
 
@@ -36,7 +37,7 @@ def relay(tmp_path: Path) -> Iterator[Relay]:
     tls = ensure_self_signed_cert(tmp_path / "tls")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(tls.cert_path, tls.key_path)
-    relay = Relay(port=free_port(), store=MailStore(tmp_path / "mail.jsonl"))
+    relay = Relay(port=free_port(), store=MailStore(tmp_path / "mail.jsonl"), ca_cert=tls.cert_path)
 
     def authenticator(
         server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: object
@@ -87,6 +88,7 @@ async def test_approval_mail_uses_starttls_and_the_configured_login(relay: Relay
         smtp_username="dealflow-relay",
         smtp_password="relay-pass-0c5d8e2f",
         smtp_starttls=True,
+        smtp_ca_cert=relay.ca_cert,  # the relay's certificate is checked against this CA
     )
     mailer = Mailer.from_settings(settings)  # what worker.py builds
     await mailer.send(_message(mailer))
@@ -105,5 +107,22 @@ async def test_without_the_smtp_settings_a_relay_that_requires_them_refuses(rela
         Settings(profile="sandbox", smtp_host="127.0.0.1", smtp_port=relay.port)
     )
     with pytest.raises(SmtpRejected, match="MAIL FROM refused: 530"):  # STARTTLS first
+        await mailer.send(_message(mailer))
+    assert relay.logins == [] and relay.store.list() == []
+
+
+async def test_starttls_refuses_a_relay_whose_certificate_does_not_verify(relay: Relay):
+    # Without the relay's CA the self-signed certificate fails verification: the login and
+    # the message (with its signed approval link) never go to an unverified server.
+    settings = Settings(
+        profile="sandbox",
+        smtp_host="127.0.0.1",
+        smtp_port=relay.port,
+        smtp_username="dealflow-relay",
+        smtp_password="relay-pass-0c5d8e2f",
+        smtp_starttls=True,
+    )
+    mailer = Mailer.from_settings(settings)
+    with pytest.raises(SmtpTransient, match="CERTIFICATE_VERIFY_FAILED"):
         await mailer.send(_message(mailer))
     assert relay.logins == [] and relay.store.list() == []
