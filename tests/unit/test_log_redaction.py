@@ -73,3 +73,16 @@ def test_installed_on_uvicorn_access_once_and_keeps_its_args_shape():
     assert access.filter(record)
     # uvicorn's AccessFormatter unpacks these five by position; the status stays an int.
     assert record.args == ("127.0.0.1:5", "GET", f"/v1/unsubscribe/{REDACTED}", "1.1", 200)
+
+
+def test_configure_logging_redacts_our_own_lines_on_the_root_handlers(caplog):
+    from dealflow.logging import configure_logging
+
+    caplog.set_level(logging.INFO)
+    configure_logging()  # what the API's lifespan and the worker call
+    # The API's own "unhandled error" line (api/errors.py) names the request path.
+    logging.getLogger("dealflow.api").error(
+        "unhandled error on %s %s", "POST", f"/v1/unsubscribe/{TOKEN}"
+    )
+    assert TOKEN not in caplog.text
+    assert f"unhandled error on POST /v1/unsubscribe/{REDACTED}" in caplog.text
