@@ -7,7 +7,13 @@ import logging
 
 import pytest
 
-from dealflow.logging import REDACTED, RedactTokens, install_token_redaction, redact
+from dealflow.logging import (
+    REDACTED,
+    RedactTokens,
+    configure_logging,
+    install_token_redaction,
+    redact,
+)
 
 TOKEN = "tok_3f2a9c1e7b6d.1767225600.Yx3q8ZkP1vN7mR2tW9bL4cF6hJ0sD5gA-eQuK8iO1M"
 
@@ -76,8 +82,6 @@ def test_installed_on_uvicorn_access_once_and_keeps_its_args_shape():
 
 
 def test_configure_logging_redacts_our_own_lines_on_the_root_handlers(caplog):
-    from dealflow.logging import configure_logging
-
     caplog.set_level(logging.INFO)
     configure_logging()  # what the API's lifespan and the worker call
     # The API's own "unhandled error" line (api/errors.py) names the request path.
