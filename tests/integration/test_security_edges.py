@@ -54,11 +54,13 @@ def access_log():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s'))
-    old_level = logger.level
+    # The server below sets uvicorn's log levels; the session's own server logs at warning.
+    levels = {name: logging.getLogger(name).level for name in ("uvicorn.access", "uvicorn.error")}
     logger.addHandler(handler)
     yield stream
     logger.removeHandler(handler)
-    logger.setLevel(old_level)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 async def test_link_and_unsubscribe_tokens_never_reach_the_access_log(
