@@ -69,12 +69,7 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         slack=AsyncWebClient(
             token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
         ),
-        mailer=Mailer(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            from_name=settings.mail_from_name,
-            from_address=settings.mail_from_address,
-        ),
+        mailer=Mailer.from_settings(settings),  # SMTP auth and STARTTLS as for campaigns
         crash_points=crash_points,
     )
     signature = SignatureActivities(

@@ -31,6 +31,7 @@ from dealflow.links import make_token
 from dealflow.mailer import Mailer
 from dealflow.settings import Settings
 from domain.approval_models import ApprovalStep, DealSummary
+from domain.money import format_pct
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ class ApprovalActivities:
             # HTML templates escape; text and JSON templates do not (JSON uses |tojson).
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
         )
+        # Percentages as text, never "1E+1%" (the summary's discount may be a normalized string).
+        self._templates.filters["pct"] = format_pct
         self._slack_ids: dict[str, str] = {}
 
     # --- the directory ----------------------------------------------------------------------

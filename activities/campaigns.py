@@ -1596,13 +1596,7 @@ def build_campaign_activities(
         settings=settings,
         sessions=sessions,
         claims=make_sessionmaker(claims_engine),
-        mailer=SmtpMailer(
-            settings.smtp_host,
-            settings.smtp_port,
-            username=settings.smtp_username,
-            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-            starttls=settings.smtp_starttls,
-        ),
+        mailer=SmtpMailer.from_settings(settings),
         layout=EmailLayout(settings.templates_dir),
         slack=AsyncWebClient(
             token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url

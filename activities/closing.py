@@ -127,6 +127,7 @@ class ClosingActivities:
         else:
             deal = CrmDeal(
                 deal_id=input.deal_id,
+                crm_id=input.external_id,  # the rep's CRM deal, updated rather than duplicated
                 name=input.terms.name,
                 stage="closed_won",
                 amount=input.quote.taxable_amount,

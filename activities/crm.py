@@ -1,7 +1,8 @@
 """The CRM behind a small interface: HubSpot's CRM v3 REST API now, Salesforce later.
 
-``CrmClient`` is what the closing activities need and nothing more: upsert a deal by our deal
-id, and add a note to it exactly once per key. A client raises ``CrmRejected`` for answers no
+``CrmClient`` is what the closing activities need and nothing more: update the rep's CRM deal
+(the deal's ``external_id``) or else upsert one by our deal id, and add a note to it exactly
+once per key. A client raises ``CrmRejected`` for answers no
 retry can change (bad data, bad credentials) and lets everything else (timeouts, 429, 5xx)
 propagate, so the activity's retry policy handles it.
 """
@@ -12,11 +13,13 @@ import datetime as dt
 import logging
 from decimal import Decimal
 from typing import Any, Literal, Protocol
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
 
 from dealflow.settings import Settings
+from domain.money import plain_decimal
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,9 @@ class CrmDeal(BaseModel):
     """A deal as the CRM should show it, in CRM-neutral terms."""
 
     deal_id: str  # ours: the CRM keeps it in a unique property and upserts by it
+    # The CRM's own id for the deal, when the rep gave one (the deal's external_id): that CRM
+    # deal is updated (and tagged with our deal id) instead of a new one being created.
+    crm_id: str | None = None
     name: str
     stage: Literal["closed_won"]
     amount: Decimal  # contract value before tax
@@ -46,7 +52,8 @@ class CrmUnavailable(Exception):
 
 class CrmClient(Protocol):
     async def upsert_deal(self, deal: CrmDeal) -> str:
-        """Create or update the deal keyed by ``deal.deal_id``; return the CRM's deal id."""
+        """Update the CRM deal ``deal.crm_id`` when given, else create or update the deal keyed
+        by ``deal.deal_id``; return the CRM's deal id. Safe to repeat either way."""
         ...
 
     async def add_note(self, crm_deal_id: str, *, key: str, body_html: str, at: dt.datetime) -> str:
@@ -88,10 +95,31 @@ class HubSpotCrm(CrmClient):
             "dealname": deal.name,
             "pipeline": self._pipeline,
             "dealstage": self.STAGES[deal.stage],
-            "amount": str(deal.amount),
+            "amount": plain_decimal(deal.amount, trim=False),
             "deal_currency_code": deal.currency,
             "closedate": deal.close_date.isoformat(),
         }
+        if deal.crm_id is not None:
+            # The rep's CRM deal: a PATCH by its id (idempotent), tagging it with our id so the
+            # CRM side can find the dealflow deal.
+            path = f"/crm/v3/objects/deals/{quote(deal.crm_id, safe='')}"
+            patch = {"properties": {**properties, self.ID_PROPERTY: deal.deal_id}}
+            async with self._http() as http:
+                try:
+                    data = await self._call(http, "PATCH", path, json=patch)
+                    return str(data["id"])
+                except CrmRejected as err:
+                    if err.status != 404:
+                        raise
+            # The CRM does not know that id (an id from another system, a typo): closing must
+            # not stop on it, so the deal is upserted by our id as if none was given; a retry
+            # takes the same path and finds that deal.
+            log.warning(
+                "CRM has no deal %s (external_id of %s); upserting by %s",
+                deal.crm_id,
+                deal.deal_id,
+                self.ID_PROPERTY,
+            )
         body = {
             "inputs": [
                 {"idProperty": self.ID_PROPERTY, "id": deal.deal_id, "properties": properties}

@@ -20,6 +20,7 @@ import hmac
 import html
 import re
 import smtplib
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,10 +32,13 @@ from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
+
+if TYPE_CHECKING:
+    from dealflow.settings import Settings
 
 # --- step templates ---------------------------------------------------------------------------
 
@@ -309,10 +313,30 @@ class SmtpMailer:
         password: str | None = None,
         starttls: bool = False,
         timeout: float = 30.0,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._username, self._password = username, password
         self._starttls, self._timeout = starttls, timeout
+        # STARTTLS verifies the relay's certificate and name (smtplib's own default does not,
+        # which would hand the password and every link to whoever sits in between).
+        self._tls_context = tls_context or ssl.create_default_context()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpMailer:
+        """The one reading of the SMTP settings, for campaign and approval mail alike."""
+        password = settings.smtp_password
+        context = None
+        if settings.smtp_ca_cert is not None:
+            context = ssl.create_default_context(cafile=str(settings.smtp_ca_cert))
+        return cls(
+            settings.smtp_host,
+            settings.smtp_port,
+            username=settings.smtp_username,
+            password=password.get_secret_value() if password is not None else None,
+            starttls=settings.smtp_starttls,
+            tls_context=context,
+        )
 
     def send(
         self,
@@ -340,7 +364,7 @@ class SmtpMailer:
         try:
             client.ehlo()
             if self._starttls:
-                client.starttls()
+                client.starttls(context=self._tls_context)
                 client.ehlo()
             if self._username:
                 client.login(self._username, self._password or "")

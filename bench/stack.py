@@ -271,7 +271,8 @@ async def bench_stack(say: Callable[[str], None] = print) -> AsyncIterator[Bench
                 "--connect-url",
                 f"{api_url}/v1/webhooks/docusign",
             ],
-            dict(os.environ, PYTHONUNBUFFERED="1"),
+            # Explicit: the settings default to production.
+            dict(os.environ, DEALFLOW_PROFILE="sandbox", PYTHONUNBUFFERED="1"),
             log_dir=log_dir,
         )
         stack.push_async_callback(sandbox.stop)

@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
 
         env = dict(
             os.environ,
-            DEALFLOW_PROFILE=os.environ.get("DEALFLOW_PROFILE", "sandbox"),
+            # The dev stack is the sandbox, explicitly: the settings default to production.
+            DEALFLOW_PROFILE="sandbox",
             DATABASE_URL=database_url,
             TEMPORAL_ADDRESS=f"127.0.0.1:{ports.temporal}",
             DEALFLOW_PUBLIC_BASE_URL=f"http://127.0.0.1:{ports.api}",
@@ -296,6 +297,7 @@ def test(args: argparse.Namespace) -> int:
         return 1
     env = dict(
         os.environ,
+        DEALFLOW_PROFILE="sandbox",  # explicit: the settings default to production
         DEALFLOW_TEMPORAL_BIN=str(temporal_bin),
         DEALFLOW_STRIPE_MOCK_BIN=str(stripe_bin),
     )
@@ -321,6 +323,7 @@ def bench(args: argparse.Namespace) -> int:
         return 1
     env = dict(
         os.environ,
+        DEALFLOW_PROFILE="sandbox",  # explicit: the settings default to production
         DEALFLOW_TEMPORAL_BIN=str(temporal_bin),
         DEALFLOW_STRIPE_MOCK_BIN=str(stripe_bin),
     )

@@ -41,6 +41,7 @@ from weasyprint import HTML, URLFetcher
 from weasyprint.urls import FatalURLFetchingError
 
 from domain.models import DealTerms, DocumentChoice, Quote, SignerIn, TermKind
+from domain.money import plain_decimal
 
 __all__ = [
     "DEFAULT_SELLER",
@@ -184,12 +185,12 @@ def format_money(amount: Decimal | int | str, currency: str) -> str:
 
 def format_pct(value: Decimal | int | str) -> str:
     """``Decimal("12.50")`` -> ``"12.5%"``: percentages are stored as percent numbers (10 = 10%)."""
-    return f"{_as_decimal(value).normalize():f}%"
+    return f"{plain_decimal(_as_decimal(value))}%"
 
 
 def _format_quantity(value: Decimal | int | str) -> str:
     """``Decimal("1500.00")`` -> ``"1,500"``; fractional quantities keep their digits."""
-    return f"{_as_decimal(value).normalize():,f}"
+    return plain_decimal(_as_decimal(value), grouping=True)
 
 
 def _country_name(code: str) -> str:

@@ -2,12 +2,13 @@
 
 Two profiles:
 
-* ``sandbox`` (default for ``make run`` and ``make test``): every secret that is not set comes from
-  the committed dev-only file ``config/sandbox.toml``, and the sandbox servers stand in for Slack,
-  DocuSign, Stripe (stripe-mock), the CRM and SMTP.
-* ``production``: every secret must come from the environment and must not be a placeholder or a
-  value copied from the sandbox file; the service refuses to start otherwise, naming the variable.
-  The ``/_sandbox`` routes answer 404.
+* ``production`` (the default, so a deployment that forgets ``DEALFLOW_PROFILE`` fails closed):
+  every secret must come from the environment, must not be a placeholder or a value copied from
+  the sandbox file, and must be strong enough (see ``secret_strength_problem``); the service
+  refuses to start otherwise, naming the variable. The ``/_sandbox`` routes answer 404.
+* ``sandbox`` (set explicitly by ``make run``, ``make test``, ``make bench`` and the test suite):
+  every secret that is not set comes from the committed dev-only file ``config/sandbox.toml``, and
+  the sandbox servers stand in for Slack, DocuSign, Stripe (stripe-mock), the CRM and SMTP.
 """
 
 from __future__ import annotations
@@ -43,6 +44,35 @@ _PLACEHOLDER_MARKERS = ("changeme", "change-me", "placeholder", "sandbox")
 _PLACEHOLDER_VALUES = frozenset(
     {"secret", "password", "xxx", "todo", "dummy", "test", "example", "none", "null"}
 )
+# Minimum strength of a production secret. 32 characters is the shortest real value among the
+# vendors' secrets (a Slack signing secret is 32 hex digits = 128 bits; DocuSign Connect keys,
+# Stripe webhook secrets and API keys, Slack and HubSpot tokens are longer), and 128 bits is
+# what an HMAC key needs. Our own keys (link signing, mail webhook) should be
+# `secrets.token_urlsafe(32)` (43 characters). A random value of that length has far more than
+# 8 distinct characters; fewer means a typed pattern ("aaaa...", "abab...").
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_DISTINCT_CHARS = 8
+
+
+def secret_strength_problem(value: str) -> str | None:
+    """Why ``value`` is too weak for a production secret, or None when it is acceptable.
+
+    Refused: shorter than MIN_SECRET_LENGTH characters (surrounding whitespace not counted),
+    fewer than MIN_SECRET_DISTINCT_CHARS distinct characters, or one short unit repeated
+    ("abcabcabc..."). The message never contains the value.
+    """
+    raw = value.strip()
+    if len(raw) < MIN_SECRET_LENGTH:
+        return f"is too short ({len(raw)} characters; at least {MIN_SECRET_LENGTH} required)"
+    if len(set(raw)) < MIN_SECRET_DISTINCT_CHARS:
+        return (
+            f"has only {len(set(raw))} distinct characters (at least "
+            f"{MIN_SECRET_DISTINCT_CHARS} required): use a random value"
+        )
+    # A string is a repetition of a shorter unit iff it occurs in itself rotated.
+    if (raw + raw).find(raw, 1) < len(raw):
+        return "is one short sequence repeated: use a random value"
+    return None
 
 
 def load_sandbox_file(path: Path = SANDBOX_FILE) -> dict:
@@ -53,7 +83,9 @@ def load_sandbox_file(path: Path = SANDBOX_FILE) -> dict:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEALFLOW_", extra="ignore", populate_by_name=True)
 
-    profile: Literal["sandbox", "production"] = "sandbox"
+    # Production unless told otherwise: forgetting DEALFLOW_PROFILE must never serve the sandbox
+    # secrets and API keys (/_sandbox/config) or run with the committed dev-only secrets.
+    profile: Literal["sandbox", "production"] = "production"
     state_dir: Path = PROJECT_ROOT / ".state"
 
     # Persistence. Unset in the sandbox profile: the dev stack starts an embedded PostgreSQL
@@ -101,8 +133,7 @@ class Settings(BaseSettings):
     stripe_api_base: str = "http://127.0.0.1:12111"
     slack_api_url: str = "http://127.0.0.1:8090/slack/api/"
     # The CRM's REST API (HubSpot CRM v3; production: https://api.hubapi.com). The token is a
-    # HubSpot private-app token. It is not in SECRET_FIELDS (yet): production must set
-    # DEALFLOW_CRM_API_URL and DEALFLOW_CRM_API_TOKEN, or closing fails with CrmRejected (401).
+    # HubSpot private-app token, a secret like the others (production must set it).
     crm_api_url: str = "http://127.0.0.1:8090"
     crm_api_token: SecretStr | None = None  # a secret: see SECRET_FIELDS
     crm_timeout_seconds: float = 10.0
@@ -161,6 +192,9 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    # STARTTLS verifies the relay's certificate against the system CAs, or against this file
+    # (a relay with a private CA; the tests' self-signed relay).
+    smtp_ca_cert: Path | None = None
 
     # Fault injection for crash tests: comma-separated checkpoint names at which the worker
     # process exits abruptly, once. Refused outside the sandbox profile.
@@ -187,6 +221,9 @@ class Settings(BaseSettings):
                 or any(m in raw.lower() for m in _PLACEHOLDER_MARKERS)
             ):
                 raise ValueError(f"{var} holds a placeholder or sandbox value; set the real secret")
+            problem = secret_strength_problem(raw)
+            if problem is not None:
+                raise ValueError(f"{var} {problem}")
         if not self.database_url:
             raise ValueError("DATABASE_URL must be set in the production profile")
         if self.crash_at:

@@ -60,6 +60,31 @@ def format_money(amount: Decimal, currency: str) -> str:
     return f"{q:,.{minor_units(currency)}f} {currency.upper()}"
 
 
-def format_pct(pct: Decimal) -> str:
+def plain_decimal(value: Decimal | int | str, *, trim: bool = True, grouping: bool = False) -> str:
+    """A number as people and JSON read it: positional digits, never exponent form.
+
+    ``str()`` of a Decimal switches to scientific notation for a positive exponent or a long
+    run of leading zeros, which ``normalize()`` produces from ordinary values: 10 normalizes
+    to ``1E+1``, a zero read from ``Numeric(18,8)`` is ``0E-8``. Every Decimal that becomes
+    text (API JSON, documents, Slack and email, CRM) goes through here.
+
+    ``trim`` drops trailing fractional zeros (quantities, percentages: ``100.00`` -> "100");
+    without it the digits are kept as they are (amounts already quantized: "47500.00").
+    ``grouping`` adds thousands separators. A zero never prints as "-0". Floats are refused:
+    numbers stay exact from the API to the PDF.
+    """
+    if isinstance(value, bool | float):
+        raise TypeError(f"expected a Decimal, int or str, got {type(value).__name__}")
+    number = value if isinstance(value, Decimal) else Decimal(value)
+    if not number.is_finite():
+        raise ValueError(f"not a finite number: {number}")
+    if trim:
+        number = number.normalize()
+    if number.is_zero():
+        number = abs(number)
+    return format(number, ",f" if grouping else "f")
+
+
+def format_pct(pct: Decimal | int | str) -> str:
     """A percentage without trailing zeros: ``19`` -> "19%", ``7.250`` -> "7.25%"."""
-    return f"{format(Decimal(pct).normalize(), 'f')}%"
+    return f"{plain_decimal(pct)}%"

@@ -20,9 +20,9 @@ creates the deal when none has that value (`patch_upserts=True`, the default). R
 answers that PATCH with 404; production code that must upsert should use `batch/upsert`,
 which behaves the same here and there.
 
-Control: `GET /_sandbox/crm/deals/{external_id}` is the deal with its notes, tasks and a
-history of every property change. State is kept in `<state_dir>/crm.json`, rewritten
-atomically on every change.
+Control: `GET /_sandbox/crm/deals/{external_id}` is the deal (by its CRM id, else by its
+dealflow id) with its notes, tasks and a history of every property change. State is kept in
+`<state_dir>/crm.json`, rewritten atomically on every change.
 """
 
 from __future__ import annotations
@@ -411,9 +411,12 @@ class CrmStore:
             return found.model_copy(deep=True)
 
     def control_view(self, external_id: str) -> dict[str, Any] | None:
-        """A deal by its dealflow id with its notes, tasks and property history."""
+        """A deal by the CRM's own id (what a rep gives dealflow as the deal's ``external_id``)
+        or else by its dealflow id, with its notes, tasks and property history."""
         with self._lock:
-            deal = self._get("deals", external_id, EXTERNAL_ID_PROPERTY)
+            deal = self._get("deals", external_id, None) or self._get(
+                "deals", external_id, EXTERNAL_ID_PROPERTY
+            )
             if deal is None:
                 return None
             related = {
@@ -806,7 +809,8 @@ def create_control_router(store: CrmStore) -> APIRouter:
 
     @router.get("/deals/{external_id}")
     async def get_deal(external_id: str) -> JSONResponse:
-        """The deal whose dealflow_deal_id is `external_id`, its notes, tasks and history."""
+        """The deal whose CRM id (else whose dealflow_deal_id) is `external_id`, its notes,
+        tasks and history."""
         view = store.control_view(external_id)
         if view is None:
             raise _not_found(external_id)

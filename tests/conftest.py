@@ -39,6 +39,11 @@ from dealflow.tools import STRIPE_MOCK, TEMPORAL, find_tool
 from sandbox.server import run_sandbox
 from worker import build_worker
 
+# The tests run in the sandbox profile, set here explicitly (the default is production): every
+# Settings() the tests build and every process they start (worker subprocesses inherit it)
+# takes the committed sandbox secrets and talks to the sandbox servers.
+os.environ["DEALFLOW_PROFILE"] = "sandbox"
+
 
 @pytest.fixture(scope="session")
 def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -32,7 +32,7 @@ from db.models import ApprovalLink, ApprovalRequest, AuditEvent, Person
 from dealflow.links import InvalidToken, parse_token
 from dealflow.settings import Settings
 from domain.approval_models import ApprovalStep
-from domain.money import quantize
+from domain.money import plain_decimal, quantize
 from workflows.approval_chain import ApprovalChainWorkflow, DecisionRequest, Reassignment
 
 log = logging.getLogger("dealflow.api.approvals")
@@ -176,7 +176,7 @@ async def _page_context(session: SessionDep, link: ApprovalLink) -> dict[str, An
         "customer": deal.account_name,
         "total": str(quantize(qv.total, qv.currency)),
         "currency": qv.currency,
-        "discount_pct": str(deal.discount_pct.normalize()),
+        "discount_pct": plain_decimal(deal.discount_pct),
         "term_months": deal.term_months,
         "owner_email": deal.owner_email,
     }

@@ -37,7 +37,7 @@ from db import deals as deals_db
 from db.audit import append_audit
 from db.models import Deal, Person
 from dealflow.ids import deal_closure_workflow_id
-from domain.money import quantize
+from domain.money import plain_decimal, quantize
 from workflows.deal_closure import (
     CancelRequest,
     DealClosureStatus,
@@ -67,12 +67,12 @@ def _deal_body(deal: Deal) -> dict[str, Any]:
         "term_months": deal.term_months,
         "billing_frequency": deal.billing_frequency,
         "payment_terms_days": deal.payment_terms_days,
-        "discount_pct": str(Decimal(deal.discount_pct).normalize()),
+        "discount_pct": plain_decimal(deal.discount_pct),
         "line_items": [
             {
                 "sku": li.sku,
                 "description": li.description,
-                "quantity": str(Decimal(li.quantity).normalize()),
+                "quantity": plain_decimal(li.quantity),
                 "unit_price": _money(li.unit_price, deal.currency),
             }
             for li in deal.line_items

@@ -157,10 +157,10 @@ async def test_production_profile_refuses_placeholder_secrets(monkeypatch):
     monkeypatch.setenv("DEALFLOW_PROFILE", "production")
     monkeypatch.setenv("DATABASE_URL", "postgresql://db/dealflow")
     for name, value in {
-        "SLACK_BOT_TOKEN": "xoxb-real-token-1",
+        "SLACK_BOT_TOKEN": "xoxb-7261937-4418290113-Qm3vX9kTzR2bLw8yNc5dHf1J",
         "SLACK_SIGNING_SECRET": "8f14e45fceea167a5a36dedd4bea2543",
         "DOCUSIGN_CONNECT_HMAC_KEY": "c9f0f895fb98ab9159f51fd0297e236d",
-        "STRIPE_API_KEY": "sk_live_51HxYz",
+        "STRIPE_API_KEY": "sk_live_51HxYzQ8vN2kLm4Rt7Wp9Xc3Bd6Fg1Hj5Ks0",
         "STRIPE_WEBHOOK_SECRET": "whsec_45c48cce2e2d7fbdea1afc51c7c6ad26",
         "MAIL_WEBHOOK_SECRET": "d3d9446802a44259755d38e6d163e820",
         "LINK_SIGNING_KEY": "6512bd43d9caa6e02c990b0a82652dca",

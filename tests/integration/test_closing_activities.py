@@ -488,3 +488,67 @@ async def test_a_subscriptions_later_invoice_is_matched_by_its_subscription(
     response = await http.post("/v1/webhooks/stripe", content=body, headers=headers)
     assert response.status_code == 200
     assert response.json()["matched"] is True
+
+
+async def _crm_deals(settings: Settings) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=settings.crm_api_url) as crm:
+        return (await crm.get("/_sandbox/crm/deals")).json()["deals"]
+
+
+async def test_the_reps_crm_deal_named_by_external_id_is_updated_not_duplicated(
+    http: httpx.AsyncClient, auth, settings: Settings, sessions, closing: ClosingActivities
+) -> None:
+    # The rep's deal, already in the CRM (created there by hand, as a rep does).
+    async with httpx.AsyncClient(
+        base_url=settings.crm_api_url,
+        headers={"Authorization": f"Bearer {settings.secret('crm_api_token')}"},
+    ) as crm:
+        created = await crm.post(
+            "/crm/v3/objects/deals",
+            json={"properties": {"dealname": "Acme renewal (rep)", "dealstage": "contractsent"}},
+        )
+        assert created.status_code == 201, created.text
+    crm_id = created.json()["id"]
+    input = await closing_input(http, auth, settings, sessions, external_id=crm_id)
+    input = input.model_copy(update={"external_id": crm_id})
+    deals_before = len(await _crm_deals(settings))
+
+    env = ActivityEnvironment()
+    first = await env.run(closing.mark_crm_closed_won, input)
+    assert first.crm_deal_id == crm_id
+    # A retry after the CRM step's row was lost takes the same path: still that deal.
+    async with sessions.begin() as session:
+        await session.execute(delete(ClosingStep).where(ClosingStep.deal_id == input.deal_id))
+    assert await env.run(closing.mark_crm_closed_won, input) == first
+
+    assert len(await _crm_deals(settings)) == deals_before  # nothing created
+    view = (await http.get(f"/_sandbox/crm/deals/{crm_id}")).json()
+    deal = view["deal"]
+    assert deal["id"] == crm_id
+    assert deal["properties"]["dealstage"] == "closedwon"
+    assert deal["properties"]["dealflow_deal_id"] == input.deal_id
+    assert Decimal(deal["properties"]["amount"]) == input.quote.taxable_amount
+    assert [note["id"] for note in view["notes"]] == [first.note_id]
+    # Found by our deal id too, and it is the same CRM deal.
+    by_ours = (await http.get(f"/_sandbox/crm/deals/{input.deal_id}")).json()
+    assert by_ours["deal"]["id"] == crm_id
+
+
+async def test_an_external_id_the_crm_does_not_know_upserts_one_deal_by_our_id(
+    http: httpx.AsyncClient, auth, settings: Settings, sessions, closing: ClosingActivities
+) -> None:
+    external_id = f"sf-{uuid.uuid4().hex[:10]}"  # an id from another system: not a CRM id
+    input = await closing_input(http, auth, settings, sessions, external_id=external_id)
+    input = input.model_copy(update={"external_id": external_id})
+    deals_before = len(await _crm_deals(settings))
+
+    env = ActivityEnvironment()
+    first = await env.run(closing.mark_crm_closed_won, input)
+    async with sessions.begin() as session:
+        await session.execute(delete(ClosingStep).where(ClosingStep.deal_id == input.deal_id))
+    assert await env.run(closing.mark_crm_closed_won, input) == first
+
+    deals = await _crm_deals(settings)
+    assert len(deals) == deals_before + 1
+    mine = [d for d in deals if d["properties"].get("dealflow_deal_id") == input.deal_id]
+    assert [d["id"] for d in mine] == [first.crm_deal_id]

@@ -299,3 +299,36 @@ async def test_any_bearer_token_is_accepted_unless_one_is_configured_and_state_p
         assert (
             store.get("deals", "deal_p", id_property="dealflow_deal_id").id == created.json()["id"]
         )
+
+
+async def test_the_control_view_finds_a_deal_by_its_crm_id_and_patch_by_id_updates_it(
+    crm: httpx.AsyncClient,
+) -> None:
+    # A rep's deal made in the CRM itself: no dealflow id yet.
+    created = await crm.post(
+        "/crm/v3/objects/deals",
+        json={"properties": {"dealname": "Rep's deal", "dealstage": "contractsent"}},
+        headers=AUTH,
+    )
+    crm_id = created.json()["id"]
+    view = await crm.get(f"/_sandbox/crm/deals/{crm_id}")
+    assert view.status_code == 200 and view.json()["deal"]["id"] == crm_id
+
+    # What the closing does with the deal's external_id: PATCH by that id, tagging our id.
+    for _ in range(2):  # idempotent
+        patched = await crm.patch(
+            f"/crm/v3/objects/deals/{crm_id}",
+            json={"properties": {"dealstage": "closedwon", "dealflow_deal_id": "deal_ext"}},
+            headers=AUTH,
+        )
+        assert patched.status_code == 200 and patched.json()["id"] == crm_id
+    by_ours = (await crm.get("/_sandbox/crm/deals/deal_ext")).json()
+    assert by_ours["deal"]["id"] == crm_id
+    assert by_ours["deal"]["properties"]["dealstage"] == "closedwon"
+    assert len((await crm.get("/_sandbox/crm/deals")).json()["deals"]) == 1
+    unknown = await crm.patch(
+        "/crm/v3/objects/deals/crm-acme-2027",
+        json={"properties": {"dealstage": "closedwon"}},
+        headers=AUTH,
+    )
+    assert unknown.status_code == 404  # by id, a PATCH never creates (HubSpot's rule)

@@ -15,7 +15,7 @@ def start_worker(
 ) -> subprocess.Popen:
     env = dict(
         os.environ,
-        DEALFLOW_PROFILE="sandbox",
+        DEALFLOW_PROFILE="sandbox",  # explicit: the settings default to production
         DATABASE_URL=settings.require_database_url(),
         TEMPORAL_ADDRESS=settings.temporal_address,
         DEALFLOW_TASK_QUEUE=task_queue,
