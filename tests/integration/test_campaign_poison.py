@@ -425,3 +425,33 @@ async def test_retry_of_a_campaign_with_nothing_parked_is_409(http, auth, sandbo
     assert resp.status_code == 409
     assert resp.json()["error"]["code"] == "nothing_to_retry"
     await http.post(f"/v1/campaigns/{campaign_id}/cancel", headers=auth(REP))
+
+
+async def test_a_park_whose_record_fails_is_still_shown_found_and_retried(
+    http, auth, sandbox, sessions, temporal_client, failures
+):
+    """``record_attention`` failing too: the row knows nothing, but the sequence's own status
+    (the API's live read) and its search attribute do, and the campaign retry finds it."""
+    tag = unique()
+    ada = f"ada.{tag}@norecord-{tag}.example"
+    campaign_id = await _create(http, auth, sessions, [ada], steps=[email_step()], test_mode=FAST)
+    workflow_id = sequence_workflow_id(campaign_id, ada)
+    failures.arm("send_email", workflow_id)
+    failures.arm("record_attention", workflow_id)
+    try:
+        await _launch(http, auth, campaign_id)
+        parked = await _contact_in(http, auth, campaign_id, ada, "needs_attention")
+        assert parked["attention"]["activity"] == "send_email"
+        assert workflow_id in await eventually(
+            lambda: _parked_by_search(temporal_client, campaign_id), what="found by search"
+        )
+        assert await _db_attention(sessions, campaign_id, ada) is None
+    finally:
+        failures.clear("send_email", workflow_id)
+        failures.clear("record_attention", workflow_id)
+    resp = await http.post(f"/v1/campaigns/{campaign_id}/retry", headers=auth(REP))
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["contacts"] == [ada]
+    handle = temporal_client.get_workflow_handle_for(SequenceWorkflow.run, workflow_id)
+    assert (await handle.result()).state == "completed"
+    assert len(mail_to(sandbox, ada)) == 1
