@@ -13,7 +13,7 @@ import pytest
 from temporalio.worker import Worker
 
 from dealflow.faults import FailurePoints
-from dealflow.ids import campaign_workflow_id
+from dealflow.ids import campaign_workflow_id, sequence_workflow_id
 from tests.utils.campaigns import (
     campaign_mail,
     campaign_payload,
@@ -30,6 +30,7 @@ from tests.utils.deals import REP
 from tests.utils.polling import eventually
 from worker import WORKFLOWS, build_activities
 from workflows.campaign import CampaignWorkflow
+from workflows.sequence import SequenceWorkflow
 
 RUNNING = {"wait_day_seconds": 600, "reply_window_seconds": 0}
 TWO_STEPS = [email_step(), email_step(subject=None, body="Again.", wait_days=1)]
@@ -322,3 +323,38 @@ async def test_a_template_that_raises_on_one_contacts_value_excludes_only_that_c
     }
     assert "25 per seat" in mail_to(sandbox, four)[0]["text"]
     assert mail_to(sandbox, zero) == []
+
+
+async def test_cancel_ends_a_sequence_parked_in_needs_attention(
+    http, auth, sandbox, sessions, temporal_client, settings
+):
+    tag = unique()
+    sender = f"maya.chen+{tag}@dealflow.example"
+    await seasoned_sender(sessions, sender)
+    ada, bob = f"ada.{tag}@parkcancel.example", f"bob.{tag}@parkcancel2.example"
+    failures = FailurePoints(settings.state_dir, enabled=True)
+    resp = await http.post("/v1/campaigns", json=_payload([ada, bob], sender), headers=auth(REP))
+    campaign_id = resp.json()["id"]
+    key = sequence_workflow_id(campaign_id, ada)
+    failures.arm("send_email", key)
+    try:
+        await _post(http, auth, campaign_id, "launch")
+
+        async def ada_parked():
+            got = await http.get(f"/v1/campaigns/{campaign_id}/contacts/{ada}", headers=auth(REP))
+            return got.json()["status"] == "needs_attention" or None
+
+        await eventually(ada_parked, what="Ada's sequence parked")
+        await eventually(lambda: _people_mailed(sandbox, [bob]), what="Bob mailed")
+        await _post(http, auth, campaign_id, "cancel")
+        sequence = temporal_client.get_workflow_handle_for(SequenceWorkflow.run, key)
+        status = await sequence.result()
+    finally:
+        failures.clear("send_email", key)
+    assert status.state == "cancelled" and status.stop_reason == "the campaign was cancelled"
+    assert "park.abandoned" in [h.event for h in status.history]
+    handle = temporal_client.get_workflow_handle_for(
+        CampaignWorkflow.run, campaign_workflow_id(campaign_id)
+    )
+    assert (await handle.result()).phase == "cancelled"
+    assert mail_to(sandbox, ada) == [] and len(mail_to(sandbox, bob)) == 1
