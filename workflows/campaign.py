@@ -268,8 +268,12 @@ class CampaignWorkflow:
             kind="campaign_paused",
             text=f"Campaign {self._input.campaign_id} paused itself: {result.reason}.",
         )
-        if await self._notify(notice) is _PARKED:
-            self._pending_notice = notice
+        try:
+            if await self._notify(notice) is _PARKED:
+                self._pending_notice = notice
+        except ActivityError:
+            # Only histories from before parking get here (see _park): they logged and went on.
+            workflow.logger.warning("could not tell the rep about the bounce-rate pause")
 
     async def _notify(self, notice: NotifyRepInput) -> Any:
         return await self._call(CampaignActivities.notify_rep, notice, retry=NOTIFY_RETRY)
@@ -314,14 +318,13 @@ class CampaignWorkflow:
         if not workflow.patched(PATCH_PARK):
             raise err  # histories from before parking existed: the run failed here
         attention = attention_from(activity_name, err, workflow.now(), retries=self._retries)
+        self._retry = False  # before the park shows: a retry from here on counts
         self._attention = attention
-        before = self._phase
+        before, version = self._phase, self._state.version
         self._phase = "needs_attention"
         workflow.logger.warning("campaign %s parked: %s", self._input.campaign_id, attention.reason)
         workflow.upsert_search_attributes([SA_CAMPAIGN_STATUS.value_set("needs_attention")])
         await self._record_attention(attention)
-        version = self._state.version
-        self._retry = False
         await workflow.wait_condition(lambda: self._retry or self._state.version > version)
         if self._retry:
             self._retries += 1

@@ -565,12 +565,13 @@ class SequenceWorkflow:
         )
         self._park_seq += 1
         key = self._park_seq
+        # What wakes the park is measured from here, before the park shows anywhere.
+        round_, stopped = self._retry_round, self._stop is not None
+        cancelled = self._campaign.status == "cancelled"
         self._parks[key] = attention
         self._note("needs_attention", step, attention.reason)
         workflow.upsert_search_attributes([SA_CAMPAIGN_STATUS.value_set("needs_attention")])
         await self._record_attention(attention)
-        round_, stopped = self._retry_round, self._stop is not None
-        cancelled = self._campaign.status == "cancelled"
         await workflow.wait_condition(
             lambda: (
                 self._retry_round > round_
