@@ -7,6 +7,7 @@ how it keeps its two promises is written out there.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -26,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import defer
 from temporalio import activity
 from temporalio.common import (
+    RetryPolicy,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDReusePolicy,
@@ -69,6 +71,8 @@ log = logging.getLogger(__name__)
 # ApplicationError types the workflows match on.
 CAMPAIGN_NOT_FOUND = "CampaignNotFound"
 CONTACT_NOT_FOUND = "ContactNotFound"
+# The sender's cap has no room within three years: the campaign's settings need a person.
+NO_SEND_CAPACITY = "NoSendCapacity"
 SEQUENCE_WORKFLOW_TYPE = "CampaignSequence"
 # How many sequence starts / signals an activity keeps in flight against the Temporal server.
 _FANOUT = 32
@@ -123,6 +127,10 @@ class SequenceTiming(BaseModel):
     """Timing chosen by the API from Settings (and the campaign's test mode), never the env."""
 
     activity_timeout_seconds: float = 30.0
+    # The activities' retry backoff (first interval, cap); the attempt budgets are fixed in the
+    # workflows. Test mode shortens the intervals so a spent budget parks within seconds.
+    retry_initial_seconds: float | None = None  # None: each policy's own
+    retry_max_interval_seconds: float | None = None
     test_mode: bool = False
     wait_day_seconds: float = 0.0  # test mode: how long one wait day lasts
     reply_window_seconds: float = 14 * 86400.0
@@ -296,11 +304,66 @@ class HistoryEntry(BaseModel):
     detail: str | None = None
 
 
+class Attention(BaseModel):
+    """Where a parked campaign or sequence waits for a person: what failed, and why.
+
+    A workflow parks when an activity fails for good (a non-retryable error, or its retry
+    budget spent); a retry (API or the ``retry`` signal) runs that step again.
+    """
+
+    activity: str  # the activity that failed
+    error: str  # its error message
+    error_type: str | None = None  # the ApplicationError type (or exception class)
+    retry_state: str | None = None  # why Temporal stopped retrying (MAXIMUM_ATTEMPTS_REACHED, …)
+    step: int | None = None  # the sequence's step, when there is one
+    since: datetime
+    retries: int = 0  # ops retries of this park's process so far
+
+    @property
+    def reason(self) -> str:
+        return f"{self.activity} failed: {self.error}"
+
+
+def attention_from(
+    activity_name: str,
+    err: BaseException,
+    at: datetime,
+    *,
+    step: int | None = None,
+    retries: int = 0,
+) -> Attention:
+    """The park's record of an activity's final failure (an ``ActivityError`` and its cause)."""
+    cause = getattr(err, "cause", None) or err
+    if isinstance(cause, ApplicationError):
+        error, error_type = cause.message, cause.type
+    else:
+        error, error_type = str(cause) or type(cause).__name__, type(cause).__name__
+        kind = getattr(cause, "type", None)  # a TimeoutError names its timeout
+        if kind is not None and hasattr(kind, "name"):
+            error_type = f"{error_type}:{kind.name}"
+    retry_state = getattr(err, "retry_state", None)
+    return Attention(
+        activity=activity_name,
+        error=error or "failed",
+        error_type=error_type,
+        retry_state=retry_state.name if retry_state is not None else None,
+        step=step,
+        since=at,
+        retries=retries,
+    )
+
+
+class RetryRequest(BaseModel):
+    """The ``retry`` signal's (optional) argument: who asked, for the history."""
+
+    by: str | None = None
+
+
 class SequenceStatus(BaseModel):
     campaign_id: str
     contact_email: str
     # scheduled | waiting | sending | paused | waiting_task | awaiting_replies | completed |
-    # stopped | cancelled
+    # stopped | cancelled | needs_attention
     state: str = "scheduled"
     step: int | None = None  # 0-based index of the current step
     steps_total: int = 0
@@ -312,6 +375,7 @@ class SequenceStatus(BaseModel):
     campaign_status: str = "active"
     sent: list[SentEmail] = []
     history: list[HistoryEntry] = []
+    attention: Attention | None = None
 
 
 class CampaignOptions(BaseModel):
@@ -352,10 +416,12 @@ class BounceRecorded(BaseModel):
 
 class CampaignStatus(BaseModel):
     campaign_id: str
-    phase: str  # preflight | enrolling | running | paused | completed | cancelled | failed
+    # preflight | enrolling | running | paused | needs_attention | completed | cancelled | failed
+    phase: str
     state: CampaignState
     progress: CampaignProgress
     open_sequences: int | None = None
+    attention: Attention | None = None
 
 
 # --- activity inputs and results ---------------------------------------------------------------
@@ -423,6 +489,9 @@ class SendEmailInput(BaseModel):
     window: WindowSpec
     timezone: str
     country: str | None = None
+    # Added to the attempt number that owns the claim: an ops retry schedules the activity
+    # afresh (attempts count from 1 again), so each retry round gets its own range.
+    attempt_base: int = 0
 
 
 class SendEmailResult(BaseModel):
@@ -470,6 +539,14 @@ class CompleteTaskInput(BaseModel):
     task_id: str
     status: Literal["done", "timed_out", "cancelled"]
     by: str | None = None
+    campaign_id: str | None = None
+    contact_email: str | None = None
+
+
+class RecordAttentionInput(BaseModel):
+    campaign_id: str
+    contact_email: str | None = None  # None: the campaign itself
+    attention: Attention | None = None  # None: clear it (a retry resumed the process)
 
 
 class RouteReplyInput(BaseModel):
@@ -500,6 +577,31 @@ class NotifyRepInput(BaseModel):
 def task_id_for(*parts: object) -> str:
     """Deterministic, so a retried create converges on one task."""
     return "tsk_" + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def retry_budget(policy: RetryPolicy, timing: SequenceTiming) -> RetryPolicy:
+    """``policy`` with the campaign's backoff: test mode shortens the intervals, never the
+    attempt budget, so a spent budget parks within seconds in the tests."""
+    if timing.retry_initial_seconds is None:
+        return policy
+    return dataclasses.replace(
+        policy,
+        initial_interval=timedelta(seconds=timing.retry_initial_seconds),
+        maximum_interval=timedelta(
+            seconds=max(timing.retry_initial_seconds, timing.retry_max_interval_seconds or 0)
+        ),
+    )
+
+
+def failure_key(campaign_id: str, contact_email: str | None = None) -> str:
+    """The business key the poison tests arm a failure point with: the campaign's id, or the
+    contact's sequence workflow id."""
+    return sequence_workflow_id(campaign_id, contact_email) if contact_email else campaign_id
+
+
+def _template_error(err: Exception, where: str) -> str:
+    """A template that compiles but raises when rendered (``{{ 1/0 }}``, a filter on a value)."""
+    return f"template error in {where}: {type(err).__name__}: {err}"
 
 
 def _zone(name: str) -> ZoneInfo | None:
@@ -607,6 +709,7 @@ class CampaignActivities:
         a declared fallback, or excludes the contact). Duplicates were merged at creation; the
         report lists them. Safe to retry: it only ever moves pending contacts to excluded.
         """
+        self._crash.failures.check("preflight", input.campaign_id)
         async with self._sessions() as session:
             campaign = await self._campaign(session, input.campaign_id)
             problems = self._sender_problems(campaign)
@@ -667,6 +770,9 @@ class CampaignActivities:
                     render_step(step, i, variant, ctx)
                 except MissingField as err:
                     return str(err), f"missing_field:{err.field}"
+                except Exception as err:  # compiles, but raises on this contact's values
+                    where = f"step {i + 1}" + (f" (variant {variant})" if variant else "")
+                    return _template_error(err, where), "template_error"
         return None, ""
 
     async def _write_report(
@@ -693,6 +799,22 @@ class CampaignActivities:
                     key = entry["reason"].split(":")[0] if entry["reason"] else "excluded"
                     by_reason[key] = by_reason.get(key, 0) + 1
             eligible = sum(n for s, n in statuses.items() if s != "excluded")
+            sender_problems = list(problems)
+            if not problems and not eligible:
+                # Nobody left, and templates that raise are why: a launch that would mail
+                # nobody ends here, with the template's error, instead of "completed".
+                example = await session.scalar(
+                    select(CampaignContact.excluded_reason)
+                    .where(
+                        CampaignContact.campaign_id == campaign_id,
+                        CampaignContact.status == "excluded",
+                        CampaignContact.excluded_reason.like("template error in %"),
+                    )
+                    .order_by(CampaignContact.position)
+                    .limit(1)
+                )
+                if example:
+                    problems = [f"no contact can be mailed: {example}"]
             campaign.preflight = {
                 "state": "failed" if problems else "done",
                 "checked": sum(statuses.values()),
@@ -703,7 +825,8 @@ class CampaignActivities:
                     session, campaign_id=campaign_id
                 ),
                 "duplicates_merged": campaign.duplicates or [],
-                "sender": {"ok": not problems, "problems": problems},
+                "sender": {"ok": not sender_problems, "problems": sender_problems},
+                "problems": problems,
                 "at": dt.datetime.now(dt.UTC).isoformat(),
             }
         return PreflightResult(
@@ -720,6 +843,7 @@ class CampaignActivities:
         Each sequence's workflow id comes from campaign and contact and id reuse is rejected,
         so a retried batch (or a contact listed twice) never enrols anyone twice.
         """
+        self._crash.failures.check("enrol_batch", input.campaign_id)
         async with self._sessions() as session:
             campaign = await self._campaign(session, input.campaign_id)
             state = CampaignState(status=campaign.status, version=campaign.state_version)
@@ -812,6 +936,7 @@ class CampaignActivities:
         Heartbeats its cursor, so a retry after a worker restart carries on where it stopped.
         Sequences that already closed are skipped.
         """
+        self._crash.failures.check("broadcast_state", input.campaign_id)
         details = activity.info().heartbeat_details
         cursor = int(details[0]) if details else 0
         client = activity.client()
@@ -854,6 +979,7 @@ class CampaignActivities:
     @activity.defn
     async def campaign_progress(self, input: CampaignRef) -> ProgressResult:
         """How many enrolled sequences are still open, and the campaign's state in the DB."""
+        self._crash.failures.check("campaign_progress", input.campaign_id)
         async with self._sessions() as session:
             campaign = await self._campaign(session, input.campaign_id)
             open_count = await campaigns_db.open_contact_count(
@@ -871,6 +997,7 @@ class CampaignActivities:
     @activity.defn
     async def check_bounce_rate(self, input: BounceCheckInput) -> BounceCheckResult:
         """Pause the campaign when its hard-bounce rate passes the threshold (enough sends)."""
+        self._crash.failures.check("check_bounce_rate", input.campaign_id)
         async with self._sessions.begin() as session:
             campaign = await self._campaign(session, input.campaign_id)
             sends, hard = await campaigns_db.bounce_rate(session, campaign_id=input.campaign_id)
@@ -903,6 +1030,7 @@ class CampaignActivities:
 
     @activity.defn
     async def finish_campaign(self, input: FinishCampaignInput) -> CampaignState:
+        self._crash.failures.check("finish_campaign", input.campaign_id)
         async with self._sessions.begin() as session:
             if input.status == "cancelled":
                 await session.execute(
@@ -957,7 +1085,10 @@ class CampaignActivities:
            the DATA transfer itself lands there: at most once, never twice.
         5. The send row is marked ``sent`` and the contact updated; commit.
         """
-        attempt = activity.info().attempt
+        self._crash.failures.check(
+            "send_email", failure_key(input.campaign_id, input.contact_email)
+        )
+        attempt = input.attempt_base + activity.info().attempt
         now = self._clock()
         async with self._sessions() as session, session.begin():
             # The status lock (shared), then the row, without the report columns a send never
@@ -1034,6 +1165,10 @@ class CampaignActivities:
                 content = render_step(step, input.step_index, input.variant, ctx)
             except MissingField as err:
                 return await self._stop_at_send(session, contact, str(err), "template_error", input)
+            except Exception as err:  # compiles, but raises on this contact's values
+                where = f"step {input.step_index + 1}"
+                reason = _template_error(err, where)
+                return await self._stop_at_send(session, contact, reason, "template_error", input)
             subject = content.subject or (
                 f"Re: {input.thread_subject}" if input.thread_subject else campaign.name
             )
@@ -1267,7 +1402,11 @@ class CampaignActivities:
                 candidate = next_send_time(
                     candidate, 1, input.window.window(), input.timezone, input.country
                 )
-            raise ApplicationError("no day with room under the sender's cap within three years")
+            raise ApplicationError(
+                f"no day with room under {mailbox.email}'s daily cap within three years",
+                type=NO_SEND_CAPACITY,
+                non_retryable=True,
+            )
 
     async def _first_send(
         self, session: AsyncSession, mailbox: SenderMailbox, today: dt.date
@@ -1375,6 +1514,9 @@ class CampaignActivities:
         A stop written by a webhook is final: a later "active" from the sequence does not undo
         it (the sequence will hear of the stop itself).
         """
+        self._crash.failures.check(
+            "record_contact", failure_key(input.campaign_id, input.contact_email)
+        )
         async with self._sessions.begin() as session:
             contact = await campaigns_db.get_contact(
                 session, campaign_id=input.campaign_id, email=input.contact_email, lock="update"
@@ -1414,6 +1556,9 @@ class CampaignActivities:
     @activity.defn
     async def create_task(self, input: CreateTaskInput) -> CreateTaskResult:
         """Create the rep's task for a LinkedIn or call step (once per task id)."""
+        self._crash.failures.check(
+            "create_task", failure_key(input.campaign_id, input.contact_email)
+        )
         async with self._sessions.begin() as session:
             existing = await session.get(RepTask, input.task_id)
             if existing is not None:
@@ -1447,6 +1592,8 @@ class CampaignActivities:
                         detail = render_part(step["body"], ctx, "task detail")
                 except MissingField as err:
                     detail = f"(template: {err})"
+                except Exception as err:  # compiles, but raises on this contact's values
+                    detail = f"({_template_error(err, f'step {input.step_index + 1}')})"
             await session.execute(
                 insert(RepTask)
                 .values(
@@ -1467,6 +1614,8 @@ class CampaignActivities:
 
     @activity.defn
     async def complete_task(self, input: CompleteTaskInput) -> str:
+        key = failure_key(input.campaign_id, input.contact_email) if input.campaign_id else None
+        self._crash.failures.check("complete_task", key or input.task_id)
         async with self._sessions.begin() as session:
             task = await campaigns_db.complete_task(
                 session, task_id=input.task_id, status=input.status, by=input.by
@@ -1478,6 +1627,9 @@ class CampaignActivities:
     @activity.defn
     async def route_reply(self, input: RouteReplyInput) -> RouteReplyResult:
         """The side effects of a reply: the rep's follow-up task, the referral, the message."""
+        self._crash.failures.check(
+            "route_reply", failure_key(input.campaign_id, input.contact_email)
+        )
         async with self._sessions.begin() as session:
             inbound = await session.get(InboundMessage, input.inbound_id)
             campaign = await self._campaign(session, input.campaign_id)
@@ -1551,8 +1703,29 @@ class CampaignActivities:
         return RouteReplyResult(notification=text, task_id=task_id)
 
     @activity.defn
+    async def record_attention(self, input: RecordAttentionInput) -> bool:
+        """Record (or clear) a park in needs_attention, so the API's reads and counts show it.
+
+        The workflow's own status (query) and its search attribute already show the park; this
+        is the copy the tables answer from. Idempotent: it writes the same value again.
+        """
+        self._crash.failures.check(
+            "record_attention", failure_key(input.campaign_id, input.contact_email)
+        )
+        async with self._sessions.begin() as session:
+            return await campaigns_db.set_attention(
+                session,
+                campaign_id=input.campaign_id,
+                contact_email=input.contact_email,
+                attention=input.attention.model_dump(mode="json") if input.attention else None,
+            )
+
+    @activity.defn
     async def notify_rep(self, input: NotifyRepInput) -> bool:
         """Record what we tell the rep, and post it to them on Slack (once per key)."""
+        self._crash.failures.check(
+            "notify_rep", failure_key(input.campaign_id, input.contact_email)
+        )
         async with self._sessions.begin() as session:
             await session.execute(
                 insert(RepNotification)
@@ -1616,4 +1789,5 @@ def build_campaign_activities(
         campaigns.complete_task,
         campaigns.route_reply,
         campaigns.notify_rep,
+        campaigns.record_attention,
     ]

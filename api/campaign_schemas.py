@@ -183,6 +183,9 @@ class CampaignRead(BaseModel):
     test_mode: dict[str, Any] | None
     workflow_id: str | None
     live: dict[str, Any] | None = None
+    # While the campaign workflow is parked (status "needs_attention"): the failed step
+    # ("activity"), "error", "error_type", "retry_state", "since"; null otherwise.
+    attention: dict[str, Any] | None = None
     created_at: datetime
     launched_at: datetime | None
     finished_at: datetime | None
@@ -204,6 +207,16 @@ class ContactRead(BaseModel):
     history: list[dict[str, Any]]
     workflow_id: str
     live: bool
+    # While this contact's sequence is parked (status "needs_attention"), as on CampaignRead.
+    attention: dict[str, Any] | None = None
+
+
+class RetryRead(BaseModel):
+    """What ``POST …/retry`` asked to run again: the campaign workflow, and which sequences."""
+
+    campaign_id: str
+    campaign: bool
+    contacts: list[str]
 
 
 class TaskDoneCreate(_In):

@@ -68,6 +68,9 @@ class Campaign(Base):
     options: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     duplicates: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     preflight: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Set while the campaign workflow is parked in needs_attention: the failed step, its error
+    # and when; cleared when a retry resumes it. ``status`` stays the send gate meanwhile.
+    attention: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     contact_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = _now()
     updated_at: Mapped[dt.datetime] = _now()
@@ -108,6 +111,8 @@ class CampaignContact(Base):
     current_step: Mapped[int | None] = mapped_column(Integer)
     next_send_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     referral: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Set while this contact's sequence is parked in needs_attention (as on ``campaigns``).
+    attention: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = _now()
 

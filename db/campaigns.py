@@ -46,6 +46,8 @@ HUMAN_KINDS = frozenset(
 POSITIVE_KINDS = frozenset({"interested", "meeting_request"})
 SENT_STATUSES = ("sent", "unconfirmed")
 OPEN_CONTACT_STATUSES = ("enrolled", "active", "waiting", "paused")
+# Campaign statuses in which its workflow runs (and so can be parked in needs_attention).
+RUNNING_STATUSES = ("active", "paused")
 # Webmail domains: two contacts on gmail.com are not colleagues.
 FREEMAIL_DOMAINS = frozenset(
     {
@@ -345,6 +347,11 @@ async def counts(session: AsyncSession, *, campaign_id: str) -> dict[str, int]:
             InboundMessage.campaign_id == campaign_id, InboundMessage.kind.in_(HUMAN_KINDS)
         )
     )
+    attention = await session.scalar(
+        select(func.count())
+        .select_from(CampaignContact)
+        .where(CampaignContact.campaign_id == campaign_id, CampaignContact.attention.is_not(None))
+    )
     total = sum(by_status.values())
     not_enrolled = by_status.get("pending", 0) + by_status.get("excluded", 0)
     return {
@@ -360,6 +367,7 @@ async def counts(session: AsyncSession, *, campaign_id: str) -> dict[str, int]:
         "unsubscribed": by_outcome.get("unsubscribed", 0),
         "meetings": by_outcome.get("meeting_request", 0),
         "interested": by_outcome.get("interested", 0),
+        "needs_attention": attention or 0,
     }
 
 
@@ -861,3 +869,36 @@ async def open_contact_count(session: AsyncSession, *, campaign_id: str) -> int:
 async def lock_timeout(session: AsyncSession, *, milliseconds: int) -> None:
     """Bound how long this transaction waits for a row lock."""
     await session.execute(text(f"SET LOCAL lock_timeout = '{int(milliseconds)}ms'"))
+
+
+async def set_attention(
+    session: AsyncSession,
+    *,
+    campaign_id: str,
+    contact_email: str | None,
+    attention: dict[str, Any] | None,
+) -> bool:
+    """Record (or, with None, clear) where a parked campaign or one contact's sequence waits.
+
+    Only an overlay: the campaign's ``status`` stays the send gate and the contact's ``status``
+    its place in the sequence. False when the campaign or contact does not exist.
+    """
+    if contact_email is None:
+        stmt = update(Campaign).where(Campaign.id == campaign_id)
+    else:
+        stmt = update(CampaignContact).where(
+            CampaignContact.campaign_id == campaign_id,
+            CampaignContact.email == normalize_email(contact_email),
+        )
+    result = await session.execute(stmt.values(attention=attention))
+    return bool(result.rowcount)
+
+
+async def parked_contacts(session: AsyncSession, *, campaign_id: str) -> list[str]:
+    """The contacts whose sequence is recorded as parked in needs_attention."""
+    rows = await session.scalars(
+        select(CampaignContact.email)
+        .where(CampaignContact.campaign_id == campaign_id, CampaignContact.attention.is_not(None))
+        .order_by(CampaignContact.position)
+    )
+    return list(rows)

@@ -48,6 +48,8 @@ SA_DEAL_STAGE = SearchAttributeKey.for_keyword("DealStage")
 SA_DEAL_AMOUNT = SearchAttributeKey.for_float("DealAmount")
 SA_OWNER_EMAIL = SearchAttributeKey.for_keyword("OwnerEmail")
 SA_CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
+# Set to "needs_attention" while a campaign or sequence workflow is parked (unset otherwise).
+SA_CAMPAIGN_STATUS = SearchAttributeKey.for_keyword("CampaignStatus")
 
 SEARCH_ATTRIBUTES = (
     SA_DEAL_ID,
@@ -56,6 +58,7 @@ SEARCH_ATTRIBUTES = (
     SA_DEAL_AMOUNT,
     SA_OWNER_EMAIL,
     SA_CAMPAIGN_ID,
+    SA_CAMPAIGN_STATUS,
 )
 
 

@@ -11,7 +11,17 @@ Signals:  ``reply(ReplyEvent)`` — an inbound message matched to this contact, 
           ``campaign_state(CampaignState)`` — the campaign was paused, resumed or cancelled;
           versioned, an older state never overrides a newer one.
           ``task_done(TaskDone)`` — the rep marked a LinkedIn or call task done.
-Queries:  ``status() -> SequenceStatus`` — step, next send time, history with reasons.
+          ``retry(RetryRequest | None)`` — ops: run the failed step of a parked sequence again
+          (``POST /v1/campaigns/{id}/retry`` or ``…/contacts/{email}/retry``, or the Temporal
+          UI with no input).
+Queries:  ``status() -> SequenceStatus`` — step, next send time, history with reasons; state
+          ``needs_attention`` and ``attention`` (what failed, why) while parked.
+
+Failures: every activity retries within a budget (``SEND_RETRY``, ``NOTIFY_RETRY``); one that
+fails for good parks the sequence in ``needs_attention`` (status, the ``CampaignStatus`` search
+attribute, the contact's row through ``record_attention``) until a retry runs that step again.
+A stop or the campaign's cancel while parked makes the step moot: the sequence ends instead.
+A retried send keeps its Message-ID, so the send's claim still makes it at most once.
 
 The workflow never relies on hearing a signal in time to keep a promise: the webhooks write the
 contact's hold, and the API the campaign's status, to PostgreSQL before they answer, and the send
@@ -27,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -38,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         CAMPAIGN_NOT_FOUND,
         CONTACT_NOT_FOUND,
         REPLY_ROUTES,
+        Attention,
         CampaignActivities,
         CampaignState,
         CompleteTaskInput,
@@ -46,9 +58,11 @@ with workflow.unsafe.imports_passed_through():
         DeliveryEvent,
         HistoryEntry,
         NotifyRepInput,
+        RecordAttentionInput,
         RecordContactInput,
         ReplyEvent,
         ReplyRoute,
+        RetryRequest,
         RouteReplyInput,
         SendEmailInput,
         SendEmailResult,
@@ -57,11 +71,14 @@ with workflow.unsafe.imports_passed_through():
         SequenceStatus,
         StepPlan,
         TaskDone,
+        attention_from,
         auto_reply_resume_at,
         reply_route,
+        retry_budget,
         task_id_for,
     )
     from activities.email import message_id_for
+    from dealflow.ids import SA_CAMPAIGN_STATUS
     from domain.schedule import next_send_time
     from domain.variants import assign_variant
 
@@ -82,23 +99,39 @@ __all__ = [
     "reply_route",
 ]
 
-# Database and SMTP activities: quick retries ride out a restart, a lock timeout or a busy SMTP
-# relay; past a minute between tries something needs a person, but the send stays due (the
-# workflow is durable) rather than being dropped. A missing campaign or contact cannot heal.
+# Database and SMTP activities. Ten attempts, 1 s doubling to a minute: about four minutes of
+# tries, which rides out a worker restart, a database failover, a lock timeout or a busy SMTP
+# relay; a failure still there after that is not healing by itself, so the sequence parks in
+# needs_attention for a person, the send still due (never dropped, never sent twice: its
+# Message-ID and claim stay). A missing campaign or contact cannot heal.
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
+    maximum_attempts=10,
     non_retryable_error_types=[CAMPAIGN_NOT_FOUND, CONTACT_NOT_FOUND],
 )
-# Telling the rep (Slack) is worth a few tries, but a Slack outage must not hold a sequence
-# open forever: after ~10 minutes the notification stays recorded (and visible) unposted.
+# Telling the rep (Slack) is worth a few tries, but a Slack outage must not retry forever:
+# after 8 tries (~10 minutes) the sequence parks; the notification stays recorded unposted.
 NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=120),
     maximum_attempts=8,
 )
+# Recording a park on the contact's row: a few quick tries; its failure is only logged (the
+# park shows in the status query and the search attribute anyway).
+ATTENTION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
+# Before this patch a final activity failure failed the run (or, for reply routing, was noted).
+PATCH_PARK = "sequence-park-needs-attention"
+# Each ops retry of a send gets its own range of claim attempt numbers (see SendEmailInput).
+ATTEMPT_RANGE = 1000
+_ABANDONED: Any = object()  # what ``_call`` returns when a stop made the parked step moot
 
 
 @dataclass
@@ -110,6 +143,12 @@ class _Stop:
 
 @workflow.defn(name="CampaignSequence")
 class SequenceWorkflow:
+    """One contact's sequence.
+
+    Signals: ``reply``, ``delivery_event``, ``contact_hold``, ``campaign_state``, ``task_done``,
+    ``retry``. Queries: ``status``. See the module docstring.
+    """
+
     @workflow.init
     def __init__(self, input: SequenceInput) -> None:
         self._input = input
@@ -122,6 +161,9 @@ class SequenceWorkflow:
         self._thread_subject: str | None = None
         self._sent_ids: list[str] = []
         self._record_seq = 0
+        self._parks: dict[int, Attention] = {}
+        self._park_seq = 0
+        self._retry_round = 0
         self._status = SequenceStatus(
             campaign_id=input.campaign_id,
             contact_email=input.contact_email,
@@ -168,6 +210,8 @@ class SequenceWorkflow:
                 await self._run_task(step)
                 return
             result = await self._send(step)
+            if result is None:  # parked, then stopped: the loop's top ends the step
+                continue
             if result.outcome == "sent":
                 return
             if result.outcome == "deferred":
@@ -251,7 +295,7 @@ class SequenceWorkflow:
             if contact_level:
                 await self._record("resumed", step.index, None, status="active")
 
-    async def _send(self, step: StepPlan) -> SendEmailResult:
+    async def _send(self, step: StepPlan) -> SendEmailResult | None:
         inp = self._input
         variant = (
             assign_variant(inp.campaign_id, inp.contact_email, step.index, step.variants)
@@ -262,7 +306,7 @@ class SequenceWorkflow:
             inp.campaign_id, inp.contact_email, step.index, inp.sender_email
         )
         self._status.state = "sending"
-        result = await workflow.execute_activity_method(
+        result = await self._call(
             CampaignActivities.send_email,
             SendEmailInput(
                 campaign_id=inp.campaign_id,
@@ -276,10 +320,11 @@ class SequenceWorkflow:
                 window=ALWAYS_OPEN if inp.timing.test_mode else step.window,
                 timezone=inp.timezone,
                 country=inp.country,
+                attempt_base=ATTEMPT_RANGE * self._retry_round,
             ),
-            start_to_close_timeout=self._timeout(),
-            retry_policy=SEND_RETRY,
         )
+        if result is _ABANDONED:
+            return None
         if result.state is not None:
             self._adopt(result.state)
         if result.outcome == "sent":
@@ -308,7 +353,7 @@ class SequenceWorkflow:
         inp = self._input
         task_id = task_id_for(inp.campaign_id, inp.contact_email, step.index)
         timeout = timedelta(hours=step.task_timeout_hours)
-        created = await workflow.execute_activity_method(
+        created = await self._call(
             CampaignActivities.create_task,
             CreateTaskInput(
                 task_id=task_id,
@@ -319,9 +364,9 @@ class SequenceWorkflow:
                 step_index=step.index,
                 due_at=workflow.now() + timeout,
             ),
-            start_to_close_timeout=self._timeout(),
-            retry_policy=SEND_RETRY,
         )
+        if created is _ABANDONED:
+            return
         self._status.state = "waiting_task"
         self._note("task.created", step.index, created.title)
         await self._record("task.created", step.index, created.title, status="waiting")
@@ -338,11 +383,15 @@ class SequenceWorkflow:
             status, detail = "cancelled", f"sequence stopped: {self._stop.reason}"
         else:
             status, detail = "timed_out", f"not marked done within {step.task_timeout_hours:g} h"
-        await workflow.execute_activity_method(
+        await self._call(
             CampaignActivities.complete_task,
-            CompleteTaskInput(task_id=task_id, status=status, by=self._tasks_done.get(step.index)),
-            start_to_close_timeout=self._timeout(),
-            retry_policy=SEND_RETRY,
+            CompleteTaskInput(
+                task_id=task_id,
+                status=status,
+                by=self._tasks_done.get(step.index),
+                campaign_id=inp.campaign_id,
+                contact_email=inp.contact_email,
+            ),
         )
         self._status.state = "waiting"
         self._note(f"task.{status}", step.index, detail)
@@ -411,7 +460,7 @@ class SequenceWorkflow:
             return
         inp = self._input
         try:
-            routed = await workflow.execute_activity_method(
+            routed = await self._call(
                 CampaignActivities.route_reply,
                 RouteReplyInput(
                     inbound_id=event.inbound_id,
@@ -423,13 +472,13 @@ class SequenceWorkflow:
                     record_referral=route.referral,
                     notify=route.notify,
                 ),
-                start_to_close_timeout=self._timeout(),
-                retry_policy=SEND_RETRY,
             )
+            if routed is _ABANDONED:
+                return
             if routed.task_id:
                 self._note("task.created", None, f"follow-up task {routed.task_id}")
             if routed.notification:
-                await workflow.execute_activity_method(
+                told = await self._call(
                     CampaignActivities.notify_rep,
                     NotifyRepInput(
                         key=f"reply/{event.inbound_id}",
@@ -439,9 +488,10 @@ class SequenceWorkflow:
                         kind=event.kind,
                         text=routed.notification,
                     ),
-                    start_to_close_timeout=self._timeout(),
-                    retry_policy=NOTIFY_RETRY,
+                    retry=NOTIFY_RETRY,
                 )
+                if told is _ABANDONED:
+                    return
                 self._note("rep.notified", None, f"{inp.owner_email} told in Slack")
         except ActivityError as err:
             # The stop stands; the rep's notification is recorded and can be re-sent by ops.
@@ -470,9 +520,92 @@ class SequenceWorkflow:
         self._tasks_done.setdefault(done.step_index, done.by)
         self._changed = True
 
+    @workflow.signal
+    def retry(self, request: RetryRequest | None = None) -> None:
+        """Ops: run the failed step(s) again (ignored unless the sequence is parked)."""
+        if self._parks:
+            self._retry_round += 1
+            by = request.by if request and request.by else "ops"
+            self._note("retry.requested", self._status.step, f"by {by}")
+
     @workflow.query
     def status(self) -> SequenceStatus:
-        return self._status
+        if not self._parks:
+            return self._status
+        first = next(iter(self._parks.values()))
+        return self._status.model_copy(update={"state": "needs_attention", "attention": first})
+
+    # --- failures: park in needs_attention, until a retry ----------------------------------
+
+    async def _call(self, activity: Any, arg: Any, *, retry: RetryPolicy | None = None) -> Any:
+        """Run an activity; if it fails for good, park until a retry runs it again.
+
+        Returns ``_ABANDONED`` when, while parked, a stop or the campaign's cancel made the
+        step moot (the caller ends the step).
+        """
+        policy = retry_budget(retry or SEND_RETRY, self._input.timing)
+        while True:
+            try:
+                return await workflow.execute_activity_method(
+                    activity, arg, start_to_close_timeout=self._timeout(), retry_policy=policy
+                )
+            except ActivityError as err:
+                if not await self._park(activity.__name__, err):
+                    return _ABANDONED
+            if isinstance(arg, SendEmailInput):
+                arg = arg.model_copy(update={"attempt_base": ATTEMPT_RANGE * self._retry_round})
+
+    async def _park(self, activity_name: str, err: ActivityError) -> bool:
+        """Wait in needs_attention until a retry (True) or a stop/cancel (False)."""
+        if not workflow.patched(PATCH_PARK):
+            raise err  # histories from before parking existed
+        step = self._status.step
+        attention = attention_from(
+            activity_name, err, workflow.now(), step=step, retries=self._retry_round
+        )
+        self._park_seq += 1
+        key = self._park_seq
+        # What wakes the park is measured from here, before the park shows anywhere.
+        round_, stopped = self._retry_round, self._stop is not None
+        cancelled = self._campaign.status == "cancelled"
+        self._parks[key] = attention
+        self._note("needs_attention", step, attention.reason)
+        workflow.upsert_search_attributes([SA_CAMPAIGN_STATUS.value_set("needs_attention")])
+        await self._record_attention(attention)
+        await workflow.wait_condition(
+            lambda: (
+                self._retry_round > round_
+                or (not stopped and self._stop is not None)
+                or (not cancelled and self._campaign.status == "cancelled")
+            )
+        )
+        retried = self._retry_round > round_
+        del self._parks[key]
+        if not retried:
+            self._note("park.abandoned", step, f"{activity_name} not retried: sequence ending")
+        if not self._parks:
+            workflow.upsert_search_attributes([SA_CAMPAIGN_STATUS.value_unset()])
+            await self._record_attention(None)
+        return retried
+
+    async def _record_attention(self, attention: Attention | None) -> None:
+        try:
+            await workflow.execute_activity_method(
+                CampaignActivities.record_attention,
+                RecordAttentionInput(
+                    campaign_id=self._input.campaign_id,
+                    contact_email=self._input.contact_email,
+                    attention=attention,
+                ),
+                start_to_close_timeout=self._timeout(),
+                retry_policy=retry_budget(ATTENTION_RETRY, self._input.timing),
+            )
+        except ActivityError as err:
+            workflow.logger.warning(
+                "sequence %s: park not recorded in the database: %s",
+                workflow.info().workflow_id,
+                err.cause or err,
+            )
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -541,7 +674,7 @@ class SequenceWorkflow:
         closed: bool = False,
     ) -> None:
         self._record_seq += 1
-        await workflow.execute_activity_method(
+        await self._call(
             CampaignActivities.record_contact,
             RecordContactInput(
                 campaign_id=self._input.campaign_id,
@@ -556,8 +689,6 @@ class SequenceWorkflow:
                 outcome=outcome,
                 closed=closed,
             ),
-            start_to_close_timeout=self._timeout(),
-            retry_policy=SEND_RETRY,
         )
 
     def _timeout(self) -> timedelta:

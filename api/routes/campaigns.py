@@ -21,7 +21,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.campaigns import CampaignState, SequenceTiming
+from activities.campaigns import CampaignState, RetryRequest, SequenceTiming
 from activities.email import variant_names
 from api import idempotency
 from api.campaign_schemas import (
@@ -29,6 +29,7 @@ from api.campaign_schemas import (
     CampaignCreated,
     CampaignRead,
     ContactRead,
+    RetryRead,
     StepRead,
     SuppressionCreate,
     TaskDoneCreate,
@@ -40,7 +41,12 @@ from db import campaigns as campaigns_db
 from db.campaign_models import Campaign
 from db.contact_deals import contact_deal_history
 from db.models import Person
-from dealflow.ids import SA_CAMPAIGN_ID, campaign_workflow_id, sequence_workflow_id
+from dealflow.ids import (
+    SA_CAMPAIGN_ID,
+    SA_CAMPAIGN_STATUS,
+    campaign_workflow_id,
+    sequence_workflow_id,
+)
 from dealflow.settings import Settings
 from domain.variants import pick_winner
 from workflows.campaign import CampaignInput, CampaignOptions, CampaignStatus, CampaignWorkflow
@@ -74,6 +80,10 @@ def campaign_options(settings: Settings, campaign: Campaign) -> CampaignOptions:
         ),
         auto_reply_default_pause_days=settings.campaign_auto_reply_default_pause_days,
         auto_reply_max_pause_days=settings.campaign_auto_reply_max_pause_days,
+        # Test mode: retries a tenth of a second apart (same attempt budget), so a failure
+        # that outlasts the budget parks within seconds.
+        retry_initial_seconds=0.1 if test else None,
+        retry_max_interval_seconds=0.5 if test else None,
     )
     return CampaignOptions(
         task_queue=settings.task_queue,
@@ -198,11 +208,18 @@ async def campaign_read(
                 winner_positive=winner_positive,
             )
         )
+    # The workflow's own view when it answers; else the copy it recorded on the row.
+    if live is not None:
+        attention = live.attention.model_dump(mode="json") if live.attention else None
+    else:
+        attention = campaign.attention
+    parked = attention is not None and campaign.status in campaigns_db.RUNNING_STATUSES
     return CampaignRead(
         id=campaign.id,
         name=campaign.name,
-        status=campaign.status,
-        status_reason=campaign.status_reason,
+        status="needs_attention" if parked else campaign.status,
+        status_reason=_attention_reason(attention) if parked else campaign.status_reason,
+        attention=attention,
         owner_email=campaign.owner_email,
         sender={
             "email": campaign.sender_email,
@@ -230,6 +247,10 @@ async def campaign_read(
         launched_at=campaign.launched_at,
         finished_at=campaign.finished_at,
     )
+
+
+def _attention_reason(attention: dict[str, Any]) -> str:
+    return f"{attention.get('activity')} failed: {attention.get('error')}"
 
 
 async def _campaign_or_404(
@@ -519,13 +540,14 @@ async def get_contact(
             + await contact_deal_history(session, campaign_id=campaign.id, email=contact.email),
             workflow_id=workflow_id,
             live=True,
+            attention=live.attention.model_dump(mode="json") if live.attention else None,
         )
     history = await campaigns_db.contact_history(session, campaign_id=campaign.id, email=email)
     sends = await campaigns_db.contact_sends(session, campaign_id=campaign.id, email=email)
     return ContactRead(
         campaign_id=campaign.id,
         email=contact.email,
-        status=contact.status,
+        status="needs_attention" if contact.attention else contact.status,
         step=contact.current_step,
         steps_total=len(campaign.steps),
         next_send_at=contact.next_send_at,
@@ -552,7 +574,110 @@ async def get_contact(
         ],
         workflow_id=workflow_id,
         live=False,
+        attention=contact.attention,
     )
+
+
+async def _parked_sequences(temporal: Client, session: SessionDep, campaign_id: str) -> list[str]:
+    """Contacts whose sequence is parked: as recorded on their rows, and as the search
+    attribute says (a park whose database record failed is still found)."""
+    emails = dict.fromkeys(await campaigns_db.parked_contacts(session, campaign_id=campaign_id))
+    prefix = sequence_workflow_id(campaign_id, "")
+    query = (
+        f'CampaignId = "{campaign_id}" AND {SA_CAMPAIGN_STATUS.name} = "needs_attention" '
+        'AND ExecutionStatus = "Running"'
+    )
+    try:
+        async for execution in temporal.list_workflows(query):
+            if execution.id.startswith(prefix):
+                emails.setdefault(execution.id.removeprefix(prefix))
+    except RPCError as err:
+        log.warning("campaign %s: parked sequences not listed (%s)", campaign_id, err)
+    return list(emails)
+
+
+async def _signal_retry(temporal: Client, workflow_id: str, by: str) -> bool:
+    try:
+        await temporal.get_workflow_handle(workflow_id).signal("retry", RetryRequest(by=by))
+        return True
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise ApiError(
+            503, "temporal_unavailable", f"The retry could not be sent ({err.message})."
+        ) from None
+
+
+@router.post("/{campaign_id}/retry", status_code=202, response_model=RetryRead)
+async def retry_campaign(
+    campaign_id: str, person: CurrentPerson, session: SessionDep, temporal: TemporalDep
+) -> RetryRead:
+    """Run the failed step again: of the campaign, if it is parked in needs_attention, and of
+    every sequence of it that is parked (owner, ops, admin). 409 when nothing is parked."""
+    campaign = await _campaign_or_404(session, campaign_id)
+    _require_owner(person, campaign, also=("ops", "admin"))
+    live = await live_campaign(temporal, campaign.id) if campaign.launched_at else None
+    if live is not None:
+        campaign_parked = live.attention is not None
+    else:
+        campaign_parked = campaign.attention is not None
+    contacts = await _parked_sequences(temporal, session, campaign.id)
+    if not campaign_parked and not contacts:
+        raise ApiError(
+            409,
+            "nothing_to_retry",
+            "Neither the campaign nor any of its sequences is parked in needs_attention.",
+            [{"status": campaign.status}],
+        )
+    by = person.email
+    retried_campaign = campaign_parked and await _signal_retry(
+        temporal, campaign_workflow_id(campaign.id), by
+    )
+    retried = [
+        email
+        for email in contacts
+        if await _signal_retry(temporal, sequence_workflow_id(campaign.id, email), by)
+    ]
+    log.info(
+        "campaign %s: retry by %s (campaign %s, %d sequences)",
+        campaign.id,
+        by,
+        retried_campaign,
+        len(retried),
+    )
+    return RetryRead(campaign_id=campaign.id, campaign=retried_campaign, contacts=retried)
+
+
+@router.post("/{campaign_id}/contacts/{email}/retry", status_code=202, response_model=RetryRead)
+async def retry_contact(
+    campaign_id: str,
+    email: str,
+    person: CurrentPerson,
+    session: SessionDep,
+    temporal: TemporalDep,
+) -> RetryRead:
+    """Run the failed step of this contact's parked sequence again (owner, ops, admin)."""
+    campaign = await _campaign_or_404(session, campaign_id)
+    _require_owner(person, campaign, also=("ops", "admin"))
+    contact = await campaigns_db.get_contact(session, campaign_id=campaign.id, email=email)
+    if contact is None:
+        raise ApiError(404, "not_found", f"{email} is not a contact of campaign {campaign_id}.")
+    live = (
+        await live_sequence(temporal, campaign.id, contact.email)
+        if contact.status not in ("pending", "excluded")
+        else None
+    )
+    parked = live.attention is not None if live is not None else contact.attention is not None
+    if not parked or not await _signal_retry(
+        temporal, sequence_workflow_id(campaign.id, contact.email), person.email
+    ):
+        raise ApiError(
+            409,
+            "nothing_to_retry",
+            "This contact's sequence is not parked in needs_attention.",
+            [{"status": live.state if live else contact.status}],
+        )
+    return RetryRead(campaign_id=campaign.id, campaign=False, contacts=[contact.email])
 
 
 @router.post("/{campaign_id}/contacts/{email}/tasks/{step}/done", status_code=202)

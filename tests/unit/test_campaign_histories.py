@@ -17,7 +17,12 @@ def test_campaign_and_sequence_histories_are_committed_for_replay():
     types = {p.stem: _type(p) for p in HISTORIES.glob("*.json")}
     campaign = {n for n, t in types.items() if t == "Campaign"}
     sequence = {n for n, t in types.items() if t == "CampaignSequence"}
-    assert {"campaign_completed", "campaign_paused_resumed", "campaign_bounce_paused"} <= campaign
+    assert {
+        "campaign_completed",
+        "campaign_paused_resumed",
+        "campaign_bounce_paused",
+        "campaign_needs_attention_retried",  # parked on enrolment, retried, completed
+    } <= campaign
     assert {
         "sequence_three_emails_completed",
         "sequence_replied_interested",
@@ -26,4 +31,5 @@ def test_campaign_and_sequence_histories_are_committed_for_replay():
         "sequence_deferred_by_cap",
         "sequence_out_of_office_then_cancelled",
         "sequence_call_and_linkedin_tasks",
+        "sequence_needs_attention_retried",  # the send parked, retried, sent once
     } <= sequence
