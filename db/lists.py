@@ -3,7 +3,7 @@
 Each takes the position to resume after (the last row's sort key, or None) and returns at most
 ``limit + 1`` rows, so the caller knows whether there is a next page without a COUNT. Each sort
 ends in the primary key, so the order is total and a cursor names exactly one place. The
-indexes that serve them are in migration ``i9_0005`` (names in the comments below).
+indexes that serve them are in migration ``0005`` (names in the comments below).
 
 Deals and campaigns are sorted by ``created_at`` (newest first), not ``updated_at``: a stage
 change moves ``updated_at``, and a row that moved ahead of a client's position while it paged

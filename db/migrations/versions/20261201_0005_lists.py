@@ -1,6 +1,6 @@
 """lists: keyset indexes for deals, campaigns, the approval inbox and tasks; contact_deals
 
-Revision ID: i9_0005
+Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-01
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "i9_0005"
+revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
