@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -14,11 +15,12 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from db.campaign_models import Campaign
-from db.models import Deal
+from db.models import ApprovalRequest, Deal, QuoteVersion
 from dealflow import limits
 from dealflow.settings import Settings
 from tests.utils.campaigns import campaign_payload, contact, unique
-from tests.utils.deals import FINANCE, OPS, REP, create_deal, deal_payload
+from tests.utils.deals import FINANCE, OPS, REP, create_deal, deal_payload, wait_for_stage
+from tests.utils.polling import eventually
 
 
 async def _deal_count(sessions) -> int:
@@ -550,3 +552,84 @@ async def test_malformed_link_tokens_are_404_on_the_page_and_the_decision(http, 
     decision = await http.post(f"/v1/approvals/links/{token}", json={"decision": "approve"})
     assert decision.status_code == 404, decision.text
     assert decision.json()["error"]["code"] == "link_unusable"
+
+
+# --- the largest deal, and decision comments -----------------------------------------------------
+
+
+def _largest_deal() -> dict[str, Any]:
+    """Every line at the line-total limit, no discount, 27 % VAT (HU), the longest term."""
+    price = limits.MAX_LINE_TOTAL // limits.MAX_QUANTITY
+    return deal_payload(
+        name="The largest deal the edge accepts",
+        term_months=limits.MAX_TERM_MONTHS,
+        billing_frequency="monthly",
+        discount_pct="0",
+        line_items=[
+            {
+                "sku": f"MAX-{i:03}",
+                "description": "At the line limit",
+                "quantity": str(limits.MAX_QUANTITY),
+                "unit_price": str(price),
+            }
+            for i in range(limits.MAX_LINE_ITEMS)
+        ],
+        account={"name": "Largest Kft.", "domain": "largest.example", "country": "HU"},
+    )
+
+
+async def test_the_largest_accepted_deal_is_priced_and_refuses_unstorable_comments(
+    http, auth, sessions, settings, engine, temporal_client
+):
+    deal = await create_deal(http, auth(REP), **_largest_deal())
+    # Started with the production activity timeout (the closure takes it from the API that
+    # starts it): the session's 5 s is for crash tests, and a 100-line order form with a
+    # 120-month schedule takes longer than that to render on a busy CI machine.
+    production_timeouts = settings.model_copy(
+        update={
+            "activity_timeout_seconds": Settings.model_fields["activity_timeout_seconds"].default
+        }
+    )
+    app = create_app(production_timeouts, engine=engine, temporal=temporal_client)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            resp = await api.post(f"/v1/deals/{deal['id']}/ready-to-close", headers=auth(REP))
+    assert resp.status_code == 202, resp.text
+    # Priced and stored (not stuck in quoting): the quote is there and the approvers are asked.
+    live = await wait_for_stage(http, deal["id"], auth(REP), "awaiting_approval", timeout=180)
+    subtotal = limits.MAX_LINE_ITEMS * limits.MAX_LINE_TOTAL
+    assert live["quote"]["subtotal"] == f"{subtotal}.00"
+    assert live["quote"]["total"] == f"{subtotal * 127 // 100}.00"
+    async with sessions() as s:
+        stored = await s.scalar(
+            select(QuoteVersion.total).where(QuoteVersion.deal_id == deal["id"])
+        )
+    assert stored == Decimal(subtotal * 127 // 100)
+
+    async def pending_step() -> ApprovalRequest | None:
+        async with sessions() as s:
+            return await s.scalar(
+                select(ApprovalRequest).where(
+                    ApprovalRequest.deal_id == deal["id"], ApprovalRequest.status == "pending"
+                )
+            )
+
+    row = await eventually(pending_step, timeout=60, what="a pending approval step")
+    step = {"step_id": row.step_id, "approver_email": row.holder_email}
+    for comment in (
+        "Looks fine\x00",
+        "x" * (limits.COMMENT + 1),
+        "ok \ud83d",  # half of a surrogate pair
+    ):
+        resp = await _post_json(
+            http,
+            f"/v1/approvals/{step['step_id']}/decision",
+            {"decision": "approve", "comment": comment},
+            auth(step["approver_email"]),
+        )
+        assert resp.status_code == 422, resp.text
+        assert "comment" in {d["field"] for d in resp.json()["error"]["details"]}
+    async with sessions() as s:
+        row = await s.get(ApprovalRequest, step["step_id"])
+        assert (row.status, row.comment, row.decided_at) == ("pending", None, None)
