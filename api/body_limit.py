@@ -26,6 +26,7 @@ from dealflow import limits
 ROUTE_LIMITS: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("POST", re.compile(r"/v1/webhooks/email/inbound/?"), limits.MAX_INBOUND_MAIL_BODY),
     ("POST", re.compile(r"/v1/deals/[^/]+/signature/offline/?"), limits.MAX_UPLOAD_BODY),
+    ("POST", re.compile(r"/v1/campaigns/?"), limits.MAX_CAMPAIGN_BODY),
 )
 
 

@@ -8,6 +8,7 @@ report says who was excluded and why.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
 from activities.email import TemplateSyntaxProblem, check_step_templates
-from api.fields import BoundedText, JsonFloat, JsonInt, RequiredText
+from api.fields import BoundedText, JsonFloat, JsonInt, RequiredText, storable
 from dealflow import limits
 from domain.schedule import DAY_NAMES, SendWindow
 
@@ -226,7 +227,10 @@ class SuppressionCreate(_In):
         Annotated[
             str,
             StringConstraints(
-                strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9.-]+\.[a-z]+$"
+                strip_whitespace=True,
+                to_lower=True,
+                max_length=limits.DOMAIN,
+                pattern=r"^[a-z0-9.-]+\.[a-z]+$",
             ),
         ]
         | None
@@ -263,10 +267,31 @@ class DeliveryEventCreate(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["delivered", "bounce", "complaint", "open", "click"]
-    message_id: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=3, max_length=300)
-    ]
-    id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    message_id: BoundedText(limits.MESSAGE_ID, min_len=3)
+    # The event key is "<type>:<id>" in a String(200) column: the longest type is 9 characters.
+    id: BoundedText(limits.IDEMPOTENCY_KEY - 10) | None = None
     bounce_type: Literal["hard", "soft"] | None = None
-    url: str | None = None
+    url: BoundedText(limits.FIELD_VALUE) | None = None
     at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _extra_is_storable(self) -> DeliveryEventCreate:
+        # The provider's other fields are kept in a JSONB column, which refuses NUL.
+        _check_storable(self.model_extra or {})
+        return self
+
+
+def _check_storable(value: Any, depth: int = 0) -> None:
+    if depth > 32:
+        raise ValueError("nested too deeply")
+    if isinstance(value, str):
+        storable(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, depth + 1)
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and Infinity cannot be stored")

@@ -15,6 +15,9 @@ MIB = 1024 * KIB
 MAX_JSON_BODY = 1 * MIB
 MAX_INBOUND_MAIL_BODY = 32 * MIB
 MAX_UPLOAD_BODY = 25 * MIB
+# POST /v1/campaigns carries the whole contact list (up to MAX_CONTACTS): 100,000 contacts of
+# ~300 bytes of JSON each (email, names, company, title, zone, a few fields).
+MAX_CAMPAIGN_BODY = 32 * MIB
 
 # Inbound mail: the classifier reads at most this much of the text (quoted text stripped), so
 # its cost is bounded whatever the message's size.

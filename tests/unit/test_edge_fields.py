@@ -131,6 +131,8 @@ def test_body_limits_per_route():
     assert body_limit_for("POST", "/v1/deals/deal_1/signature/offline") == limits.MAX_UPLOAD_BODY
     assert body_limit_for("GET", "/v1/deals/deal_1/signature/offline") == limits.MAX_JSON_BODY
     assert body_limit_for("POST", "/v1/deals/a/b/signature/offline") == limits.MAX_JSON_BODY
+    assert body_limit_for("POST", "/v1/campaigns") == limits.MAX_CAMPAIGN_BODY
+    assert body_limit_for("POST", "/v1/campaigns/c_1/launch") == limits.MAX_JSON_BODY
 
 
 KEY = "link-signing-key-for-tests"
