@@ -7,10 +7,12 @@ from decimal import Decimal
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.body_limit import body_limit_for
 from api.fields import BoundedText, Currency, MoneyIn, Quantity, iso_currencies, storable
 from api.schemas import DealCreate, LineItemCreate
+from api.unavailable import TemporalUnavailable, is_unavailable
 from dealflow import limits
 from dealflow.links import InvalidToken, make_token, parse_token
 from domain.pricing import price_quote, verify_quote
@@ -172,3 +174,20 @@ def test_a_malformed_link_token_is_invalid_not_an_exception(mangle):
     token = make_token(KEY, "0123456789abcdef0123456789abcdef", 2_000_000_000)
     with pytest.raises(InvalidToken):
         parse_token(KEY, mangle(token), now_unix=1_900_000_000)
+
+
+@pytest.mark.parametrize(
+    ("exc", "unavailable"),
+    [
+        (RPCError("tcp connect error", RPCStatusCode.UNAVAILABLE, b""), True),
+        (RPCError("deadline", RPCStatusCode.DEADLINE_EXCEEDED, b""), True),
+        (RuntimeError("Failed client connect: Server connection error: ..."), True),
+        (TemporalUnavailable("signal refused"), True),
+        (RPCError("no such workflow", RPCStatusCode.NOT_FOUND, b""), False),
+        (RPCError("bad request", RPCStatusCode.INVALID_ARGUMENT, b""), False),
+        (RuntimeError("a bug"), False),
+        (ValueError("Failed client connect"), False),
+    ],
+)
+def test_which_errors_mean_temporal_is_unavailable(exc, unavailable):
+    assert is_unavailable(exc) is unavailable
