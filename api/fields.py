@@ -21,10 +21,14 @@ from dealflow import limits
 # NUL, and the UTF-16 surrogate range: neither can be stored in a PostgreSQL text column.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
-# ISO 4217 codes that are not money a customer can be invoiced in: precious metals, IMF units,
-# the testing code and "no currency".
+# ISO 4217 codes that are not money a customer can be invoiced in: precious metals, bond-market
+# and accounting units (IMF, ADB, Arab Monetary Fund), the funds codes (indexed units, next-day
+# dollars), the testing code and "no currency".
 NON_TENDER_CURRENCIES = frozenset(
-    {"XAG", "XAU", "XPD", "XPT", "XBA", "XBB", "XBC", "XBD", "XDR", "XSU", "XUA", "XTS", "XXX"}
+    {"XAG", "XAU", "XPD", "XPT"}
+    | {"XBA", "XBB", "XBC", "XBD", "XDR", "XSU", "XUA", "XAD"}
+    | {"BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN", "UYI", "UYW"}
+    | {"XTS", "XXX"}
 )
 
 

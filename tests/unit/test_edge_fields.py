@@ -59,7 +59,9 @@ def test_iso_4217_currencies_are_accepted(code):
     assert TypeAdapter(Currency).validate_python(code) == code
 
 
-@pytest.mark.parametrize("code", ["ZZZ", "ABC", "XXX", "XTS", "XAU", "usd", "US", "EURO"])
+@pytest.mark.parametrize(
+    "code", ["ZZZ", "ABC", "XXX", "XTS", "XAU", "XDR", "USN", "usd", "US", "EURO", "US\x00"]
+)
 def test_unknown_test_and_metal_currency_codes_are_refused(code):
     with pytest.raises(ValidationError):
         TypeAdapter(Currency).validate_python(code)
