@@ -46,7 +46,8 @@ class BodyTooLarge(HTTPException):
     """
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, detail=_too_large_message(limit))
+        # The client may still be sending: this connection will not read the rest.
+        super().__init__(413, detail=_too_large_message(limit), headers={"Connection": "close"})
         self.limit = limit
 
 

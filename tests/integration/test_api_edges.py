@@ -458,13 +458,14 @@ async def test_a_chunked_body_is_cut_off_with_413_past_the_limit(api_url, api_ke
     chunks = [b'{"name": "'] + [piece] * (limits.MAX_JSON_BODY // len(piece) + 1)
     assert sum(map(len, chunks)) > limits.MAX_JSON_BODY
     before = await _deal_count(sessions)
-    status, _, body = await _raw_request(
+    status, headers, body = await _raw_request(
         api_url,
         "POST /v1/deals HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
         f"Authorization: Bearer {api_keys[REP]}\r\nTransfer-Encoding: chunked\r\n\r\n",
         chunks,
     )
     assert status == 413
+    assert headers["connection"] == "close"
     assert json.loads(body)["error"]["code"] == "payload_too_large"
     assert await _deal_count(sessions) == before
 
