@@ -8,15 +8,20 @@ are real; only this API's Temporal is gone.
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import stripe
 from sqlalchemy import select
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
+from db.closing import INVOICE_STEP
+from db.closing_models import ClosingStep
 from db.models import ApprovalRequest
 from dealflow.ids import SEARCH_ATTRIBUTES
 from dealflow.settings import Settings
@@ -42,6 +47,21 @@ def _assert_unavailable(resp: httpx.Response) -> None:
     assert set(error) == {"code", "message", "details"}
 
 
+def _signed_invoice_paid(invoice_id: str, settings: Settings) -> tuple[bytes, dict]:
+    event = {
+        "id": f"evt_{uuid.uuid4().hex[:16]}",
+        "object": "event",
+        "type": "invoice.paid",
+        "created": int(time.time()),
+        "data": {"object": {"id": invoice_id, "object": "invoice", "currency": "usd"}},
+    }
+    payload = json.dumps(event)
+    header = stripe.WebhookSignature.generate_signature_header(
+        payload, settings.secret("stripe_webhook_secret")
+    )
+    return payload.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
+
+
 async def _pending_step(http, auth) -> tuple[str, str]:
     """A deal waiting for the Finance Director on the main stack: (deal id, step id)."""
     deal = await create_deal(http, auth(REP))
@@ -63,6 +83,18 @@ async def test_decision_ready_to_close_and_readyz_answer_503_while_temporal_is_d
 ):
     deal_id, step_id = await _pending_step(http, auth)
     draft = await create_deal(http, auth(REP))
+    # The invoice the deal's closing would have created (what the Stripe webhook looks up).
+    invoice_id = f"in_{uuid.uuid4().hex[:16]}"
+    async with sessions.begin() as s:
+        s.add(
+            ClosingStep(
+                deal_id=deal_id,
+                quote_version=1,
+                step=INVOICE_STEP,
+                status="done",
+                external_ref=invoice_id,
+            )
+        )
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(find_tool(TEMPORAL)),
@@ -94,6 +126,12 @@ async def test_decision_ready_to_close_and_readyz_answer_503_while_temporal_is_d
             _assert_unavailable(closing)
             # A figure for the report, not an assertion: how long the two calls took.
             print(f"two calls answered 503 in {time.monotonic() - started:.2f} s")
+
+            # Stripe gets the 503 and Retry-After too, so it delivers the payment again later.
+            body, headers = _signed_invoice_paid(invoice_id, settings)
+            _assert_unavailable(
+                await api.post("/v1/webhooks/stripe", content=body, headers=headers)
+            )
 
             not_ready = await api.get("/readyz")
             assert not_ready.status_code == 503
