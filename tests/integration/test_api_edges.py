@@ -343,9 +343,10 @@ async def test_malformed_json_bodies_are_4xx_with_the_error_body(
 
 
 async def test_a_nul_in_the_path_is_400_not_a_database_error(http, auth):
-    resp = await http.get("/v1/deals/deal_%00x", headers=auth(REP))
-    assert resp.status_code == 400
-    assert resp.json()["error"]["code"] == "bad_request"
+    for url in ("/v1/deals/deal_%00x", "/v1/campaigns?cursor=%00"):
+        resp = await http.get(url, headers=auth(REP))
+        assert resp.status_code == 400, url
+        assert resp.json()["error"]["code"] == "bad_request"
 
 
 async def test_an_overlong_idempotency_key_is_422(http, auth, sessions):

@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.body_limit import body_limit_for
+from api.body_limit import BodyLimitMiddleware, body_limit_for
 from api.fields import BoundedText, Currency, MoneyIn, Quantity, iso_currencies, storable
 from api.schemas import DealCreate, LineItemCreate
 from api.unavailable import TemporalUnavailable, is_unavailable
@@ -193,3 +193,43 @@ def test_a_malformed_link_token_is_invalid_not_an_exception(mangle):
 )
 def test_which_errors_mean_temporal_is_unavailable(exc, unavailable):
     assert is_unavailable(exc) is unavailable
+
+
+async def _through_middleware(headers: list[tuple[bytes, bytes]], body: bytes = b"") -> tuple:
+    """Run one request through BodyLimitMiddleware in front of an app that reads the body."""
+    seen: list[bytes] = []
+
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            seen.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/deals", "headers": headers}
+    await BodyLimitMiddleware(app)(scope, receive, send)
+    return sent[0]["status"], b"".join(seen)
+
+
+async def test_the_middleware_refuses_a_content_length_that_is_not_a_number():
+    for value in (b"12abc", b"-1", b"1" * 40, "١٢".encode()):
+        status, read = await _through_middleware([(b"content-length", value)])
+        assert (status, read) == (400, b""), value
+
+
+async def test_the_middleware_counts_a_body_that_lies_about_its_length():
+    body = b" " * (limits.MAX_JSON_BODY + 1)
+    status, _ = await _through_middleware([(b"content-length", b"10")], body)
+    assert status == 413
+    status, read = await _through_middleware([(b"content-length", b"2")], b"{}")
+    assert (status, read) == (200, b"{}")
