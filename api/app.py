@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.routes import (
     approvals,
@@ -29,11 +30,12 @@ from api.routes import (
     stripe_webhook,
     tasks,
 )
+from api.unavailable import install_unavailable_handlers
 from db.engine import make_engine, make_sessionmaker
 from db.org import OrgDirectory, load_org
 from dealflow.logging import configure_logging
 from dealflow.settings import Settings
-from dealflow.temporal import DATA_CONVERTER
+from dealflow.temporal import connect_for_api
 
 log = logging.getLogger("dealflow.api")
 
@@ -65,12 +67,7 @@ def create_app(
         app.state.engine = engine or make_engine(settings.require_database_url())
         app.state.sessions = make_sessionmaker(app.state.engine)
         # Lazy: the API starts (and /readyz says why it is not ready) even while Temporal is down.
-        app.state.temporal = temporal or await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            data_converter=DATA_CONVERTER,
-            lazy=True,
-        )
+        app.state.temporal = temporal or await connect_for_api(settings, lazy=True)
         app.state.sandbox_http = httpx.AsyncClient(timeout=10)
         if settings.is_sandbox:
             await seed_org(app)
@@ -90,6 +87,8 @@ def create_app(
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_unavailable_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)  # added before the metrics: they count its 413s
     ops.install_metrics(app)
     app.include_router(ops.router)
     app.include_router(deals.router)

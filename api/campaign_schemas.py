@@ -8,6 +8,7 @@ report says who was excluded and why.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,12 +16,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
 from activities.email import TemplateSyntaxProblem, check_step_templates
+from api.fields import BoundedText, JsonFloat, JsonInt, RequiredText, storable
+from dealflow import limits
 from domain.schedule import DAY_NAMES, SendWindow
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Template = Annotated[str, StringConstraints(max_length=20_000)]
-MAX_CONTACTS = 100_000
+# Every text type is as long as its column (dealflow/limits.py) and refuses what PostgreSQL cannot
+# store (api/fields.py). Templates keep their whitespace: it is part of the email.
+Template = BoundedText(limits.TEMPLATE, strip=False)
+TimeZoneName = RequiredText(limits.TIMEZONE)
+FieldName = RequiredText(limits.FIELD_NAME)
+FieldValue = BoundedText(limits.FIELD_VALUE, strip=False)
+MAX_CONTACTS = limits.MAX_CONTACTS
 
 
 class _In(BaseModel):
@@ -30,9 +36,9 @@ class _In(BaseModel):
 
 class SenderCreate(_In):
     email: EmailStr
-    name: Short
+    name: RequiredText(limits.PERSON_NAME)
     daily_limit: Annotated[int, Field(ge=1, le=1_000_000)]
-    timezone: Short
+    timezone: TimeZoneName
 
     @model_validator(mode="after")
     def _zone(self) -> SenderCreate:
@@ -44,9 +50,10 @@ class SenderCreate(_In):
 
 
 class SendWindowCreate(_In):
-    start: str = "09:00"
-    end: str = "17:00"
-    days: list[str] | None = None
+    # Short strings; SendWindow.parse says what is wrong with one that does not parse.
+    start: BoundedText(16) = "09:00"
+    end: BoundedText(16) = "17:00"
+    days: Annotated[list[BoundedText(16)], Field(max_length=7)] | None = None
     skip_holidays: bool = True
 
     @model_validator(mode="after")
@@ -66,7 +73,7 @@ class SendWindowCreate(_In):
 
 
 class VariantCreate(_In):
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    name: RequiredText(limits.VARIANT_NAME)
     subject: Template | None = None
     body: Template
 
@@ -77,7 +84,7 @@ class StepCreate(_In):
     send_window: SendWindowCreate = SendWindowCreate()
     subject: Template | None = None
     body: Template | None = None
-    variants: Annotated[list[VariantCreate], Field(max_length=10)] | None = None
+    variants: Annotated[list[VariantCreate], Field(max_length=limits.MAX_VARIANTS)] | None = None
     # Tasks: done when the rep marks them, or after this long (default from Settings).
     task_timeout_hours: Annotated[float, Field(gt=0, le=24 * 90)] | None = None
 
@@ -100,16 +107,20 @@ class StepCreate(_In):
 
 class ContactCreate(_In):
     email: EmailStr
-    first_name: Short | None = None
-    last_name: Short | None = None
-    company: Name | None = None
-    title: Short | None = None
+    first_name: RequiredText(limits.PERSON_NAME) | None = None
+    last_name: RequiredText(limits.PERSON_NAME) | None = None
+    company: RequiredText(limits.COMPANY) | None = None
+    title: RequiredText(limits.TITLE) | None = None
     # Checked by the preflight, not here: one bad zone in an import excludes one contact.
-    timezone: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    timezone: TimeZoneName
     country: (
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?$")] | None
     ) = None
-    fields: dict[str, str | int | float | bool | None] = {}
+    # Stored in JSONB: no NUL, no NaN, no integer a JSON reader would round.
+    fields: Annotated[
+        dict[FieldName, FieldValue | JsonInt | JsonFloat | bool | None],
+        Field(max_length=limits.MAX_CONTACT_FIELDS),
+    ] = {}
 
 
 class TestModeCreate(_In):
@@ -120,11 +131,11 @@ class TestModeCreate(_In):
 
 
 class CampaignCreate(_In):
-    name: Name
+    name: RequiredText(limits.CAMPAIGN_NAME)
     sender: SenderCreate
-    steps: Annotated[list[StepCreate], Field(min_length=1, max_length=20)]
+    steps: Annotated[list[StepCreate], Field(min_length=1, max_length=limits.MAX_STEPS)]
     contacts: Annotated[list[ContactCreate], Field(min_length=1, max_length=MAX_CONTACTS)]
-    fallbacks: dict[str, str] = {}
+    fallbacks: Annotated[dict[FieldName, FieldValue], Field(max_length=limits.MAX_FALLBACKS)] = {}
     pause_company_on_reply: bool | None = None
     ab_min_sample: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     test_mode: TestModeCreate | None = None
@@ -220,7 +231,7 @@ class RetryRead(BaseModel):
 
 
 class TaskDoneCreate(_In):
-    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    note: BoundedText(limits.REASON) | None = None
 
 
 class SuppressionCreate(_In):
@@ -229,7 +240,10 @@ class SuppressionCreate(_In):
         Annotated[
             str,
             StringConstraints(
-                strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9.-]+\.[a-z]+$"
+                strip_whitespace=True,
+                to_lower=True,
+                max_length=limits.DOMAIN,
+                pattern=r"^[a-z0-9.-]+\.[a-z]+$",
             ),
         ]
         | None
@@ -266,10 +280,31 @@ class DeliveryEventCreate(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["delivered", "bounce", "complaint", "open", "click"]
-    message_id: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=3, max_length=300)
-    ]
-    id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    message_id: BoundedText(limits.MESSAGE_ID, min_len=3)
+    # The event key is "<type>:<id>" in a String(200) column: the longest type is 9 characters.
+    id: BoundedText(limits.IDEMPOTENCY_KEY - 10) | None = None
     bounce_type: Literal["hard", "soft"] | None = None
-    url: str | None = None
+    url: BoundedText(limits.FIELD_VALUE) | None = None
     at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _extra_is_storable(self) -> DeliveryEventCreate:
+        # The provider's other fields are kept in a JSONB column, which refuses NUL.
+        _check_storable(self.model_extra or {})
+        return self
+
+
+def _check_storable(value: Any, depth: int = 0) -> None:
+    if depth > 32:
+        raise ValueError("nested too deeply")
+    if isinstance(value, str):
+        storable(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, depth + 1)
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_storable(item, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and Infinity cannot be stored")

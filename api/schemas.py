@@ -12,15 +12,26 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=300)]
-Short = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+from api.fields import (
+    BoundedText,
+    Currency,
+    MoneyIn,
+    Pct,
+    Quantity,
+    RequiredText,
+)
+from dealflow import limits
+
+# Every text type is as long as its column (dealflow/limits.py) and refuses what PostgreSQL cannot
+# store (api/fields.py).
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
-MoneyIn = Annotated[Decimal, Field(ge=0, max_digits=16, decimal_places=4, allow_inf_nan=False)]
-Quantity = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=4, allow_inf_nan=False)]
-Pct = Annotated[Decimal, Field(ge=0, le=100, decimal_places=4, allow_inf_nan=False)]
+Region = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,3}$")]
+TermMonths = Annotated[int, Field(ge=1, le=limits.MAX_TERM_MONTHS)]
+PaymentTermsDays = Annotated[int, Field(ge=0, le=limits.MAX_PAYMENT_TERMS_DAYS)]
+Employees = Annotated[int, Field(ge=0, le=limits.MAX_EMPLOYEES)]
+Email = EmailStr  # email-validator bounds it (254 characters) within the column (limits.EMAIL)
 
 
 class _In(BaseModel):
@@ -29,82 +40,98 @@ class _In(BaseModel):
 
 
 class LineItemCreate(_In):
-    sku: Short
-    description: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
+    sku: RequiredText(limits.SKU)
+    description: BoundedText(limits.LINE_DESCRIPTION)
     quantity: Quantity
     unit_price: MoneyIn
 
+    @model_validator(mode="after")
+    def _line_total_fits(self) -> LineItemCreate:
+        # The bound that keeps the largest quote inside Numeric(18, 4): see dealflow/limits.py.
+        if self.quantity * self.unit_price > limits.MAX_LINE_TOTAL:
+            raise ValueError(
+                f"quantity x unit_price is {self.quantity * self.unit_price:f}; a line may "
+                f"total at most {limits.MAX_LINE_TOTAL:,}"
+            )
+        return self
+
 
 class AccountCreate(_In):
-    name: Name
-    domain: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=255)]
+    name: RequiredText(limits.ACCOUNT_NAME)
+    domain: BoundedText(limits.DOMAIN, min_len=3)
     country: Country
-    region: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,3}$")] | None = None
-    employees: Annotated[int, Field(ge=0)] | None = None
-    industry: Short | None = None
-    tax_id: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
+    region: Region | None = None
+    employees: Employees | None = None
+    industry: RequiredText(limits.INDUSTRY) | None = None
+    tax_id: BoundedText(limits.TAX_ID) | None = None
 
 
 class AccountUpdate(_In):
-    name: Name | None = None
-    domain: Annotated[str, StringConstraints(min_length=3, max_length=255)] | None = None
+    name: RequiredText(limits.ACCOUNT_NAME) | None = None
+    domain: BoundedText(limits.DOMAIN, min_len=3) | None = None
     country: Country | None = None
-    region: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,3}$")] | None = None
-    employees: Annotated[int, Field(ge=0)] | None = None
-    industry: Short | None = None
-    tax_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    region: Region | None = None
+    employees: Employees | None = None
+    industry: RequiredText(limits.INDUSTRY) | None = None
+    tax_id: BoundedText(limits.TAX_ID) | None = None
 
 
 class SignerCreate(_In):
-    name: Name
-    email: EmailStr
-    title: Short | None = None
+    name: RequiredText(limits.PERSON_NAME)
+    email: Email
+    title: RequiredText(limits.TITLE) | None = None
     routing_order: Annotated[int, Field(ge=1, le=100)]
 
 
 class CustomTermCreate(_In):
     kind: Literal["legal", "security", "payment", "other"]
-    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
+    text: RequiredText(limits.CUSTOM_TERM_TEXT)
+
+
+LineItems = Annotated[list[LineItemCreate], Field(max_length=limits.MAX_LINE_ITEMS)]
+Signers = Annotated[list[SignerCreate], Field(max_length=limits.MAX_SIGNERS)]
+CustomTerms = Annotated[list[CustomTermCreate], Field(max_length=limits.MAX_CUSTOM_TERMS)]
+Notes = BoundedText(limits.NOTES, strip=False)
 
 
 class DealCreate(_In):
-    external_id: Short | None = None
-    name: Name
+    external_id: RequiredText(limits.EXTERNAL_ID) | None = None
+    name: RequiredText(limits.DEAL_NAME)
     currency: Currency
-    term_months: Annotated[int, Field(ge=1, le=120)]
+    term_months: TermMonths
     billing_frequency: Literal["annual", "quarterly", "monthly"]
-    payment_terms_days: Annotated[int, Field(ge=0, le=365)]
+    payment_terms_days: PaymentTermsDays
     discount_pct: Pct = Decimal("0")
-    line_items: Annotated[list[LineItemCreate], Field(max_length=500)] = []
+    line_items: LineItems = []
     account: AccountCreate
-    signers: Annotated[list[SignerCreate], Field(max_length=20)] = []
-    custom_terms: Annotated[list[CustomTermCreate], Field(max_length=50)] = []
-    competitor: Short | None = None
-    notes: Annotated[str, StringConstraints(max_length=20000)] | None = None
+    signers: Signers = []
+    custom_terms: CustomTerms = []
+    competitor: RequiredText(limits.COMPETITOR) | None = None
+    notes: Notes | None = None
     close_by: date | None = None
 
 
 class DealUpdate(_In):
     """A partial change. Lists (line items, signers, custom terms) replace the whole list."""
 
-    external_id: Short | None = None
-    name: Name | None = None
+    external_id: RequiredText(limits.EXTERNAL_ID) | None = None
+    name: RequiredText(limits.DEAL_NAME) | None = None
     currency: Currency | None = None
-    term_months: Annotated[int, Field(ge=1, le=120)] | None = None
+    term_months: TermMonths | None = None
     billing_frequency: Literal["annual", "quarterly", "monthly"] | None = None
-    payment_terms_days: Annotated[int, Field(ge=0, le=365)] | None = None
+    payment_terms_days: PaymentTermsDays | None = None
     discount_pct: Pct | None = None
-    line_items: Annotated[list[LineItemCreate], Field(max_length=500)] | None = None
+    line_items: LineItems | None = None
     account: AccountUpdate | None = None
-    signers: Annotated[list[SignerCreate], Field(max_length=20)] | None = None
-    custom_terms: Annotated[list[CustomTermCreate], Field(max_length=50)] | None = None
-    competitor: Short | None = None
-    notes: Annotated[str, StringConstraints(max_length=20000)] | None = None
+    signers: Signers | None = None
+    custom_terms: CustomTerms | None = None
+    competitor: RequiredText(limits.COMPETITOR) | None = None
+    notes: Notes | None = None
     close_by: date | None = None
 
 
 class CancelCreate(_In):
-    reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    reason: BoundedText(limits.REASON) | None = None
 
 
 class QuoteRead(BaseModel):

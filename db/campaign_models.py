@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.models import Base
+from dealflow import limits
 
 
 def _now() -> Any:
@@ -53,16 +54,16 @@ class Campaign(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner_email: Mapped[str] = mapped_column(ForeignKey("people.email"), index=True)
-    name: Mapped[str] = mapped_column(String(300))
+    name: Mapped[str] = mapped_column(String(limits.CAMPAIGN_NAME))
     # draft -> active <-> paused -> completed | cancelled; failed when the preflight refuses it.
     status: Mapped[str] = mapped_column(String(16), default="draft")
     # Bumped by every status change the sequences must hear about; a sequence keeps the newest.
     state_version: Mapped[int] = mapped_column(Integer, default=0)
     status_reason: Mapped[str | None] = mapped_column(Text)
     sender_email: Mapped[str] = mapped_column(String(320), index=True)
-    sender_name: Mapped[str] = mapped_column(String(200))
+    sender_name: Mapped[str] = mapped_column(String(limits.PERSON_NAME))
     sender_daily_limit: Mapped[int] = mapped_column(Integer)
-    sender_timezone: Mapped[str] = mapped_column(String(64))
+    sender_timezone: Mapped[str] = mapped_column(String(limits.TIMEZONE))
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     fallbacks: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     options: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
@@ -91,12 +92,12 @@ class CampaignContact(Base):
     position: Mapped[int] = mapped_column(Integer)  # order of the request, after merging
     email: Mapped[str] = mapped_column(String(320), index=True)  # trimmed, lower-case
     domain: Mapped[str] = mapped_column(String(255), index=True)
-    first_name: Mapped[str | None] = mapped_column(String(200))
-    last_name: Mapped[str | None] = mapped_column(String(200))
-    company: Mapped[str | None] = mapped_column(String(300))
-    title: Mapped[str | None] = mapped_column(String(200))
-    timezone: Mapped[str] = mapped_column(String(64))
-    country: Mapped[str | None] = mapped_column(String(16))
+    first_name: Mapped[str | None] = mapped_column(String(limits.PERSON_NAME))
+    last_name: Mapped[str | None] = mapped_column(String(limits.PERSON_NAME))
+    company: Mapped[str | None] = mapped_column(String(limits.COMPANY))
+    title: Mapped[str | None] = mapped_column(String(limits.TITLE))
+    timezone: Mapped[str] = mapped_column(String(limits.TIMEZONE))
+    country: Mapped[str | None] = mapped_column(String(limits.CONTACT_COUNTRY))
     fields: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     # Who counts as "the same company" for a colleague's reply: the company name, else domain.
     company_key: Mapped[str] = mapped_column(String(300))

@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from dealflow import limits
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -91,22 +93,22 @@ class Deal(Base):
     __mapper_args__ = {"eager_defaults": True}
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(limits.EXTERNAL_ID), unique=True)
     owner_email: Mapped[str] = mapped_column(ForeignKey("people.email"), index=True)
-    name: Mapped[str] = mapped_column(String(300))
+    name: Mapped[str] = mapped_column(String(limits.DEAL_NAME))
     currency: Mapped[str] = mapped_column(String(3))
     term_months: Mapped[int] = mapped_column(Integer)
     billing_frequency: Mapped[str] = mapped_column(String(16))
     payment_terms_days: Mapped[int] = mapped_column(Integer)
     discount_pct: Mapped[Decimal] = mapped_column(Numeric(7, 4))
-    account_name: Mapped[str] = mapped_column(String(300))
-    account_domain: Mapped[str] = mapped_column(String(255))
+    account_name: Mapped[str] = mapped_column(String(limits.ACCOUNT_NAME))
+    account_domain: Mapped[str] = mapped_column(String(limits.DOMAIN))
     account_country: Mapped[str] = mapped_column(String(2))
-    account_region: Mapped[str | None] = mapped_column(String(16))
+    account_region: Mapped[str | None] = mapped_column(String(limits.REGION))
     account_employees: Mapped[int | None] = mapped_column(Integer)
-    account_industry: Mapped[str | None] = mapped_column(String(120))
-    account_tax_id: Mapped[str | None] = mapped_column(String(64))
-    competitor: Mapped[str | None] = mapped_column(String(200))
+    account_industry: Mapped[str | None] = mapped_column(String(limits.INDUSTRY))
+    account_tax_id: Mapped[str | None] = mapped_column(String(limits.TAX_ID))
+    competitor: Mapped[str | None] = mapped_column(String(limits.COMPETITOR))
     notes: Mapped[str | None] = mapped_column(Text)
     # Mirrors the closure's stage for queries across deals; the workflow is the live truth.
     stage: Mapped[str] = mapped_column(String(32), default="draft")
@@ -134,8 +136,8 @@ class LineItem(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     deal_id: Mapped[str] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
-    sku: Mapped[str] = mapped_column(String(100))
-    description: Mapped[str] = mapped_column(String(500))
+    sku: Mapped[str] = mapped_column(String(limits.SKU))
+    description: Mapped[str] = mapped_column(String(limits.LINE_DESCRIPTION))
     quantity: Mapped[Decimal] = mapped_column(Numeric(18, 4))
     unit_price: Mapped[Decimal] = mapped_column(Money)
 
@@ -145,9 +147,9 @@ class Signer(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     deal_id: Mapped[str] = mapped_column(ForeignKey("deals.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    email: Mapped[str] = mapped_column(String(320))
-    title: Mapped[str | None] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(limits.PERSON_NAME))
+    email: Mapped[str] = mapped_column(String(limits.EMAIL))
+    title: Mapped[str | None] = mapped_column(String(limits.TITLE))
     routing_order: Mapped[int] = mapped_column(Integer)
 
 

@@ -9,6 +9,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+
+# The id is at most the approval_links column (64); the expiry is Unix seconds (12 digits reach
+# the year 33658); the HMAC-SHA256 is 43 characters of unpadded base64url. ASCII only: `[0-9]`
+# and friends, not `\d`, which would also take other scripts' digits.
+TOKEN_ID_MAX = 64
+MAX_TOKEN_LENGTH = TOKEN_ID_MAX + 1 + 12 + 1 + 43
+_TOKEN = re.compile(r"([A-Za-z0-9_-]{1,64})\.([0-9]{1,12})\.([A-Za-z0-9_-]{43})")
 
 
 class InvalidToken(Exception):
@@ -26,12 +34,17 @@ def make_token(key: str, token_id: str, expires_unix: int) -> str:
 
 
 def parse_token(key: str, token: str, *, now_unix: float) -> str:
-    """The token id, if the token is ours and not expired; else InvalidToken."""
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[1].isdigit():
+    """The token id, if the token is ours and not expired; else InvalidToken.
+
+    Anything that is not the shape we issue (non-ASCII, too long, a non-numeric or absurd
+    expiry, characters outside base64url) is "malformed" before any HMAC is computed, so
+    garbage from a URL bar or a scanner is a clean 404 and never an exception.
+    """
+    match = _TOKEN.fullmatch(token) if len(token) <= MAX_TOKEN_LENGTH else None
+    if match is None:
         raise InvalidToken("malformed token")
-    token_id, expires, sig = parts
-    if not hmac.compare_digest(sig, _sig(key, f"{token_id}.{expires}")):
+    token_id, expires, sig = match.groups()
+    if not hmac.compare_digest(sig.encode(), _sig(key, f"{token_id}.{expires}").encode()):
         raise InvalidToken("bad signature")
     if int(expires) < now_unix:
         raise InvalidToken("expired")

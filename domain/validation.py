@@ -11,10 +11,12 @@ import re
 from collections.abc import Collection
 from decimal import Decimal
 
+from dealflow.limits import MAX_TERM_MONTHS
 from domain.models import DealTerms, Problem
 from domain.regions import is_eea, vat_prefix
 
-MAX_TERM_MONTHS = 120
+# A business rule, stricter than the edge's bound (limits.MAX_PAYMENT_TERMS_DAYS): a deal with
+# longer terms can be saved, and the closure asks for them to be shortened.
 MAX_PAYMENT_TERMS_DAYS = 180
 
 _CURRENCY = re.compile(r"[A-Z]{3}")

@@ -41,6 +41,7 @@ from db import campaigns as campaigns_db
 from db.campaign_models import Campaign
 from db.contact_deals import contact_deal_history
 from db.models import Person
+from dealflow import limits
 from dealflow.ids import (
     SA_CAMPAIGN_ID,
     SA_CAMPAIGN_STATUS,
@@ -56,7 +57,9 @@ log = logging.getLogger("dealflow.api")
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 suppressions_router = APIRouter(prefix="/v1/suppressions", tags=["campaigns"])
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=limits.IDEMPOTENCY_KEY)
+]
 # A query needs a worker to answer; when none does in this time, reads fall back to the DB.
 QUERY_TIMEOUT = timedelta(seconds=5)
 # The campaign's live view is extra detail on a read the tables already answer: don't wait long.

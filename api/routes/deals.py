@@ -36,6 +36,7 @@ from db import contact_deals as contact_deals_db
 from db import deals as deals_db
 from db.audit import append_audit
 from db.models import Deal, Person
+from dealflow import limits
 from dealflow.ids import deal_closure_workflow_id
 from domain.money import plain_decimal, quantize
 from workflows.deal_closure import (
@@ -50,7 +51,9 @@ router = APIRouter(prefix="/v1/deals", tags=["deals"])
 # While a closure is in one of these stages the rep may change the deal; anywhere else a change
 # would race the process (a contract out for approval must not change under the approvers).
 EDITABLE_STAGES = frozenset({"draft", "needs_attention", "changes_requested", "declined"})
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=limits.IDEMPOTENCY_KEY)
+]
 
 
 def _money(amount: Decimal, currency: str) -> str:

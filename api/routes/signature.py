@@ -19,6 +19,7 @@ from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
 from api.routes.deals import _deal_or_404, _require_owner
 from db.audit import append_audit
+from dealflow import limits
 from dealflow.ids import deal_closure_workflow_id, signature_workflow_id
 from workflows.deal_closure import DealClosureWorkflow
 from workflows.signature import ConnectEvent, OfflineSignature, SignatureWorkflow
@@ -26,7 +27,7 @@ from workflows.signature import ConnectEvent, OfflineSignature, SignatureWorkflo
 log = logging.getLogger("dealflow.api.signature")
 router = APIRouter(tags=["signature"])
 
-MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+MAX_UPLOAD_BYTES = limits.MAX_UPLOAD_BODY
 
 
 def _connect_signatures_valid(raw: bytes, headers: Any, keys: list[str]) -> bool:
@@ -35,10 +36,16 @@ def _connect_signatures_valid(raw: bytes, headers: Any, keys: list[str]) -> bool
     Any header matching any configured key passes (DocuSign sends one signature per active key,
     which is how keys are rotated without downtime).
     """
-    sent = [v for k, v in headers.items() if k.lower().startswith("x-docusign-signature-")]
+    # Bytes, not str: compare_digest raises on a non-ASCII str (a header with a stray "é" was a
+    # 500). Header values arrive as latin-1, so encoding them back is lossless and never fails.
+    sent = [
+        v.strip().encode("latin-1")
+        for k, v in headers.items()
+        if k.lower().startswith("x-docusign-signature-")
+    ]
     for key in keys:
-        expected = base64.b64encode(hmac.new(key.encode(), raw, hashlib.sha256).digest()).decode()
-        if any(hmac.compare_digest(expected, s.strip()) for s in sent):
+        expected = base64.b64encode(hmac.new(key.encode(), raw, hashlib.sha256).digest())
+        if any(hmac.compare_digest(expected, s) for s in sent):
             return True
     return False
 
@@ -56,22 +63,30 @@ async def docusign_connect(
         payload = json.loads(raw)
         data = payload["data"]
         envelope_id = data["envelopeId"]
-    except (ValueError, KeyError, TypeError):
+        fields = ((data.get("envelopeSummary") or {}).get("customFields") or {}).get(
+            "textCustomFields"
+        ) or []
+        key = next((f.get("value") for f in fields if f.get("name") == KEY_FIELD), None)
+        recipient = None
+        if data.get("recipientId"):
+            signers = ((data.get("envelopeSummary") or {}).get("recipients") or {}).get("signers")
+            recipient = next(
+                (
+                    s.get("email")
+                    for s in signers or []
+                    if s.get("recipientId") == data["recipientId"]
+                ),
+                None,
+            )
+    # Signed but not shaped like Connect JSON: not an object where one is expected (TypeError,
+    # AttributeError), not UTF-8 or JSON (ValueError), nested past the parser (RecursionError).
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise ApiError(400, "bad_payload", "Not a DocuSign Connect JSON message.") from None
-    fields = ((data.get("envelopeSummary") or {}).get("customFields") or {}).get(
-        "textCustomFields"
-    ) or []
-    key = next((f.get("value") for f in fields if f.get("name") == KEY_FIELD), None)
-    if not key or ".v" not in key:
+    if not isinstance(key, str) or ".v" not in key:
         return JSONResponse({"received": True, "matched": False})
     deal_id, _, version = key.rpartition(".v")
-    recipient = None
-    if data.get("recipientId"):
-        signers = ((data.get("envelopeSummary") or {}).get("recipients") or {}).get("signers")
-        recipient = next(
-            (s.get("email") for s in signers or [] if s.get("recipientId") == data["recipientId"]),
-            None,
-        )
+    if not (version.isascii() and version.isdigit() and len(version) <= 9):
+        return JSONResponse({"received": True, "matched": False})
     handle = temporal.get_workflow_handle(signature_workflow_id(deal_id, int(version)))
     try:
         await handle.signal(

@@ -23,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
+from api.unavailable import TemporalUnavailable
 from db import closing as closing_db
 from dealflow.ids import deal_closure_workflow_id
 from domain.billing import from_minor_units
@@ -33,6 +34,8 @@ log = logging.getLogger("dealflow.api")
 router = APIRouter(tags=["stripe webhooks"])
 
 INVOICE_PAID_SIGNAL = "invoice_paid"
+# Room for a timestamp and several v1/v0 signatures (one per active secret while rotating).
+MAX_SIGNATURE_HEADER = 2048
 
 
 @router.post("/v1/webhooks/stripe")
@@ -41,22 +44,31 @@ async def stripe_webhook(
 ) -> dict[str, Any]:
     """A Stripe event: ``invoice.paid`` signals the deal's closure; the rest is acknowledged."""
     payload = await request.body()
+    header = request.headers.get("stripe-signature")
+    # The SDK compares signatures as str: a non-ASCII one raises TypeError (a 500) instead of
+    # failing to verify. Stripe's own header is short ASCII (t=..., v1=<hex>, ...).
+    if header is not None and not (header.isascii() and len(header) <= MAX_SIGNATURE_HEADER):
+        raise ApiError(400, "invalid_signature", "The Stripe-Signature header is malformed.")
     try:
         event = stripe.Webhook.construct_event(
-            payload,
-            request.headers.get("stripe-signature"),
-            settings.secret("stripe_webhook_secret"),
+            payload, header, settings.secret("stripe_webhook_secret")
         )
     except stripe.SignatureVerificationError as err:
         raise ApiError(
             400, "invalid_signature", err.user_message or "The signature is not valid."
         ) from None
-    except ValueError:  # signed, but not JSON (or not UTF-8, or not a v1 event)
+    # Signed, but not JSON (or not UTF-8, or not a v1 event), or nested past the parser.
+    except (ValueError, RecursionError):
         raise ApiError(400, "invalid_payload", "The body is not a Stripe event.") from None
 
     if event.type != "invoice.paid":
         return {"received": True, "ignored": True}
-    invoice = event.data.object.to_dict()
+    try:
+        invoice = event.data.object.to_dict()
+        if not isinstance(invoice.get("id"), str):
+            raise TypeError("invoice without an id")
+    except (AttributeError, KeyError, TypeError):
+        raise ApiError(400, "invalid_payload", "The event carries no invoice.") from None
     deal_id = await closing_db.find_deal_by_invoice(session, invoice_id=invoice["id"])
     subscription_id = _subscription_of(invoice)
     if deal_id is None and subscription_id:
@@ -85,7 +97,8 @@ async def stripe_webhook(
             log.info("invoice %s paid; %s is not running: %s", paid.invoice_id, workflow_id, err)
             return {"received": True, "matched": True, "signalled": False}
         log.warning("could not signal %s: %s", workflow_id, err)
-        raise ApiError(503, "unavailable", "Cannot record the payment now; retry.") from None
+        # 503 with Retry-After (api/unavailable.py), so Stripe delivers the event again later.
+        raise TemporalUnavailable(str(err)) from None
     log.info("invoice %s paid: signalled %s", paid.invoice_id, workflow_id)
     return {"received": True, "matched": True, "signalled": True}
 
