@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.errors import install_error_handlers
+from api.openapi import install_openapi
 from api.routes import (
     approvals,
     campaigns,
@@ -99,4 +100,6 @@ def create_app(
     app.include_router(stripe_webhook.router)
     if settings.is_sandbox:
         app.include_router(sandbox.router)
+    # Last: the document is built from every route included above.
+    install_openapi(app)
     return app
