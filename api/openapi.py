@@ -34,6 +34,7 @@ from fastapi.routing import APIRoute
 
 from api.deps import get_current_person, get_temporal
 from api.errors import ErrorResponse
+from api.idempotency import MAX_KEY_LENGTH
 
 JSON = "application/json"
 HTML = "text/html"
@@ -89,6 +90,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         success={200: _PAGE_OR_JSON},
     ),
     ("POST", "/v1/deals/{deal_id}/signature/offline"): Operation(errors=frozenset({409})),
+    ("POST", "/v1/deals/{deal_id}/closing/retry"): Operation(errors=frozenset({409})),
     ("POST", "/v1/campaigns/{campaign_id}/launch"): Operation(errors=frozenset({409})),
     ("POST", "/v1/campaigns/{campaign_id}/pause"): Operation(errors=frozenset({409})),
     ("POST", "/v1/campaigns/{campaign_id}/resume"): Operation(errors=frozenset({409})),
@@ -173,6 +175,7 @@ def document_errors(schema: dict[str, Any], routes: list[Any]) -> None:
             if op is None:
                 continue
             op["operationId"] = _operation_id(route, method)
+            _state_header_constraints(op)
             extra = OPERATIONS.get((method, route.path_format), Operation())
             responses = op.setdefault("responses", {})
             if get_current_person in _calls(route):
@@ -183,6 +186,8 @@ def document_errors(schema: dict[str, Any], routes: list[Any]) -> None:
             for code, response in responses.items():
                 if not code.isdigit() or int(code) < 400:
                     continue
+                if "content" in response and "HTTPValidationError" not in repr(response):
+                    continue  # the route documented this body itself
                 # FastAPI's 422 says HTTPValidationError; ours answers with ErrorResponse.
                 response["content"] = {
                     media: ({"schema": ERROR_REF} if media == JSON else HTML_PAGE)
@@ -203,7 +208,23 @@ def document_errors(schema: dict[str, Any], routes: list[Any]) -> None:
                     entry["content"] = {
                         m: (old if m == JSON and old else _media_schema(m)) for m in media_types
                     }
+            op["responses"] = dict(sorted(responses.items()))
     _drop_unused(schemas, schema, ("HTTPValidationError", "ValidationError"))
+
+
+def _state_header_constraints(op: dict[str, Any]) -> None:
+    """Constraints the API enforces on a header by hand (400, not 422), stated in the schema."""
+    for param in op.get("parameters", []):
+        if param.get("in") == "header" and param.get("name", "").lower() == "idempotency-key":
+            schema = param.setdefault("schema", {})
+            for option in schema.get("anyOf", [schema]):
+                if option.get("type") == "string":
+                    option.update(minLength=1, maxLength=MAX_KEY_LENGTH)
+            param.setdefault(
+                "description",
+                f"Same key and body: the first response again (1 to {MAX_KEY_LENGTH} "
+                "characters; otherwise 400).",
+            )
 
 
 def _media_schema(media: str) -> dict[str, Any]:
