@@ -21,6 +21,7 @@ loop, so schemathesis (synchronous, ``requests``) runs in a thread while the loo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.utils.campaigns import campaign_payload, contact, unique
-from tests.utils.deals import CFO, OPS, REP, deal_payload
+from tests.utils.deals import CFO, OPS, REP, create_deal, wait_for_stage
 
 # Per operation and generation mode: ~30 operations x 2 modes x 25 stays around a minute or
 # two on the 2-core CI machine, and still reaches every documented error of every operation.
@@ -57,12 +58,14 @@ CHECKS = [
 # The /_sandbox control paths act as the third parties (Slack, DocuSign, CRM, mail) and exist
 # only in the sandbox profile; they are not part of the service's contract (API.md, "Sandbox").
 EXCLUDED_PATHS = r"^/_sandbox/"
-# Operations that start a process (workflows, renders, mail) get generated ids only: on the real
-# deal or campaign they would keep this 2-core machine busy long after the test.
+# Operations that start a process (workflows, renders, mail) never get a real draft: they would
+# keep this 2-core machine busy long after the test. The live deal's closure already runs, so
+# ready-to-close on it is the documented repeat (200), and starts nothing.
 STARTS_PROCESSES = {
     ("POST", "/v1/deals/{deal_id}/ready-to-close"),
     ("POST", "/v1/campaigns/{campaign_id}/launch"),
 }
+STARTS_FROM_DRAFT = {"deal_id", "campaign_id"}  # their first known id is a draft
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Report:
     findings: list[str] = field(default_factory=list)
     unsatisfiable: list[str] = field(default_factory=list)
     kinds: dict[str, int] = field(default_factory=dict)  # failure title -> operations
+    by_operation: dict[str, dict[int, int]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -84,7 +88,24 @@ class Report:
         )
 
 
-def run_contract(api_url: str, callers: list[dict[str, str]], known: dict[str, str]) -> Report:
+def real_path_parameters(
+    method: str, path: str, names: list[str], known: dict[str, list[str]]
+) -> list[dict[str, str]]:
+    """Every combination of real ids for the path parameters (none when one is unknown).
+
+    A draft (the first deal id) is never given to an operation that starts a process.
+    """
+    if not names or not set(names) <= set(known):
+        return []
+    values = {n: known[n] for n in names}
+    if (method, path) in STARTS_PROCESSES:
+        values = {n: v[1:] if n in STARTS_FROM_DRAFT else v for n, v in values.items()}
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*values.values())]
+
+
+def run_contract(
+    api_url: str, callers: list[dict[str, str]], known: dict[str, list[str]]
+) -> Report:
     """Run every operation's examples against ``api_url``; collect findings, do not stop."""
     report = Report()
     started = time.monotonic()
@@ -95,20 +116,17 @@ def run_contract(api_url: str, callers: list[dict[str, str]], known: dict[str, s
     for result in schema.get_all_operations():
         operation = result.ok()
         report.operations.append(operation.label)
-        path_names = [p.name for p in operation.path_parameters]
-        real = (
-            {name: known[name] for name in path_names}
-            if (operation.method.upper(), operation.path) not in STARTS_PROCESSES
-            and path_names
-            and set(path_names) <= set(known)
-            else None
+        reals = real_path_parameters(
+            operation.method.upper(),
+            operation.path,
+            [p.name for p in operation.path_parameters],
+            known,
         )
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            cases = operation.as_strategy(generation_mode=mode)
-            if real is not None:
-                cases = st.one_of(
-                    cases, operation.as_strategy(generation_mode=mode, path_parameters=real)
-                )
+            cases = st.one_of(
+                operation.as_strategy(generation_mode=mode),
+                *(operation.as_strategy(generation_mode=mode, path_parameters=r) for r in reals),
+            )
 
             @settings(
                 max_examples=EXAMPLES,
@@ -124,9 +142,10 @@ def run_contract(api_url: str, callers: list[dict[str, str]], known: dict[str, s
                     base_url=api_url, session=http, headers=caller, checks=CHECKS, timeout=30
                 )
                 report.calls += 1
-                report.statuses[response.status_code] = (
-                    report.statuses.get(response.status_code, 0) + 1
-                )
+                code = response.status_code
+                report.statuses[code] = report.statuses.get(code, 0) + 1
+                seen = report.by_operation.setdefault(case.operation.label, {})
+                seen[code] = seen.get(code, 0) + 1
 
             try:
                 probe()
@@ -145,24 +164,38 @@ def run_contract(api_url: str, callers: list[dict[str, str]], known: dict[str, s
 
 
 async def test_openapi_contract(api_url: str, auth) -> None:
-    # Real resources for the reads: a draft deal and a draft campaign owned by the rep.
+    # Real resources, so that reads answer 200 with real bodies and state rules answer 409: a
+    # draft deal, a deal whose closure waits for approval (quote and documents rendered), and
+    # a draft campaign, all owned by the rep. Nobody among the callers may decide its step
+    # (the finance director is not one), so the run does not move the live deal along.
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
-        resp = await client.post("/v1/deals", json=deal_payload(), headers=auth(REP))
-        assert resp.status_code == 201, resp.text
-        deal_id = resp.json()["id"]
+        draft = await create_deal(client, auth(REP))
+        live = await create_deal(client, auth(REP))
+        resp = await client.post(f"/v1/deals/{live['id']}/ready-to-close", headers=auth(REP))
+        assert resp.status_code == 202, resp.text
+        waiting = await wait_for_stage(client, live["id"], auth(REP), "awaiting_approval")
+        assert waiting["documents"] and waiting["approvals"], waiting
         email = f"{unique('c')}@contract.example"
         resp = await client.post(
             "/v1/campaigns", json=campaign_payload([contact(email)]), headers=auth(REP)
         )
         assert resp.status_code == 201, resp.text
         campaign_id = resp.json()["id"]
-    known = {"deal_id": deal_id, "campaign_id": campaign_id, "email": email}
+    known = {
+        "deal_id": [draft["id"], live["id"]],
+        "document_id": [waiting["documents"][0]["id"]],
+        "step_id": [waiting["approvals"][0]["step_id"]],
+        "campaign_id": [campaign_id],
+        "email": [email],
+    }
     callers = [{}, auth(REP), auth(CFO), auth(OPS)]
 
     report = await asyncio.to_thread(run_contract, api_url, callers, known)
 
     print(report.summary())
+    for label, seen in report.by_operation.items():
+        print(f"  {label}: {dict(sorted(seen.items()))}")
     assert len(report.operations) >= 30, report.operations
     # Every caller and both modes were exercised: refusals and successes alike.
-    assert {200, 401, 403, 404, 422} <= set(report.statuses), report.summary()
+    assert {200, 401, 403, 404, 409, 422} <= set(report.statuses), report.summary()
     assert not report.findings, report.summary() + "\n\n" + "\n\n".join(report.findings)
