@@ -31,7 +31,9 @@ from fastapi import FastAPI, routing
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
+from api import responses as bodies
 from api.deps import get_current_person, get_temporal
 from api.errors import ErrorResponse
 from api.idempotency import MAX_KEY_LENGTH
@@ -64,11 +66,14 @@ class Operation:
     # Success codes and their media types beyond the one FastAPI documents; a code already
     # documented gets these media types instead. An empty tuple: the documented content.
     success: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    # The JSON body of the route's own success code, for routes that answer a plain dict.
+    body: type[BaseModel] | None = None
 
 
 _PAGE_OR_JSON = (JSON, HTML)
 OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("GET", "/readyz"): Operation(errors=frozenset({503})),
+    ("GET", "/healthz"): Operation(body=bodies.Health),
+    ("GET", "/readyz"): Operation(errors=frozenset({503}), body=bodies.Readiness),
     ("GET", "/metrics"): Operation(success={200: ("text/plain",)}),
     ("POST", "/v1/deals"): Operation(errors=frozenset({409})),  # duplicate external_id
     ("PATCH", "/v1/deals/{deal_id}"): Operation(errors=frozenset({409})),  # locked stage
@@ -77,6 +82,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=frozenset({409}), success={200: ()}
     ),
     ("POST", "/v1/deals/{deal_id}/cancel"): Operation(errors=frozenset({409})),
+    ("GET", "/v1/deals/{deal_id}/audit"): Operation(body=bodies.AuditTrail),
     ("GET", "/v1/documents/{document_id}"): Operation(success={200: ("application/pdf", HTML)}),
     ("POST", "/v1/approvals/{step_id}/decision"): Operation(errors=frozenset({409})),
     # The link page answers its refusals (expired 403, unknown 404, used 409) as a page too.
@@ -88,21 +94,37 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         errors=frozenset({403, 409, 413, 422}),
         error_media=_PAGE_OR_JSON,
         success={200: _PAGE_OR_JSON},
+        body=bodies.LinkOutcome,
     ),
-    ("POST", "/v1/deals/{deal_id}/signature/offline"): Operation(errors=frozenset({409})),
-    ("POST", "/v1/deals/{deal_id}/closing/retry"): Operation(errors=frozenset({409})),
+    ("PUT", "/v1/approvers/{email}/out-of-office"): Operation(body=bodies.OutOfOfficeRead),
+    ("POST", "/v1/deals/{deal_id}/signature/offline"): Operation(
+        errors=frozenset({409}), body=bodies.OfflineSignatureAccepted
+    ),
+    ("POST", "/v1/deals/{deal_id}/closing/retry"): Operation(
+        errors=frozenset({409}), body=bodies.RetryRequested
+    ),
     ("POST", "/v1/campaigns/{campaign_id}/launch"): Operation(errors=frozenset({409})),
     ("POST", "/v1/campaigns/{campaign_id}/pause"): Operation(errors=frozenset({409})),
     ("POST", "/v1/campaigns/{campaign_id}/resume"): Operation(errors=frozenset({409})),
     ("POST", "/v1/campaigns/{campaign_id}/cancel"): Operation(errors=frozenset({409})),
     ("POST", "/v1/campaigns/{campaign_id}/contacts/{email}/tasks/{step}/done"): Operation(
-        errors=frozenset({409})
+        errors=frozenset({409}), body=bodies.TaskDoneRead
     ),
+    ("POST", "/v1/suppressions"): Operation(body=bodies.SuppressionRead),
+    ("POST", "/v1/webhooks/slack/interactions"): Operation(body=bodies.SlackAnswer),
+    ("POST", "/v1/webhooks/docusign"): Operation(body=bodies.WebhookReceived),
     # Stripe's signature failures are 400 (Stripe's convention), never 401.
-    ("POST", "/v1/webhooks/stripe"): Operation(not_errors=frozenset({401})),
-    ("POST", "/v1/webhooks/email/inbound"): Operation(errors=frozenset({422})),
-    ("POST", "/v1/webhooks/email/events"): Operation(errors=frozenset({422})),
+    ("POST", "/v1/webhooks/stripe"): Operation(
+        not_errors=frozenset({401}), body=bodies.WebhookReceived
+    ),
+    ("POST", "/v1/webhooks/email/inbound"): Operation(
+        errors=frozenset({422}), body=bodies.InboundRead
+    ),
+    ("POST", "/v1/webhooks/email/events"): Operation(
+        errors=frozenset({422}), body=bodies.DeliveryEventRead
+    ),
     ("GET", "/v1/unsubscribe/{token}"): Operation(success={200: (HTML,)}),
+    ("POST", "/v1/unsubscribe/{token}"): Operation(body=bodies.Unsubscribed),
 }
 
 
@@ -208,8 +230,19 @@ def document_errors(schema: dict[str, Any], routes: list[Any]) -> None:
                     entry["content"] = {
                         m: (old if m == JSON and old else _media_schema(m)) for m in media_types
                     }
+            if extra.body is not None:
+                own = responses[str(route.status_code or 200)].setdefault("content", {})
+                own.setdefault(JSON, {})["schema"] = _component(schemas, extra.body)
             op["responses"] = dict(sorted(responses.items()))
     _drop_unused(schemas, schema, ("HTTPValidationError", "ValidationError"))
+
+
+def _component(schemas: dict[str, Any], model: type[BaseModel]) -> dict[str, str]:
+    """Put ``model`` (and the models it uses) in the components; a reference to it."""
+    found = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(found.pop("$defs", {}))
+    schemas[model.__name__] = found
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def _state_header_constraints(op: dict[str, Any]) -> None:

@@ -74,6 +74,17 @@ def test_success_codes_and_media_types_are_the_sent_ones(document):
     }
 
 
+def test_routes_answering_dicts_document_their_body(document):
+    ops = {(m, p): op for m, p, op in _operations(document)}
+    audit = ops[("GET", "/v1/deals/{deal_id}/audit")]["responses"]["200"]["content"]
+    assert audit["application/json"]["schema"] == {"$ref": "#/components/schemas/AuditTrail"}
+    link = ops[("POST", "/v1/approvals/links/{token}")]["responses"]["200"]["content"]
+    assert link["application/json"]["schema"] == {"$ref": "#/components/schemas/LinkOutcome"}
+    assert "text/html" in link
+    # Open: a route may add a field without breaking the contract.
+    assert document["components"]["schemas"]["AuditTrail"]["additionalProperties"] is True
+
+
 def test_operation_ids_are_unique(document):
     ids = [op["operationId"] for _, _, op in _operations(document)]
     assert len(ids) == len(set(ids))
