@@ -11,12 +11,15 @@ from what it depends on, so it is added here, centrally, rather than on every ro
 - a request body: 400 (not JSON, malformed multipart) and 413 (too large);
 - an ``Idempotency-Key`` header: 400 (a key of the wrong length);
 - the Temporal client (``get_temporal``): 503 (Temporal cannot be reached now; retry);
+- an authenticated change (POST, PUT, PATCH, DELETE) to a resource named in the path: 409
+  (its state does not allow it now: a locked deal, an ended closure, a decided step...);
 - a webhook (``/v1/webhooks/``): 400 (not the provider's payload), 401 (signature), 413.
 
-What no dependency tells (a 409 for a state that does not allow the call, a second success
-code, a page instead of JSON) is in ``OPERATIONS`` below. A new route that can answer a code
-the rules do not give declares it on its decorator, ``responses={409: {"description": "..."}}``:
-every error response without a body schema gets ``ErrorResponse`` here.
+What no dependency tells (a create's 409, a second success code, a page instead of JSON, the
+body of a route that answers a plain dict) is in ``OPERATIONS`` below. A new route that can
+answer a code the rules do not give declares it on its decorator,
+``responses={409: {"description": "..."}}``: every error response without a body schema gets
+``ErrorResponse`` here.
 """
 
 from __future__ import annotations
@@ -76,15 +79,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/readyz"): Operation(errors=frozenset({503}), body=bodies.Readiness),
     ("GET", "/metrics"): Operation(success={200: ("text/plain",)}),
     ("POST", "/v1/deals"): Operation(errors=frozenset({409})),  # duplicate external_id
-    ("PATCH", "/v1/deals/{deal_id}"): Operation(errors=frozenset({409})),  # locked stage
     # 202 when it starts the closure, 200 with the same workflow when one already runs.
-    ("POST", "/v1/deals/{deal_id}/ready-to-close"): Operation(
-        errors=frozenset({409}), success={200: ()}
-    ),
-    ("POST", "/v1/deals/{deal_id}/cancel"): Operation(errors=frozenset({409})),
+    ("POST", "/v1/deals/{deal_id}/ready-to-close"): Operation(success={200: ()}),
     ("GET", "/v1/deals/{deal_id}/audit"): Operation(body=bodies.AuditTrail),
     ("GET", "/v1/documents/{document_id}"): Operation(success={200: ("application/pdf", HTML)}),
-    ("POST", "/v1/approvals/{step_id}/decision"): Operation(errors=frozenset({409})),
     # The link page answers its refusals (expired 403, unknown 404, used 409) as a page too.
     ("GET", "/v1/approvals/links/{token}"): Operation(
         errors=frozenset({403, 409}), error_media=(HTML,)
@@ -96,19 +94,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         success={200: _PAGE_OR_JSON},
         body=bodies.LinkOutcome,
     ),
-    ("PUT", "/v1/approvers/{email}/out-of-office"): Operation(body=bodies.OutOfOfficeRead),
+    ("PUT", "/v1/approvers/{email}/out-of-office"): Operation(
+        not_errors=frozenset({409}), body=bodies.OutOfOfficeRead
+    ),
     ("POST", "/v1/deals/{deal_id}/signature/offline"): Operation(
-        errors=frozenset({409}), body=bodies.OfflineSignatureAccepted
+        body=bodies.OfflineSignatureAccepted
     ),
-    ("POST", "/v1/deals/{deal_id}/closing/retry"): Operation(
-        errors=frozenset({409}), body=bodies.RetryRequested
-    ),
-    ("POST", "/v1/campaigns/{campaign_id}/launch"): Operation(errors=frozenset({409})),
-    ("POST", "/v1/campaigns/{campaign_id}/pause"): Operation(errors=frozenset({409})),
-    ("POST", "/v1/campaigns/{campaign_id}/resume"): Operation(errors=frozenset({409})),
-    ("POST", "/v1/campaigns/{campaign_id}/cancel"): Operation(errors=frozenset({409})),
+    ("POST", "/v1/deals/{deal_id}/closing/retry"): Operation(body=bodies.RetryRequested),
     ("POST", "/v1/campaigns/{campaign_id}/contacts/{email}/tasks/{step}/done"): Operation(
-        errors=frozenset({409}), body=bodies.TaskDoneRead
+        body=bodies.TaskDoneRead
     ),
     ("POST", "/v1/suppressions"): Operation(body=bodies.SuppressionRead),
     ("POST", "/v1/webhooks/slack/interactions"): Operation(body=bodies.SlackAnswer),
@@ -149,6 +143,8 @@ def error_codes(route: APIRoute, method: str) -> set[int]:
         codes.add(400)
     if get_temporal in calls:
         codes.add(503)
+    if path and method in ("POST", "PUT", "PATCH", "DELETE") and get_current_person in calls:
+        codes.add(409)  # a change to an existing resource: its state may not allow it now
     if route.path_format.startswith("/v1/webhooks/"):
         codes |= {400, 401, 413}
     extra = OPERATIONS.get((method, route.path_format), Operation())
