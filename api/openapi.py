@@ -6,6 +6,7 @@ from what it depends on, so it is added here, centrally, rather than on every ro
 - the caller's API key (``get_current_person``): 401 (missing or unknown key), 403 (wrong role
   or not the owner), and the bearer security scheme;
 - a path parameter: 404 (no such deal, campaign, step, link...);
+- a path or query parameter: 400 (a NUL character, refused before any route runs);
 - any parameter or body: 422 (validation; our handler answers with ``ErrorResponse``, so it
   replaces FastAPI's ``HTTPValidationError``);
 - a request body: 400 (not JSON, malformed multipart) and 413 (too large);
@@ -46,6 +47,9 @@ HTML = "text/html"
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 HTML_PAGE: dict[str, Any] = {"schema": {"type": "string"}}
 BEARER = "ApiKey"
+# Answered by the middleware or validation before the route runs (a NUL in the path, a body too
+# large or not JSON, invalid parameters), so JSON even where the route itself answers a page.
+BEFORE_THE_ROUTE = frozenset({400, 413, 422})
 
 DESCRIPTIONS = {
     400: "Malformed request (not JSON, bad header, not the provider's payload).",
@@ -89,7 +93,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     # A form post gets a page back, a JSON client JSON, whether it is recorded or refused.
     ("POST", "/v1/approvals/links/{token}"): Operation(
-        errors=frozenset({403, 409, 413, 422}),
+        errors=frozenset({403, 409, 413, 422}),  # 422 raised by the route, in JSON
         error_media=_PAGE_OR_JSON,
         success={200: _PAGE_OR_JSON},
         body=bodies.LinkOutcome,
@@ -135,6 +139,8 @@ def error_codes(route: APIRoute, method: str) -> set[int]:
         codes |= {401, 403}
     if path:
         codes.add(404)
+    if path or query:
+        codes.add(400)  # a NUL character in the path or query: no route can use it
     if body or path or query or headers:
         codes.add(422)
     if body:
@@ -211,8 +217,8 @@ def document_errors(schema: dict[str, Any], routes: list[Any]) -> None:
                     media: ({"schema": ERROR_REF} if media == JSON else HTML_PAGE)
                     for media in extra.error_media
                 }
-                if int(code) == 422 and HTML in extra.error_media:
-                    # Validation refusals are raised before any page is rendered: JSON only.
+                if int(code) in BEFORE_THE_ROUTE:
+                    # Refused before any page could be rendered: always the JSON error body.
                     response["content"] = {JSON: {"schema": ERROR_REF}}
             for code, media_types in extra.success.items():
                 documented = next(
