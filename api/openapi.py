@@ -9,7 +9,7 @@ from what it depends on, so it is added here, centrally, rather than on every ro
 - a path or query parameter: 400 (a NUL character, refused before any route runs);
 - any parameter or body: 422 (validation; our handler answers with ``ErrorResponse``, so it
   replaces FastAPI's ``HTTPValidationError``);
-- a request body: 400 (not JSON, malformed multipart) and 413 (too large);
+- a request body: 400 (not JSON, malformed multipart); any POST, PUT or PATCH: 413 (too large);
 - an ``Idempotency-Key`` header: 400 (a key of the wrong length);
 - the Temporal client (``get_temporal``): 503 (Temporal cannot be reached now; retry);
 - an authenticated change (POST, PUT, PATCH, DELETE) to a resource named in the path: 409
@@ -121,8 +121,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("POST", "/v1/webhooks/email/events"): Operation(
         errors=frozenset({422}), body=bodies.DeliveryEventRead
     ),
-    ("GET", "/v1/unsubscribe/{token}"): Operation(success={200: (HTML,)}),
-    ("POST", "/v1/unsubscribe/{token}"): Operation(body=bodies.Unsubscribed),
+    # The footer link's page and its button answer with pages (an unknown link too); the RFC
+    # 8058 one-click POST answers JSON.
+    ("GET", "/v1/unsubscribe/{token}"): Operation(
+        success={200: (HTML,)}, error_media=_PAGE_OR_JSON
+    ),
+    ("POST", "/v1/unsubscribe/{token}"): Operation(
+        success={200: _PAGE_OR_JSON}, error_media=_PAGE_OR_JSON, body=bodies.Unsubscribed
+    ),
 }
 
 
@@ -144,7 +150,9 @@ def error_codes(route: APIRoute, method: str) -> set[int]:
     if body or path or query or headers:
         codes.add(422)
     if body:
-        codes |= {400, 413}
+        codes.add(400)
+    if body or method in ("POST", "PUT", "PATCH"):
+        codes.add(413)  # the request-size limit holds for every body, declared or read raw
     if any(p.alias.lower() == "idempotency-key" for p in headers):
         codes.add(400)
     if get_temporal in calls:
