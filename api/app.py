@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
+from api.openapi import install_openapi
 from api.routes import (
     approvals,
     campaigns,
@@ -104,4 +105,6 @@ def create_app(
     app.include_router(contact_deals.router)
     if settings.is_sandbox:
         app.include_router(sandbox.router)
+    # Last: the document is built from every route included above.
+    install_openapi(app)
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("dealflow.api")
@@ -24,6 +25,25 @@ _DEFAULT_CODES = {
     422: "invalid_request",
     503: "unavailable",
 }
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a stable machine-readable ``code``, a sentence, and structured details."""
+
+    # Closed: the document promises exactly these keys, and the contract test holds us to it.
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(examples=["invalid_request"])
+    message: str = Field(examples=["The request is not valid; see details."])
+    details: list[Any] = Field(
+        examples=[[{"field": "line_items.0.quantity", "message": "must be greater than 0"}]]
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The one error body of every 4xx and 5xx (see ``error_body``): documented in OpenAPI."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: ErrorInfo
 
 
 class ApiError(Exception):

@@ -157,6 +157,8 @@ async def retry_closing(
     if not {"ops", "admin"} & set(person.roles):
         raise ApiError(403, "forbidden", "Only ops may retry closing.")
     deal = await _deal_or_404(session, deal_id)
+    if deal.stage == "draft":
+        raise ApiError(409, "no_closure", "This deal has no closure to retry.")
     await append_audit(
         session,
         deal_id=deal.id,
@@ -166,7 +168,13 @@ async def retry_closing(
         detail={},
     )
     await session.commit()
-    await temporal.get_workflow_handle(deal_closure_workflow_id(deal.id)).signal(
-        DealClosureWorkflow.retry_closing, person.email
-    )
+    try:
+        await temporal.get_workflow_handle(deal_closure_workflow_id(deal.id)).signal(
+            DealClosureWorkflow.retry_closing, person.email
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        # The closure has ended: nothing to retry; a state of the deal, not a server error.
+        raise ApiError(409, "closure_ended", "This deal's closure has already ended.") from None
     return {"status": "retry requested"}
