@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import Country, Currency, Name
+from api.fields import Currency, RequiredText
+from api.schemas import Country, PaymentTermsDays, Region, TermMonths
+from dealflow import limits
 
 # API.md's deal stages: the values `GET /v1/deals?stage=` accepts.
 DEAL_STAGES = frozenset(
@@ -136,10 +138,10 @@ class _In(BaseModel):
 class ContactDealCreate(_In):
     """Optional: what the contact's record cannot say. Everything else comes from the contact."""
 
-    name: Name | None = None
+    name: RequiredText(limits.DEAL_NAME) | None = None
     currency: Currency = "USD"
-    term_months: Annotated[int, Field(ge=1, le=120)] = 12
+    term_months: TermMonths = 12
     billing_frequency: Literal["annual", "quarterly", "monthly"] = "annual"
-    payment_terms_days: Annotated[int, Field(ge=0, le=365)] = 30
+    payment_terms_days: PaymentTermsDays = 30
     country: Country | None = Field(None, description="When the contact has no country.")
-    region: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,3}$")] | None = None
+    region: Region | None = None
