@@ -229,7 +229,10 @@ def _decode(part: Message) -> str:
     except Exception:
         raw = None
     if raw is None:
-        payload = part.get_payload()
+        try:
+            payload = part.get_payload()
+        except Exception:  # undecodable bytes (surrogates) beside non-ASCII text: read it as is
+            payload = getattr(part, "_payload", "")
         return storable(payload[:MAX_DECODED_TEXT]) if isinstance(payload, str) else ""
     raw = raw[: MAX_DECODED_TEXT * 4]  # UTF-8 takes at most 4 bytes a character
     charset = None
@@ -586,14 +589,16 @@ def _year(raw: str | None) -> int | None:
 def _find_dates(text: str, languages: Sequence[str]) -> list[_DateHit]:
     alternation, months = _month_alternation(languages)
     hits: list[_DateHit] = []
-    taken: list[tuple[int, int]] = []
+    # Characters already part of a date: a lookup per character of a (short) match, not a scan
+    # of every earlier match (which made a text of many dates quadratic).
+    taken = bytearray(len(text))
 
     def add(match: re.Match[str], month: int, day: int, year: int | None) -> None:
-        span = match.span()
-        if any(span[0] < end and start < span[1] for start, end in taken):
+        start, end = match.span()
+        if any(taken[start:end]):
             return
-        taken.append(span)
-        hits.append(_DateHit(span[0], month, day, year))
+        taken[start:end] = b"\x01" * (end - start)
+        hits.append(_DateHit(start, month, day, year))
 
     for m in re.finditer(r"(?<![\d.])(\d{4})-(\d{1,2})-(\d{1,2})(?![\d])", text):
         add(m, int(m.group(2)), int(m.group(3)), int(m.group(1)))

@@ -90,6 +90,7 @@ _MAX_TIMESTAMP_DIGITS = 12
 # The Message-ID column; References may name hundreds of messages, the newest are enough.
 _MAX_ID = 255
 _MAX_THREAD_IDS = 100
+_MAX_EVENT_KEY = 200  # campaign_delivery_events.event_key
 
 # The parse and the classification run in threads, not processes: their cost is bounded (linear
 # in a bounded prefix, see domain/replies.py), the email package's parser is pure Python that
@@ -187,6 +188,14 @@ def _json(body: bytes) -> Any:
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
 
 
+def _fits(value: str, length: int) -> str:
+    """``value`` if it fits a column of ``length``, else a stable digest of it (still unique,
+    so a provider's retry is still recognised; such an id matches none of our sends anyway)."""
+    if len(value) <= length:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _storable_json(value: Any) -> Any:
     """A JSON value PostgreSQL's JSONB accepts: no NUL, no lone surrogates, in keys or strings."""
     if isinstance(value, str):
@@ -227,7 +236,9 @@ class _Inbound:
         hook = before_classify
         if hook is not None:
             hook()
-        data = _json(body)
+        # Real mail carries NUL and undecodable bytes (as lone surrogates in the provider's
+        # JSON): removed here, so the message is recorded rather than refused or half-written.
+        data = _storable_json(_json(body))
         if isinstance(data, dict) and "raw" in data:
             try:
                 raw = InboundRaw.model_validate(data)
@@ -502,17 +513,17 @@ async def delivery_events(
     """Delivery events: bounces and complaints stop and suppress; opens and clicks count."""
     body = await verified_body(request, settings)
     try:
-        event = DeliveryEventCreate.model_validate(_json(body))
+        event = DeliveryEventCreate.model_validate(_storable_json(_json(body)))
     except ValidationError as err:
         raise _validation_error(err) from None
-    key = storable(event.id or "") or hashlib.sha256(body).hexdigest()
+    key = event.id or hashlib.sha256(body).hexdigest()
     outcome = await campaigns_db.record_delivery_event(
         session,
         type=event.type,
-        message_id=storable(event.message_id),
-        event_key=f"{event.type}:{key}",
+        message_id=_fits(event.message_id.strip().strip("<>").strip(), _MAX_ID),
+        event_key=_fits(f"{event.type}:{key}", _MAX_EVENT_KEY),
         bounce_type=event.bounce_type,
-        detail=_storable_json(event.model_dump(mode="json", exclude={"type", "message_id"})),
+        detail=event.model_dump(mode="json", exclude={"type", "message_id"}),
     )
     send = outcome.send
     await session.commit()
