@@ -49,6 +49,7 @@ from db import campaigns as campaigns_db
 from db.campaign_models import CampaignSend, InboundMessage
 from dealflow.ids import campaign_workflow_id, sequence_workflow_id
 from dealflow.limits import (
+    MAX_DECODED_TEXT,
     MAX_INBOUND_MAIL_BODY,
     MAX_JSON_BODY,
     MAX_MAIL_HEADER_VALUE,
@@ -272,7 +273,7 @@ class _Inbound:
             self.thread = _ids(parts.in_reply_to or lower.get("in-reply-to")) + _ids(
                 lower.get("references")
             )
-            self.text = strip_quoted(storable(parts.text))
+            self.text = strip_quoted(storable(parts.text[:MAX_DECODED_TEXT]))
         self.from_email = _address(self.from_email)
         self.subject = storable(self.subject or "")[:MAX_MAIL_HEADER_VALUE]
         self.text = storable(self.text or "")[:MAX_STORED_REPLY_TEXT]
