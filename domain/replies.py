@@ -723,7 +723,7 @@ _SYSTEM_SENDER = re.compile(
     r"|mail delivery (system|subsystem)|mail deliver system|ndr administrator|nobody@"
     r"|system administrator|\bmmsc\b|mdaemon|mail ?administrator)"
 )
-_REPLY_PREFIX = re.compile(r"(?i)^\s*(re|aw|sv|vs|rif|antw|fw|fwd|wg|tr|rv|réf)\s*(\[\d+\])?\s*:")
+_REPLY_PREFIX = re.compile(r"(?i)^\s*(re|aw|sv|vs|rif|antw|fw|fwd|wg|tr|rv|réf)\s*(?:\[\d+\]\s*)?:")
 _BOUNCE_SUBJECT = re.compile(
     r"(?i)(undeliver|undelivered|delivery status notification|delivery (failure|failed|problem"
     r"|notification|report)|failure (notice|delivery)|failed delivery|mail delivery failed"
