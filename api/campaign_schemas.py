@@ -272,7 +272,8 @@ class InboundParts(_In):
 
 
 class InboundRaw(_In):
-    raw: Annotated[str, StringConstraints(min_length=1, max_length=10_000_000)]
+    # A character is at least one byte: the body limit bounds it; this states it in the schema.
+    raw: Annotated[str, StringConstraints(min_length=1, max_length=limits.MAX_INBOUND_MAIL_BODY)]
 
 
 class DeliveryEventCreate(BaseModel):

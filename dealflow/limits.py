@@ -101,3 +101,19 @@ MAX_QUOTE_TOTAL = 10**14  # exclusive: Numeric(18, 4)
 MAX_DISCOUNT_PCT = 100  # discount_pct is Numeric(7, 4)
 MAX_TERM_MONTHS = 120  # ten years: the revenue schedule has one row per month
 MAX_PAYMENT_TERMS_DAYS = 365  # the edge's bound; domain/validation.py asks for 180 or less
+
+# Inbound mail, parsing (domain/replies.py): what the parser and classifier ever look at, so a
+# hostile message costs time linear in these numbers, not in its size. The parser reads at most
+# MAX_PARSED_MAIL characters of a raw message and stops before the MAX_MIME_PARTS-th line that
+# starts with "--" (every MIME part starts with such a boundary line), so no message makes more
+# parts (or nesting levels) than that; headers past MAX_MAIL_HEADERS are not read and each value
+# is cut to MAX_MAIL_HEADER_VALUE before the email package parses it (its structured-header
+# parser is super-linear on long values); a text part is decoded to at most MAX_DECODED_TEXT
+# characters before quotes are stripped.
+MAX_PARSED_MAIL = 2 * MIB
+MAX_MIME_PARTS = 200
+MAX_MAIL_HEADERS = 500
+MAX_MAIL_HEADER_VALUE = 8 * KIB
+MAX_DECODED_TEXT = 256 * KIB
+# The reply text stored with an inbound message (quotes stripped).
+MAX_STORED_REPLY_TEXT = 20_000

@@ -17,18 +17,38 @@ reliable evidence to the least:
 
 Everything is pure: no clock (the reference date for return dates is the ``received_on`` given or
 the message's ``Date``), no network, no randomness, so workflows may call it directly.
+
+Anyone on the internet can send us mail, so every step costs time linear in a bounded amount of
+input (the numbers are in ``dealflow/limits.py``): :func:`parse_raw` reads a bounded prefix of
+the message with a bounded number of MIME parts, header values are cut before the email package
+parses them, text parts are decoded to a bounded size, and the rules read only the first
+``MAX_CLASSIFIED_TEXT`` characters of the reply's own text (``Classification.truncated_to``
+says so when a text was longer). No pattern here may backtrack super-linearly: repetitions are
+bounded, anchored, or cannot overlap what follows them (``tests/unit/test_replies.py`` runs each
+one on megabytes of adversarial input).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from email import policy
 from email.message import EmailMessage, Message
+from email.parser import Parser
+from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
+
+from dealflow.limits import (
+    MAX_CLASSIFIED_TEXT,
+    MAX_DECODED_TEXT,
+    MAX_MAIL_HEADER_VALUE,
+    MAX_MAIL_HEADERS,
+    MAX_MIME_PARTS,
+    MAX_PARSED_MAIL,
+)
 
 __all__ = [
     "KINDS",
@@ -36,6 +56,9 @@ __all__ = [
     "classify_message",
     "classify_parts",
     "extract_return_date",
+    "parse_raw",
+    "readable_text",
+    "storable",
     "strip_quoted",
 ]
 
@@ -62,7 +85,8 @@ class Classification:
 
     ``return_date`` is set for auto-replies that say when the person is back, ``bounce_type``
     ("hard" or "soft") for bounces, and ``referral`` (``{"name", "email"}``, either may be None)
-    for referrals.
+    for referrals. ``truncated_to`` is set when the reply's own text was longer than the rules
+    read: only its first ``truncated_to`` characters were classified.
     """
 
     kind: str
@@ -70,6 +94,7 @@ class Classification:
     return_date: date | None = None
     bounce_type: str | None = None
     referral: dict | None = None
+    truncated_to: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -84,6 +109,8 @@ class Classification:
             out["bounce_type"] = self.bounce_type
         if self.referral is not None:
             out["referral"] = dict(self.referral)
+        if self.truncated_to is not None:
+            out["truncated_to"] = self.truncated_to
         return out
 
 
@@ -92,19 +119,77 @@ class Classification:
 # =============================================================================================
 
 
-def _header(msg: Message, name: str) -> str:
-    """A header as text; malformed headers must not stop classification, so errors give ""."""
+class _BoundedPolicy(EmailPolicy):
+    """``policy.default``, except that a header value is cut before it is parsed.
+
+    The structured-header parser of the email package is super-linear in a value's length (a
+    few hundred kilobytes of address list or encoded words take seconds); no real header is
+    longer than ``MAX_MAIL_HEADER_VALUE``.
+    """
+
+    def header_fetch_parse(self, name, value):  # type: ignore[no-untyped-def]
+        return super().header_fetch_parse(name, value[:MAX_MAIL_HEADER_VALUE])
+
+    def header_store_parse(self, name, value):  # type: ignore[no-untyped-def]
+        if isinstance(value, str):
+            value = value[:MAX_MAIL_HEADER_VALUE]
+        return super().header_store_parse(name, value)
+
+
+POLICY = _BoundedPolicy()
+
+# A line that may start a MIME part (a boundary delimiter always starts with "--").
+_PART_START = re.compile(r"(?m)^--")
+
+
+def parse_raw(raw: str) -> EmailMessage:
+    """Parse an RFC 5322 message in time linear in its size, whatever it contains.
+
+    Reads at most ``MAX_PARSED_MAIL`` characters, and stops before the ``MAX_MIME_PARTS``-th
+    line starting with "--", so the message has at most that many parts and nesting levels
+    (the parser's cost per line grows with the nesting depth, and it recurses per level). What
+    lies beyond is an attachment or the returned original as far as classifying is concerned.
+    A message the package still cannot parse is read as headers and a plain-text body.
+    """
+    text = raw[:MAX_PARSED_MAIL]
+    for count, m in enumerate(_PART_START.finditer(text), start=1):
+        if count >= MAX_MIME_PARTS:
+            text = text[: m.start()]
+            break
     try:
-        values = msg.get_all(name) or []
+        return Parser(_class=EmailMessage, policy=POLICY).parsestr(text)
+    except (RecursionError, ValueError, TypeError, LookupError, IndexError):
+        return Parser(_class=EmailMessage, policy=POLICY).parsestr(text, headersonly=True)
+
+
+def _raw_items(msg: Message) -> list[tuple[str, str]]:
+    """The first ``MAX_MAIL_HEADERS`` headers, unparsed (get_all per name is a scan of all)."""
+    try:
+        items = msg.raw_items()
+    except Exception:  # noqa: BLE001 - a compat32 Message built by hand may lack it
+        return []
+    out: list[tuple[str, str]] = []
+    for name, value in items:
+        if len(out) >= MAX_MAIL_HEADERS:
+            break
+        out.append((str(name), value if isinstance(value, str) else str(value)))
+    return out
+
+
+def _render(msg: Message, name: str, value: str) -> str:
+    """One header value as text; malformed headers must not stop classification ("")."""
+    try:
+        policy_ = msg.policy
+        fetched = policy_.header_fetch_parse(name, value[:MAX_MAIL_HEADER_VALUE])
+        return str(fetched)
     except Exception:  # the email package raises assorted errors on junk headers
         return ""
-    parts: list[str] = []
-    for value in values:
-        try:
-            text = str(value)
-        except Exception:  # the header object could not render itself: treat it as absent
-            text = ""
-        parts.append(text)
+
+
+def _header(msg: Message, name: str) -> str:
+    """A header as text (all its occurrences joined); malformed headers give ""."""
+    wanted = name.lower()
+    parts = [_render(msg, n, v) for n, v in _raw_items(msg) if n.lower() == wanted]
     return " ".join(" ".join(parts).split())
 
 
@@ -115,15 +200,41 @@ def _content_type(part: Message) -> str:
         return "text/plain"
 
 
+def _is_text(part: Message) -> bool:
+    """Only text is ever decoded into text: an image or a PDF is skipped, never read as words."""
+    ctype = _content_type(part)
+    return ctype.startswith("text/") or ctype.startswith("multipart/")
+
+
+def _is_media(part: Message) -> bool:
+    return _content_type(part).startswith(("image/", "audio/", "video/", "font/", "model/"))
+
+
+# PostgreSQL refuses NUL in text and JSONB, and a lone surrogate cannot be encoded as UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` without the code points PostgreSQL cannot store (NUL, lone surrogates)."""
+    return _UNSTORABLE.sub("", text)
+
+
 def _decode(part: Message) -> str:
-    """A leaf part's payload as text, whatever its transfer encoding and (declared) charset."""
+    """A leaf part's payload as text, whatever its transfer encoding and (declared) charset.
+
+    At most ``MAX_DECODED_TEXT`` characters, with NUL and lone surrogates removed.
+    """
     try:
         raw = part.get_payload(decode=True)
     except Exception:
         raw = None
     if raw is None:
-        payload = part.get_payload()
-        return payload if isinstance(payload, str) else ""
+        try:
+            payload = part.get_payload()
+        except Exception:  # undecodable bytes (surrogates) beside non-ASCII text: read it as is
+            payload = getattr(part, "_payload", "")
+        return storable(payload[:MAX_DECODED_TEXT]) if isinstance(payload, str) else ""
+    raw = raw[: MAX_DECODED_TEXT * 4]  # UTF-8 takes at most 4 bytes a character
     charset = None
     try:
         charset = part.get_content_charset()
@@ -133,10 +244,10 @@ def _decode(part: Message) -> str:
         if not candidate:
             continue
         try:
-            return raw.decode(candidate)
+            return storable(raw.decode(candidate)[:MAX_DECODED_TEXT])
         except (LookupError, UnicodeDecodeError):
             continue
-    return raw.decode("latin-1", errors="replace")  # pragma: no cover - latin-1 always decodes
+    return storable(raw.decode("latin-1", errors="replace")[:MAX_DECODED_TEXT])  # pragma: no cover
 
 
 def _children(part: Message) -> list[Message]:
@@ -147,13 +258,18 @@ def _children(part: Message) -> list[Message]:
 
 
 def _walk(part: Message, *, into_attached: bool) -> Iterator[Message]:
-    """Every part, optionally not descending into attached messages (message/rfc822)."""
-    yield part
-    ctype = _content_type(part)
-    if not into_attached and ctype in ("message/rfc822", "message/global"):
-        return
-    for child in _children(part):
-        yield from _walk(child, into_attached=into_attached)
+    """Every part (at most ``MAX_MIME_PARTS``, depth first), optionally not descending into
+    attached messages (message/rfc822). Iterative: nesting depth never meets the recursion limit.
+    """
+    stack = [part]
+    seen = 0
+    while stack and seen < MAX_MIME_PARTS:
+        current = stack.pop()
+        seen += 1
+        yield current
+        if not into_attached and _content_type(current) in ("message/rfc822", "message/global"):
+            continue
+        stack.extend(reversed(_children(current)))
 
 
 def _is_attachment(part: Message) -> bool:
@@ -163,24 +279,49 @@ def _is_attachment(part: Message) -> bool:
         return False
 
 
-_BLOCK_END = re.compile(r"(?i)<\s*(br|/p|/div|/tr|/li|/h\d|hr)\b[^>]*>")
+# Tag patterns never scan past a "<" ([^<>]), so a run of unclosed tags is read once, not once
+# per tag; an element or comment that is never closed runs to the end (\Z) instead of being
+# searched for again from every later start.
+_BLOCK_END = re.compile(r"(?i)<\s*(br|/p|/div|/tr|/li|/h\d|hr)\b[^<>]*>")
 _QUOTE_TAIL = re.compile(
-    r"(?is)<(div|hr)[^>]*(gmail_quote|moz-cite-prefix|yahoo_quoted|divRplyFwdMsg|zwchr"
-    r"|OutlookMessageHeader|appendonsend)[^>]*>.*"
+    r"(?is)<(div|hr)\b[^<>]*?(gmail_quote|moz-cite-prefix|yahoo_quoted|divRplyFwdMsg|zwchr"
+    r"|OutlookMessageHeader|appendonsend)[^<>]*>.*"
 )
+_HIDDEN_ELEMENT = re.compile(r"(?is)<(head|style|script)\b.*?(?:</\1\s*>|\Z)")
+_COMMENT = re.compile(r"(?s)<!--.*?(?:-->|\Z)")
+_BLOCKQUOTE_TAG = re.compile(r"(?i)<(/?)blockquote\b[^<>]*>")
+_TAG = re.compile(r"<[^<>]+>")
+
+
+def _drop_blockquotes(text: str) -> str:
+    """Text outside <blockquote> elements (nested ones too), in one pass; unclosed: to the end."""
+    out: list[str] = []
+    depth = 0
+    position = 0
+    for m in _BLOCKQUOTE_TAG.finditer(text):
+        if depth == 0:
+            out.append(text[position : m.start()])
+        if m.group(1):
+            if depth > 0:
+                depth -= 1
+                if depth == 0:
+                    out.append("\n")
+        else:
+            depth += 1
+        position = m.end()
+    if depth == 0:
+        out.append(text[position:])
+    return "".join(out)
 
 
 def _html_to_text(markup: str) -> str:
     """Readable text from an HTML-only reply, with quoted blocks removed (good enough to read)."""
-    text = re.sub(r"(?is)<(head|style|script)\b.*?</\1\s*>", " ", markup)
-    text = re.sub(r"(?is)<!--.*?-->", " ", text)
+    text = _HIDDEN_ELEMENT.sub(" ", markup)
+    text = _COMMENT.sub(" ", text)
     text = _QUOTE_TAIL.sub("", text)
-    previous = None
-    while previous != text:
-        previous = text
-        text = re.sub(r"(?is)<blockquote\b(?:(?!<blockquote\b).)*?</blockquote\s*>", "\n", text)
+    text = _drop_blockquotes(text)
     text = _BLOCK_END.sub("\n", text)
-    text = re.sub(r"(?s)<[^>]+>", "", text)
+    text = _TAG.sub("", text)
     text = html.unescape(text).replace("\xa0", " ")
     return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
 
@@ -202,6 +343,13 @@ def _readable_body(msg: Message) -> str:
     return html_body or ""
 
 
+def readable_text(msg: Message) -> str:
+    """The message's own text as a person wrote it (quotes not yet stripped), storable: no NUL,
+    no lone surrogates, no bytes of an image or other non-text part, at most
+    ``MAX_DECODED_TEXT`` characters."""
+    return _readable_body(msg)
+
+
 def _report_text(msg: Message) -> str:
     """All the text a mail system wrote: body parts plus delivery-status and feedback fields.
 
@@ -217,16 +365,20 @@ def _report_text(msg: Message) -> str:
         ):
             blocks = _children(part)
             if blocks:
-                for block in blocks:
-                    chunks.append("\n".join(f"{k}: {_header(block, k)}" for k in block.keys()))
+                for block in blocks[:MAX_MIME_PARTS]:
+                    chunks.append(
+                        "\n".join(f"{k}: {_render(block, k, v)}" for k, v in _raw_items(block))
+                    )
             else:
                 chunks.append(_decode(part))
         elif ctype in ("text/rfc822-headers", "text/html") or part.is_multipart():
             continue
-        elif ctype.startswith(("text/", "multipart/")) or not msg.is_multipart():
+        elif _is_text(part) or (not msg.is_multipart() and not _is_media(part)):
             # multipart/* here is one whose boundary is broken: it only parses as opaque text.
             chunks.append(_decode(part))
-    return "\n".join(chunks)
+        if sum(len(c) for c in chunks) >= MAX_CLASSIFIED_TEXT:
+            break  # a report's text is a few kilobytes; the rules read no more than this
+    return "\n".join(chunks)[:MAX_CLASSIFIED_TEXT]
 
 
 def _attached_messages(msg: Message) -> list[Message]:
@@ -260,22 +412,24 @@ _ATTRIBUTIONS = (
 _GENERIC_ATTRIBUTION = re.compile(
     r"(?is)^(?=.{0,300}$)(?=.*(@|\d{1,4}[./-]\d{1,2}[./-]\d{1,4}|\d{1,2}:\d\d)).*:\s*$"
 )
+# Whitespace runs are matched by one repetition each, never by two adjacent ones that could
+# share the run ("\s*x?\s*" is quadratic on a line of spaces).
 _SEPARATOR = re.compile(
-    r"(?i)^\s*(-{2,}|_{2,})?\s*("
+    r"(?i)^\s*(?:(?:-{2,}|_{2,})\s*)?("
     r"original message|ursprüngliche nachricht|originalnachricht|message d'origine"
     r"|mensaje original|forwarded message|weitergeleitete nachricht|message transféré"
-    r"|mensaje reenviado)\s*(-{2,}|_{2,})?\s*$"
+    r"|mensaje reenviado)\s*(?:(?:-{2,}|_{2,})\s*)?$"
 )
 _SIGNATURE = re.compile(
     r"(?i)^(--\s?|sent from my \w+.*|von meinem \w+ gesendet.*|envoyé de mon \w+.*"
     r"|enviado desde mi \w+.*|get outlook for \w+.*)$"
 )
-_HEADER_FROM = re.compile(r"(?i)^\s*\*?\s*(from|von|de|da)\s*\*?\s*:\s*\S")
+_HEADER_FROM = re.compile(r"(?i)^\s*(?:\*\s*)?(from|von|de|da)\s*(?:\*\s*)?:\s*\S")
 _HEADER_NEXT = re.compile(
-    r"(?i)^\s*\*?\s*(sent|date|gesendet|datum|envoyé|enviado|fecha|to|an|à|para|subject"
-    r"|betreff|objet|asunto|cc)(\s+el)?\s*\*?\s*:"
+    r"(?i)^\s*(?:\*\s*)?(sent|date|gesendet|datum|envoyé|enviado|fecha|to|an|à|para|subject"
+    r"|betreff|objet|asunto|cc)(\s+el)?\s*(?:\*\s*)?:"
 )
-_UNDERSCORE_RULE = re.compile(r"^\s*_{8,}\s*$")
+_UNDERSCORE_RULE = re.compile(r"^[ \t]*_{8,}[ \t]*$")
 
 
 def _is_header_block(lines: Sequence[str], i: int) -> bool:
@@ -435,14 +589,16 @@ def _year(raw: str | None) -> int | None:
 def _find_dates(text: str, languages: Sequence[str]) -> list[_DateHit]:
     alternation, months = _month_alternation(languages)
     hits: list[_DateHit] = []
-    taken: list[tuple[int, int]] = []
+    # Characters already part of a date: a lookup per character of a (short) match, not a scan
+    # of every earlier match (which made a text of many dates quadratic).
+    taken = bytearray(len(text))
 
     def add(match: re.Match[str], month: int, day: int, year: int | None) -> None:
-        span = match.span()
-        if any(span[0] < end and start < span[1] for start, end in taken):
+        start, end = match.span()
+        if any(taken[start:end]):
             return
-        taken.append(span)
-        hits.append(_DateHit(span[0], month, day, year))
+        taken[start:end] = b"\x01" * (end - start)
+        hits.append(_DateHit(start, month, day, year))
 
     for m in re.finditer(r"(?<![\d.])(\d{4})-(\d{1,2})-(\d{1,2})(?![\d])", text):
         add(m, int(m.group(2)), int(m.group(3)), int(m.group(1)))
@@ -567,13 +723,13 @@ _SYSTEM_SENDER = re.compile(
     r"|mail delivery (system|subsystem)|mail deliver system|ndr administrator|nobody@"
     r"|system administrator|\bmmsc\b|mdaemon|mail ?administrator)"
 )
-_REPLY_PREFIX = re.compile(r"(?i)^\s*(re|aw|sv|vs|rif|antw|fw|fwd|wg|tr|rv|réf)\s*(\[\d+\])?\s*:")
+_REPLY_PREFIX = re.compile(r"(?i)^\s*(re|aw|sv|vs|rif|antw|fw|fwd|wg|tr|rv|réf)\s*(?:\[\d+\]\s*)?:")
 _BOUNCE_SUBJECT = re.compile(
     r"(?i)(undeliver|undelivered|delivery status notification|delivery (failure|failed|problem"
     r"|notification|report)|failure (notice|delivery)|failed delivery|mail delivery failed"
     r"|delivery has failed|returned mail|returned to sender|return(ed)? mail|mail system error"
     r"|could not be delivered|couldn'?t be delivered|non[- ]?deliver|delivery status"
-    r"|delayed mail|delivery delayed|message delayed|warning: message .* delayed"
+    r"|delayed mail|delivery delayed|message delayed|warning: message .{0,200}? delayed"
     r"|bounce notification|bounced mail|error sending your mail|mail failure"
     r"|email delivery failure|errors from|nicht zustellbar|unzustellbar|non remis"
     r"|non distribuable|échec de (la )?(remise|distribution)|no se puede entregar"
@@ -598,7 +754,9 @@ _BOUNCE_BODY = re.compile(
     r"|nicht zugestellt|konnte nicht zugestellt|n'a pas pu être (remis|distribué)"
     r"|no (se )?pudo (ser )?entregar|не доставлено|宛先|配信)"
 )
-_STATUS_FIELD = re.compile(r"(?im)^\s*status\s*:\s*([245])\.\d{1,3}\.\d{1,3}")
+# "^\s*" under MULTILINE would run over every following blank line from each line start.
+_STATUS_FIELD = re.compile(r"(?im)^[ \t]*status[ \t]*:[ \t]*([245])\.\d{1,3}\.\d{1,3}")
+_ACTION_DELAYED = re.compile(r"(?im)^[ \t]*action[ \t]*:[ \t]*delayed")
 _STATUS_CODE = re.compile(r"(?<![\w.])([45])\.\d{1,3}\.\d{1,3}(?![\d.])")
 _SMTP_CODE = re.compile(r"(?<![\w.+:-])([45])[0-5]\d(?=[ -]\D)")
 _DELAYED = re.compile(
@@ -631,7 +789,7 @@ def _bounce_type(report: str, subject: str) -> tuple[str, str]:
         return "hard", "status-field"
     if "4" in classes:
         return "soft", "status-field"
-    if re.search(r"(?im)^\s*action\s*:\s*delayed", report):
+    if _ACTION_DELAYED.search(report):
         return "soft", "action-delayed"
     code = _STATUS_CODE.search(report)
     if code:
@@ -757,7 +915,8 @@ _AUTO_SUBJECT_ANYWHERE = re.compile(
 )
 _AUTO_BODY_STRONG = re.compile(
     r"(?i)(this is an? auto(matic|mated|matically generated)? (reply|response|message|e-?mail)"
-    r"|(automatic|automated|auto)[- ]?(reply|response)\b.*\b(away|absent|office|leave|vacation)"
+    r"|(automatic|automated|auto)[- ]?(reply|response)\b[^\n]{0,200}?\b(away|absent|office|leave"
+    r"|vacation)"
     r"|dies ist eine automatische (antwort|nachricht|e-?mail)"
     r"|ceci est (un|une) (réponse|message) automatique|(réponse|message) automatique"
     r"|esta es una respuesta automática|(respuesta|mensaje) automátic[oa])"
@@ -891,7 +1050,9 @@ _INTERESTED = re.compile(
 )
 _QUESTION = re.compile(r"[?¿]")
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# The look-behind makes a match start only where a run of address characters starts: without
+# it, a long word is scanned again from each of its characters (quadratic).
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+'-])[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _NAME = (
     r"[A-ZÄÖÜÉÈÁÍÓÚÑ][\w'’-]+(?:\s+(?:van |von |de |del |da |le |la )?[A-ZÄÖÜÉÈÁÍÓÚÑ][\w'’-]+){0,2}"
 )
@@ -1001,14 +1162,11 @@ def _human(subject: str, text: str, headers: Mapping[str, str]) -> Classificatio
 
 
 def _headers_of(msg: Message) -> dict[str, str]:
-    out: dict[str, str] = {}
-    try:
-        keys = list(dict.fromkeys(k.lower() for k in msg.keys()))
-    except Exception:
-        keys = []
-    for key in keys:
-        out[key] = _header(msg, key)
-    return out
+    """Lower-cased name -> text of the first ``MAX_MAIL_HEADERS`` headers, in one pass."""
+    grouped: dict[str, list[str]] = {}
+    for name, value in _raw_items(msg):
+        grouped.setdefault(name.lower(), []).append(_render(msg, name, value))
+    return {key: " ".join(" ".join(values).split()) for key, values in grouped.items()}
 
 
 def _reference_date(msg: Message, received_on: date | None) -> date | None:
@@ -1038,18 +1196,26 @@ def _classify(msg: Message, received_on: date | None) -> Classification:
     if found is not None:
         return found
     body = strip_quoted(_readable_body(msg))
+    truncated_to = None
+    if len(body) > MAX_CLASSIFIED_TEXT:
+        # The intent is in the first lines; the rules' cost stays bounded whatever was sent.
+        body, truncated_to = body[:MAX_CLASSIFIED_TEXT], MAX_CLASSIFIED_TEXT
     reference = _reference_date(msg, received_on)
     rule = _auto_reply_header(headers) or _auto_reply_text(subject, body)
     if rule is not None:
-        return _auto_reply(rule, subject, body, reference)
-    return _human(subject, body, headers)
+        found = _auto_reply(rule, subject, body, reference)
+    else:
+        found = _human(subject, body, headers)
+    if truncated_to is None:
+        return found
+    return dataclasses.replace(found, truncated_to=truncated_to)
 
 
 def classify_message(msg: Message, *, received_on: date | None = None) -> Classification:
     """Classify a parsed RFC 5322 message (the webhook's ``raw`` form).
 
     ``received_on`` is the reference date for return dates without a year; without it the
-    message's own ``Date`` is used. Parse with ``email.policy.default`` (an ``EmailMessage``);
+    message's own ``Date`` is used. Parse with :func:`parse_raw` (bounded, ``EmailMessage``);
     a compat32 ``Message`` works too.
     """
     return _classify(msg, received_on)
@@ -1074,22 +1240,22 @@ def classify_parts(
     carry). MIME structure headers are ignored since ``text`` is already decoded; a header the
     email package refuses is skipped rather than failing the webhook.
     """
-    msg = EmailMessage(policy=policy.default)
-    for name, value in headers.items():
+    msg = EmailMessage(policy=POLICY)
+    for name, value in list(headers.items())[:MAX_MAIL_HEADERS]:
         if name.lower() in _STRUCTURE_HEADERS or name.lower() == "subject":
             continue
         if isinstance(value, list | tuple):
-            values = [str(v) for v in value]
+            values = [str(v) for v in value[:MAX_MAIL_HEADERS]]
         else:
             values = [str(value)]
         for item in values:
             try:
-                msg[name] = " ".join(item.split())
+                msg[name] = " ".join(storable(item[:MAX_MAIL_HEADER_VALUE]).split())
             except (ValueError, TypeError, IndexError):
                 continue
     try:
-        msg["Subject"] = " ".join(subject.split())
+        msg["Subject"] = " ".join(storable(subject[:MAX_MAIL_HEADER_VALUE]).split())
     except (ValueError, TypeError):
         pass
-    msg.set_content(text or "")
+    msg.set_content(storable((text or "")[:MAX_DECODED_TEXT]))
     return _classify(msg, received_on)

@@ -185,15 +185,59 @@ async def test_one_click_unsubscribe_stops_every_campaign_of_that_sender(http, a
     for campaign_id in (first_id, second_id):
         state = await _contact(http, auth, campaign_id, person, "stopped")
         assert "unsubscribed" in state["stop_reason"]
-    # The footer link (GET) works too, and again is harmless.
+    # The footer link (GET) shows the page with its button; a tampered token is a 404 page.
     page = await http.get(path)
-    assert page.status_code == 200 and "unsubscribed" in page.text
+    assert page.status_code == 200 and person in page.text and 'method="post"' in page.text
     assert (await http.get(path[:-3] + "xyz")).status_code == 404
     # A new campaign of the same sender excludes the address in its preflight.
     third_id, _ = await _launch(http, auth, [contact(person)], sender_email=sender)
     excluded = await _contact(http, auth, third_id, person, "excluded")
     assert excluded["excluded_reason"] == "suppressed: unsubscribed"
     assert len(mail_to(sandbox, person)) == 2
+
+
+async def test_the_footer_link_shows_a_page_and_only_its_button_unsubscribes(
+    http, auth, sandbox, sessions
+):
+    person = f"scanned.{unique()}@acme.example"
+    campaign_id, payload = await _launch(http, auth, [contact(person)])
+    first = await _first_mail(sandbox, person)
+    url = header(first, "List-Unsubscribe").split(",")[0].strip(" <>")
+    path = urllib.parse.urlsplit(url).path
+    # A mail scanner (or a link preview) fetches the link: a page, and nothing changes.
+    for _ in range(2):
+        page = await http.get(path)
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert person in page.text and payload["sender"]["email"] in page.text
+        assert 'method="post"' in page.text and 'name="confirm"' in page.text
+    state = await _contact(http, auth, campaign_id, person)
+    assert state["status"] != "stopped"
+    async with sessions() as s:
+        held = (await s.execute(select(Suppression).where(Suppression.value == person))).all()
+    assert held == []
+    # The person presses the button: the page's form posts to the same URL.
+    done = await http.post(
+        path,
+        content=b"confirm=yes",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert done.status_code == 200 and "You are unsubscribed" in done.text
+    state = await _contact(http, auth, campaign_id, person, "stopped")
+    assert "unsubscribed" in state["stop_reason"]
+
+
+async def test_bad_unsubscribe_tokens_are_4xx_never_5xx(http):
+    for token in ("%C3%A9%C3%A9.%C3%A9", "abc.def", "x" * 5000, "no-dot", "%00.%00", "..."):
+        page = await http.get(f"/v1/unsubscribe/{token}")
+        assert page.status_code == 404 and "not valid" in page.text, token[:40]
+        one_click = await http.post(
+            f"/v1/unsubscribe/{token}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert one_click.status_code == 404, token[:40]
+        assert one_click.json()["error"]["code"] == "not_found"
 
 
 async def test_bounce_and_complaint_events_stop_and_suppress_opens_and_clicks_count(
