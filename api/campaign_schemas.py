@@ -282,8 +282,10 @@ class DeliveryEventCreate(BaseModel):
 
     type: Literal["delivered", "bounce", "complaint", "open", "click"]
     message_id: BoundedText(limits.MESSAGE_ID, min_len=3)
-    # The event key is "<type>:<id>" in a String(200) column: the longest type is 9 characters.
-    id: BoundedText(limits.IDEMPOTENCY_KEY - 10) | None = None
+    # The event key is "<type>:<id>" in a String(200) column; a longer key is stored as its
+    # sha256 (api/routes/mail_webhooks.py), so a provider's long id is kept, not refused (a 422
+    # would make the provider retry the event until it gives up, and the event would be lost).
+    id: BoundedText(limits.FIELD_VALUE) | None = None
     bounce_type: Literal["hard", "soft"] | None = None
     url: BoundedText(limits.FIELD_VALUE) | None = None
     at: datetime | None = None
