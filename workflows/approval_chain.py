@@ -516,6 +516,7 @@ class ApprovalChainWorkflow:
                     text=f"Approval {spec.role_label} for {self._input.deal.name} could only "
                     f"go to the deal's owner ({owner.email}), who may not decide it; it stays "
                     f"with {step.holder_email}. Please reassign it.",
+                    deal_id=self._input.deal.deal_id,
                 ),
             )
 
@@ -580,7 +581,9 @@ class ApprovalChainWorkflow:
         # is reproducible; out-of-office changes arrive as `reassign` signals.
         if email not in self._people:
             self._people[email] = await self._act(
-                "resolve_person", ApprovalActivities.resolve_person, ResolvePersonInput(email=email)
+                "resolve_person",
+                ApprovalActivities.resolve_person,
+                ResolvePersonInput(email=email, deal_id=self._input.deal.deal_id),
             )
         return self._people[email]
 
@@ -635,6 +638,7 @@ class ApprovalChainWorkflow:
                 recipient_email=self._input.deal.owner_email,
                 key=f"{workflow.info().workflow_id}/{key}",
                 text=text,
+                deal_id=self._input.deal.deal_id,
             ),
         )
 
@@ -645,7 +649,7 @@ class ApprovalChainWorkflow:
         stats = await self._act(
             "decision_stats",
             ApprovalActivities.decision_stats,
-            DecisionStatsInput(emails=emails),
+            DecisionStatsInput(emails=emails, deal_id=self._input.deal.deal_id),
             interrupt=lambda: self._withdrawal is not None,
         )
         if stats is None:  # withdrawn while parked: no prediction is needed any more

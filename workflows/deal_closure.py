@@ -438,6 +438,7 @@ class DealClosureWorkflow:
                         recipient_email=who,
                         key=f"{workflow.info().workflow_id}/unpaid/{who}",
                         text=text,
+                        deal_id=self._input.deal_id,
                     ),
                 )
             self._note("billing.overdue", text)

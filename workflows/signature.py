@@ -352,6 +352,7 @@ class SignatureWorkflow:
                 recipient_email=self._input.owner_email,
                 key=f"{workflow.info().workflow_id}/{key}",
                 text=text,
+                deal_id=self._input.deal_id,
             ),
         )
 
