@@ -52,7 +52,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.deals import PlannedRequest
     from domain.approval_models import ApprovalStep, DealSummary
     from domain.schedule import add_business_hours
-    from workflows.parking import ChildPark, ParkedFailure, RetryBudget, describe_failure
+    from workflows.parking import (
+        ChildPark,
+        ParkedFailure,
+        RetryBudget,
+        cancelled,
+        describe_failure,
+    )
 
 # Messaging and DB writes: quick retries ride out a blip; Slack's rate limits (HTTP 429) are
 # retried by slack_sdk itself. The budget (RetryBudget: 10 attempts over about 5 minutes) then
@@ -532,6 +538,8 @@ class ApprovalChainWorkflow:
             try:
                 return await workflow.execute_activity_method(method, arg, **self._options())
             except ActivityError as err:
+                if cancelled(err):
+                    raise
                 error_type, message = describe_failure(err)
                 failure = ParkedFailure(
                     step=name,
@@ -548,17 +556,23 @@ class ApprovalChainWorkflow:
         self._parked = failure
         self._parks_open += 1
         seen = self._retry
+        await self._tell_parent(failure)
         try:
-            await self._tell_parent(failure)
             await workflow.wait_condition(
                 lambda: self._retry > seen or (interrupt is not None and interrupt())
             )
-            return self._retry > seen
-        finally:
-            self._parks_open -= 1
-            if self._parks_open == 0:
-                self._parked = None
-                await self._tell_parent(None)
+        except asyncio.CancelledError:
+            # The request's stage ended (a decision elsewhere, a withdrawal): no longer parked.
+            await self._unpark()
+            raise
+        await self._unpark()
+        return self._retry > seen
+
+    async def _unpark(self) -> None:
+        self._parks_open -= 1
+        if self._parks_open == 0:
+            self._parked = None
+            await self._tell_parent(None)
 
     async def _tell_parent(self, failure: ParkedFailure | None) -> None:
         parent = workflow.info().parent

@@ -81,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
         ChildPark,
         ParkedFailure,
         RetryBudget,
+        cancelled,
         describe_failure,
         park_reason,
     )
@@ -102,6 +103,9 @@ TERMINAL_STAGES = frozenset({"closed_won", "rejected", "cancelled"})
 APPROVAL_CHAIN_PATCH = "approval-chain-v1"
 # Likewise, closures recorded before signature tracking waited at awaiting_signature.
 SIGNATURE_PATCH = "signature-v1"
+# Closures recorded before this let a running activity (retrying, say) finish before a cancel
+# took effect; new ones cancel the activity at once.
+CANCEL_INTERRUPTS_PATCH = "cancel-interrupts-activity"
 
 # Database, rendering and closing activities: a few quick retries ride out a restart or a lock
 # timeout; the budget (RetryBudget: 10 attempts over about 5 minutes) then parks the closure in
@@ -719,12 +723,23 @@ class DealClosureWorkflow:
 
     async def _activity(self, name: str, method, arg, *, heartbeat: bool = False):  # noqa: ANN001
         """Run one activity; when it gives up, park until a retry, then run it again."""
-        return await self._step(
-            name,
-            lambda: workflow.execute_activity_method(
-                method, arg, **self._activity_options(heartbeat=heartbeat)
-            ),
-        )
+        return await self._step(name, lambda: self._run_activity(method, arg, heartbeat))
+
+    async def _run_activity(self, method, arg, heartbeat: bool):  # noqa: ANN001, ANN202
+        """The activity, cancelled when the closure is (a cancel never waits out a retry)."""
+        options = self._activity_options(heartbeat=heartbeat)
+        if self._finishing or self._won or not workflow.patched(CANCEL_INTERRUPTS_PATCH):
+            return await workflow.execute_activity_method(method, arg, **options)
+        handle = workflow.start_activity_method(method, arg, **options)
+        await workflow.wait_condition(lambda: handle.done() or self._cancellable())
+        if not handle.done():
+            handle.cancel()
+        try:
+            return await handle
+        except ActivityError:
+            if self._cancellable():
+                raise _Cancelled() from None
+            raise
 
     async def _step(self, name: str, call):  # noqa: ANN001, ANN202 - a coroutine factory
         """Await ``call()``; an activity or child that gave up parks the closure, then retries."""
@@ -732,6 +747,8 @@ class DealClosureWorkflow:
             try:
                 return await call()
             except (ActivityError, ChildWorkflowError) as err:
+                if cancelled(err):
+                    raise
                 await self._park(name, err)
 
     def _cancellable(self) -> bool:

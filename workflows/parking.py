@@ -17,7 +17,12 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+)
 
 
 class RetryBudget(BaseModel):
@@ -61,6 +66,13 @@ class ChildPark(BaseModel):
 
     workflow_id: str
     failure: ParkedFailure | None = None
+
+
+def cancelled(err: BaseException) -> bool:
+    """The call was cancelled by us (its request's stage ended): not a failure to park on."""
+    return isinstance(err, (ActivityError, ChildWorkflowError)) and isinstance(
+        err.cause, CancelledError
+    )
 
 
 def describe_failure(err: BaseException) -> tuple[str | None, str]:

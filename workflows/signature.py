@@ -48,7 +48,13 @@ with workflow.unsafe.imports_passed_through():
         VoidInput,
     )
     from domain.schedule import add_business_hours
-    from workflows.parking import ChildPark, ParkedFailure, RetryBudget, describe_failure
+    from workflows.parking import (
+        ChildPark,
+        ParkedFailure,
+        RetryBudget,
+        cancelled,
+        describe_failure,
+    )
 
 # DocuSign calls: retried patiently (their API has rate limits and brief outages), at twice the
 # closure's intervals: with the default budget 2 s doubling to 2 min, 10 attempts over about 8
@@ -368,6 +374,8 @@ class SignatureWorkflow:
             try:
                 return await workflow.execute_activity_method(method, arg, **self._options())
             except ActivityError as err:
+                if cancelled(err):
+                    raise
                 error_type, message = describe_failure(err)
                 failure = ParkedFailure(
                     step=name,

@@ -397,6 +397,9 @@ async def ready_to_close(
         run_id = (await handle.describe()).run_id
     else:
         run_id = handle.result_run_id or ""
+        # The deal leaves draft with its closure, in this transaction: even when the closure's
+        # own first write fails (it parks), GET reads the live closure and cancel finds it.
+        await deals_db.set_stage(session, deal_id=deal.id, stage="quoting")
         await append_audit(
             session,
             deal_id=deal.id,
