@@ -97,11 +97,13 @@ class EnvelopeState(BaseModel):
 class ResendInput(BaseModel):
     envelope_id: str
     recipient_ids: list[str]
+    deal_id: str | None = None  # the failure points' key (None in older histories)
 
 
 class VoidInput(BaseModel):
     envelope_id: str
     reason: str
+    deal_id: str | None = None  # the failure points' key (None in older histories)
 
 
 class StoreSignedInput(BaseModel):
@@ -325,13 +327,13 @@ class SignatureActivities:
     @activity.defn
     async def resend_envelope(self, input: ResendInput) -> None:
         """Remind signers who have not signed (DocuSign re-sends their email)."""
-        self._crash.failures.check("resend_envelope", input.envelope_id)
+        self._crash.failures.check("resend_envelope", input.deal_id or input.envelope_id)
         await asyncio.to_thread(self._docusign.resend, input.envelope_id, input.recipient_ids)
 
     @activity.defn
     async def void_envelope(self, input: VoidInput) -> None:
         """Void the envelope unless it already ended (voiding twice is an error at DocuSign)."""
-        self._crash.failures.check("void_envelope", input.envelope_id)
+        self._crash.failures.check("void_envelope", input.deal_id or input.envelope_id)
         state = await asyncio.to_thread(self._docusign.state, input.envelope_id)
         if state.status in ("voided", "completed", "declined"):
             return

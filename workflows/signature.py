@@ -337,7 +337,11 @@ class SignatureWorkflow:
         sent = await self._act(
             "resend_envelope",
             SignatureActivities.resend_envelope,
-            ResendInput(envelope_id=self._status.envelope_id, recipient_ids=ids),
+            ResendInput(
+                envelope_id=self._status.envelope_id,
+                recipient_ids=ids,
+                deal_id=self._input.deal_id,
+            ),
             interruptible=True,
         )
         if sent is not _INTERRUPTED:
@@ -347,7 +351,9 @@ class SignatureWorkflow:
         await self._act(
             "void_envelope",
             SignatureActivities.void_envelope,
-            VoidInput(envelope_id=self._status.envelope_id, reason=reason),
+            VoidInput(
+                envelope_id=self._status.envelope_id, reason=reason, deal_id=self._input.deal_id
+            ),
         )
 
     async def _notify(self, key: str, text: str) -> None:

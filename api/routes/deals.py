@@ -445,13 +445,11 @@ async def cancel_deal(
         )
         await session.commit()
         return await _read_deal(session, settings, deal, None)
+    request = CancelRequest(by=person.email, reason=body.reason if body else None)
     # Let go of the row: the workflow records the cancellation on it before the update answers.
     await session.rollback()
     try:
-        status = await handle.execute_update(
-            DealClosureWorkflow.cancel,
-            CancelRequest(by=person.email, reason=body.reason if body else None),
-        )
+        status = await handle.execute_update(DealClosureWorkflow.cancel, request)
     except WorkflowUpdateFailedError as err:
         raise ApiError(409, "closure_ended", str(err.cause or err)) from None
     except RPCError as err:
