@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import time
+from urllib.parse import urlencode
 
 import pytest
+from slack_sdk.signature import SignatureVerifier
 from temporalio.client import Client, WorkflowUpdateFailedError
 
 from api.closure import start_closure
 from db import deals as deals_db
 from db.models import Person
-from dealflow.ids import approval_chain_workflow_id
+from dealflow.ids import approval_chain_workflow_id, deal_closure_workflow_id
 from tests.utils.approvals import click, eventually, slack_messages, slack_request_for
-from tests.utils.deals import CFO, FINANCE, OPS, REP, create_deal, wait_for_stage
+from tests.utils.deals import CFO, FINANCE, OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import failure_points, retry, search_attribute_stage, wait_parked
 from workflows.approval_chain import ApprovalChainWorkflow, DecisionRequest
 
@@ -59,6 +63,15 @@ async def test_a_failing_request_activity_parks_the_closure_and_one_retry_resume
     await slack_request_for(http, FINANCE, finance_step(deal["id"]))  # delivered after all
     await _approve(http, auth, deal["id"])
     await wait_for_stage(http, deal["id"], auth(REP), "awaiting_signature")
+    if activity == "deliver":
+        await record_history(
+            temporal_client.get_workflow_handle(approval_chain_workflow_id(deal["id"], 1)),
+            "approval_chain_parked_then_retried",
+        )
+        await record_history(
+            temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"])),
+            "deal_closure_child_parked_then_retried",
+        )
 
 
 async def test_a_failing_decision_record_parks_and_the_decision_answers_after_the_retry(
@@ -148,14 +161,45 @@ async def test_a_failing_owner_notification_parks_and_one_retry_resumes(http, au
 # --- the owner may not decide -------------------------------------------------------------
 
 
-async def test_the_owner_is_refused_by_the_workflow_and_by_slack(http, auth, temporal_client):
+async def _slack_click_as(http, settings, slack_user_id: str, step_id: str) -> dict:
+    """A genuine, signed Slack block_actions request from ``slack_user_id`` on ``step_id``."""
+    payload = {
+        "type": "block_actions",
+        "user": {"id": slack_user_id},
+        "actions": [{"action_id": "approve", "value": step_id}],
+    }
+    body = urlencode({"payload": json.dumps(payload)})
+    ts = str(int(time.time()))
+    signature = SignatureVerifier(settings.secret("slack_signing_secret")).generate_signature(
+        timestamp=ts, body=body
+    )
+    resp = await http.post(
+        "/v1/webhooks/slack/interactions",
+        content=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": signature,
+        },
+    )
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+async def test_the_owner_is_refused_by_the_workflow_and_by_slack(
+    http, auth, settings, temporal_client, sessions
+):
     deal = await create_deal(http, auth(REP))
     await http.post(f"/v1/deals/{deal['id']}/ready-to-close", headers=auth(REP))
     sid = finance_step(deal["id"])
-    message = await slack_request_for(http, FINANCE, sid)
-    # Slack: the owner presses the Finance Director's button.
-    answer = await click(http, message["ts"], "approve", REP)
-    assert "owns this deal" in str(answer)
+    await slack_request_for(http, FINANCE, sid)
+    # Slack: the owner presses an Approve button for the step (a signed request from their
+    # own Slack account).
+    async with sessions() as s:
+        rep_slack_id = (await s.get(Person, REP)).slack_user_id
+    assert rep_slack_id
+    answer = await _slack_click_as(http, settings, rep_slack_id, sid)
+    assert "owns this deal" in answer["text"]
     # The update itself (what every door calls), even for a holder-shaped request.
     chain = temporal_client.get_workflow_handle_for(
         ApprovalChainWorkflow.run, approval_chain_workflow_id(deal["id"], 1)
@@ -173,6 +217,7 @@ async def test_the_owner_is_refused_by_the_workflow_and_by_slack(http, auth, tem
     assert api.status_code == 403
     approval = (await http.get(f"/v1/deals/{deal['id']}", headers=auth(REP))).json()["approvals"]
     assert approval[0]["status"] == "pending"
+    await record_history(chain, "approval_chain_owner_refused")
 
 
 async def test_out_of_office_naming_the_owner_as_delegate_routes_nothing_to_them(

@@ -6,7 +6,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from db.models import Deal
-from tests.utils.deals import FINANCE, OPS, REP, create_deal, wait_for_stage
+from dealflow.ids import deal_closure_workflow_id
+from tests.utils.deals import FINANCE, OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import failure_points, wait_parked
 from tests.utils.polling import eventually
 from tests.utils.signature import act, approved_deal, envelope_of, sign_all
@@ -62,7 +63,7 @@ async def test_cancel_while_waiting_for_the_rep_to_fix_the_deal(http, auth):
     await _cancel(http, auth, deal["id"])
 
 
-async def test_cancel_while_parked_on_a_failed_step(http, auth, settings):
+async def test_cancel_while_parked_on_a_failed_step(http, auth, settings, temporal_client):
     deal = await create_deal(http, auth(REP))
     points = failure_points(settings)
     points.arm("render_documents", deal["id"])
@@ -72,6 +73,10 @@ async def test_cancel_while_parked_on_a_failed_step(http, auth, settings):
         await _cancel(http, auth, deal["id"])
     finally:
         points.clear("render_documents", deal["id"])
+    await record_history(
+        temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"])),
+        "deal_closure_cancelled_while_parked",
+    )
 
 
 async def test_cancel_after_changes_were_requested(http, auth):
@@ -93,13 +98,17 @@ async def test_cancel_after_changes_were_requested(http, auth):
     await _cancel(http, auth, deal["id"])
 
 
-async def test_cancel_after_a_decline(http, auth):
+async def test_cancel_after_a_decline(http, auth, temporal_client):
     deal = await approved_deal(http, auth)
     eid = (await envelope_of(http, deal["id"]))["envelope_id"]
     await act(http, eid, SIGNER, "view")
     await act(http, eid, SIGNER, "decline", reason="Need net 45")
     await wait_for_stage(http, deal["id"], auth(REP), "declined")
     await _cancel(http, auth, deal["id"])
+    await record_history(
+        temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"])),
+        "deal_closure_cancelled_after_decline",
+    )
 
 
 async def test_cancel_while_closing_waits_in_needs_attention(http, auth, settings):

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from api.closure import start_closure
 from db import deals as deals_db
 from db.models import Deal
-from tests.utils.deals import FINANCE, OPS, REP, create_deal, wait_for_stage
+from dealflow.ids import deal_closure_workflow_id
+from tests.utils.deals import FINANCE, OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import (
     SHORT_BUDGET,
     clear_and_retry,
@@ -58,6 +59,11 @@ async def test_a_permanent_failure_in_a_quoting_activity_parks_and_one_retry_res
     assert resumed["quote"]["version"] == 1
     assert "step.retried" in [t["event"] for t in resumed["timeline"]]
     await search_attribute_stage(temporal_client, deal["id"], "awaiting_approval")
+    if activity == "price_quote":
+        await record_history(
+            temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"])),
+            "deal_closure_parked_then_retried",
+        )
 
 
 @pytest.mark.parametrize(
@@ -65,7 +71,7 @@ async def test_a_permanent_failure_in_a_quoting_activity_parks_and_one_retry_res
     ["mark_crm_closed_won", "create_stripe_billing", "record_revenue_and_commission"],
 )
 async def test_a_permanent_failure_in_a_closing_step_parks_and_one_retry_closes_won(
-    http, auth, settings, sessions, activity
+    http, auth, settings, sessions, temporal_client, activity
 ):
     deal = await approved_deal(http, auth)
     points = failure_points(settings)
@@ -83,6 +89,11 @@ async def test_a_permanent_failure_in_a_closing_step_parks_and_one_retry_closes_
     final = await wait_for_stage(http, deal["id"], auth(REP), "closed_won", timeout=90)
     assert final["billing"]["stripe_invoice_id"].startswith("in_")
     assert final["crm"]["status"] == "closed_won"
+    if activity == "create_stripe_billing":
+        await record_history(
+            temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"])),
+            "deal_closure_closing_parked_then_retried",
+        )
 
 
 async def test_a_transient_failure_is_retried_within_its_budget_then_parks(

@@ -16,7 +16,7 @@ from db import deals as deals_db
 from dealflow.holds import HoldPoints
 from dealflow.ids import signature_workflow_id
 from tests.utils.approvals import eventually, slack_request_for
-from tests.utils.deals import FINANCE, OPS, REP, create_deal, wait_for_stage
+from tests.utils.deals import FINANCE, OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import failure_points, retry, wait_parked
 from tests.utils.signature import COUNTERSIGNER, act, approved_deal, envelope_of, sign_all
 from workflows.signature import SignatureWorkflow
@@ -106,6 +106,7 @@ async def test_an_envelope_completed_hint_during_a_re_read_causes_another_re_rea
     assert final["signature"]["status"] == "completed"
     assert final["signature"]["polls"] == 0  # no timer fired: the hint did it
     assert final["signature"]["reads"] >= before.reads + 2  # the held read, then one more
+    await record_history(_tracking(temporal_client, deal["id"]), "signature_hint_during_read")
 
 
 @pytest.mark.parametrize("activity", ["send_envelope", "store_signed_documents"])
@@ -151,6 +152,7 @@ async def test_a_failing_envelope_read_parks_and_one_retry_resumes(
     await wait_for_stage(http, deal["id"], auth(REP), "awaiting_signature")
     await sign_all(http, await envelope_of(http, deal["id"]))
     await wait_for_stage(http, deal["id"], auth(REP), "closed_won", timeout=90)
+    await record_history(_tracking(temporal_client, deal["id"]), "signature_parked_then_retried")
 
 
 async def test_a_failing_reminder_parks_and_one_retry_resumes(
