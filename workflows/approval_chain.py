@@ -346,7 +346,7 @@ class ApprovalChainWorkflow:
         step.requested_at = workflow.now()
         step.due_at = self._due(spec, step.requested_at, target)
         step.reminded_at = None
-        if owner in candidates:
+        if owner in candidates[: candidates.index(target_email)]:
             await self._event(
                 step,
                 "approval.owner_skipped",
@@ -553,9 +553,9 @@ class ApprovalChainWorkflow:
 
     async def _park(self, failure: ParkedFailure, interrupt) -> bool:  # noqa: ANN001
         """Wait for a retry (True) or the interrupt (False); the closure is told either way."""
+        seen = self._retry  # before the park is visible: a retry from then on counts
         self._parked = failure
         self._parks_open += 1
-        seen = self._retry
         await self._tell_parent(failure)
         try:
             await workflow.wait_condition(

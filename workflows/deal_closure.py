@@ -768,10 +768,10 @@ class DealClosureWorkflow:
         reason = park_reason(failure)
         if resume[0] == "closing":
             reason = f"Closing failed: {reason}"
+        seen = self._retry  # before the park is visible: a retry sent while recording it counts
         self._status.parked = failure
         self._note("step.failed", reason)
         await self._show_stage("needs_attention", reason)
-        seen = self._retry
         await workflow.wait_condition(lambda: self._retry > seen or self._cancellable())
         self._status.parked = None
         self._checkpoint()
@@ -783,14 +783,17 @@ class DealClosureWorkflow:
         """Wait for a child's result, showing its parks and forwarding retries and a cancel."""
         withdrawn = False
         shown: tuple[str, str | None] | None = None  # the stage to go back to after a park
+        # Retries counted from the moment a park became visible: one sent before it (from the
+        # UI, while nothing was parked) does not count; one sent while we record it does.
+        retry_mark = self._retry
         while True:
-            seen_park, seen_retry = self._child_park_seq, self._retry
+            seen_park = self._child_park_seq
             await workflow.wait_condition(
-                lambda seen_park=seen_park, seen_retry=seen_retry, withdrawn=withdrawn: (
+                lambda seen_park=seen_park, withdrawn=withdrawn, mark=retry_mark: (
                     handle.done()
                     or (self._cancel is not None and not withdrawn)
                     or self._child_park_seq != seen_park
-                    or (self._child_park is not None and self._retry != seen_retry)
+                    or (self._child_park is not None and self._retry != mark)
                 )
             )
             if handle.done():
@@ -800,8 +803,10 @@ class DealClosureWorkflow:
                 await withdraw()
                 continue
             park = self._child_park
-            if park is not None and self._retry != seen_retry:
-                # The child resumes and tells us (child_parked with no failure).
+            if self._child_park_seq == seen_park:
+                # A retry while the child is parked; it resumes and tells us (no failure).
+                assert park is not None
+                retry_mark = self._retry
                 await workflow.get_external_workflow_handle(park.workflow_id).signal(
                     "retry", self._retry_by
                 )
@@ -809,6 +814,7 @@ class DealClosureWorkflow:
             if park is not None and park.failure is not None:
                 if shown is None:
                     shown = (self._status.stage, self._status.stage_reason)
+                retry_mark = self._retry
                 self._status.parked = park.failure
                 reason = park_reason(park.failure)
                 self._note("step.failed", reason)

@@ -390,9 +390,9 @@ class SignatureWorkflow:
                     since=workflow.now(),
                     workflow_id=workflow.info().workflow_id,
                 )
+                seen = self._retry  # before the park is visible: a retry from then on counts
                 self._status.parked = failure
                 await self._tell_parent(failure)
-                seen = self._retry
                 await workflow.wait_condition(
                     lambda seen=seen: (
                         self._retry > seen
