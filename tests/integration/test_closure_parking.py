@@ -15,10 +15,10 @@ from api.closure import start_closure
 from db import deals as deals_db
 from db.models import Deal
 from dealflow.ids import deal_closure_workflow_id
+from tests.integration.test_closing_activities import invoice_paid_event, signed
 from tests.utils.deals import FINANCE, OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import (
     SHORT_BUDGET,
-    clear_and_retry,
     failure_points,
     retry,
     search_attribute_stage,
@@ -158,4 +158,64 @@ async def test_retry_from_the_temporal_ui_is_the_retry_signal(
     await wait_for_stage(http, deal["id"], auth(REP), "awaiting_approval")
 
 
-__all__ = ["clear_and_retry"]
+async def _won_with(http, auth, temporal_client, settings, sessions, **overrides) -> dict:
+    """A small deal (no approvals), started with these settings, signed: closed_won."""
+    deal = await create_deal(http, auth(REP), **SMALL)
+    async with sessions() as s:
+        row = await deals_db.get_deal(s, deal_id=deal["id"])
+        await start_closure(temporal_client, settings.model_copy(update=overrides), row)
+    await sign_all(http, await envelope_of(http, deal["id"]))
+    return await wait_for_stage(http, deal["id"], auth(REP), "closed_won", timeout=90)
+
+
+async def test_a_failing_payment_record_parks_after_closed_won_and_one_retry_records_it(
+    http, auth, settings, temporal_client, sessions
+):
+    won = await _won_with(http, auth, temporal_client, settings, sessions)
+    points = failure_points(settings)
+    points.arm("record_payment", won["id"])
+    try:
+        invoice = won["billing"]["stripe_invoice_id"]
+        body, headers = signed(
+            invoice_paid_event(invoice), settings.secret("stripe_webhook_secret")
+        )
+        resp = await http.post("/v1/webhooks/stripe", content=body, headers=headers)
+        assert resp.status_code == 200, resp.text
+        await wait_parked(http, won["id"], auth(REP), "record_payment")
+        # Won is won: a parked payment record cannot be cancelled into "cancelled".
+        refused = await http.post(f"/v1/deals/{won['id']}/cancel", headers=auth(REP))
+        assert refused.status_code == 409
+    finally:
+        points.clear("record_payment", won["id"])
+    await retry(http, won["id"], auth(OPS))
+
+    async def paid():
+        live = await wait_for_stage(http, won["id"], auth(REP), "closed_won")
+        return live if live["billing"]["status"] == "paid" else None
+
+    await eventually(paid, what="the payment recorded after the retry")
+
+
+async def test_a_failing_overdue_notice_parks_and_one_retry_sends_it(
+    http, auth, settings, temporal_client, sessions
+):
+    deal = await create_deal(http, auth(REP), **{**SMALL, "payment_terms_days": 0})
+    points = failure_points(settings)
+    points.arm("notify", deal["id"])
+    try:
+        async with sessions() as s:
+            row = await deals_db.get_deal(s, deal_id=deal["id"])
+            # Due today, plus a 2 s grace: the overdue notice comes right after closed_won.
+            short = settings.model_copy(update={"payment_grace_days": 2 / 86400})
+            await start_closure(temporal_client, short, row)
+        await sign_all(http, await envelope_of(http, deal["id"]))
+        await wait_parked(http, deal["id"], auth(REP), "notify")
+    finally:
+        points.clear("notify", deal["id"])
+    await retry(http, deal["id"], auth(OPS))
+
+    async def overdue():
+        live = await wait_for_stage(http, deal["id"], auth(REP), "closed_won")
+        return live if live["billing"]["status"] == "overdue" else None
+
+    await eventually(overdue, what="the overdue notice sent after the retry")

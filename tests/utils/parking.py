@@ -7,7 +7,7 @@ from temporalio.client import Client
 
 from dealflow.faults import FailurePoints
 from dealflow.settings import Settings
-from tests.utils.deals import OPS, wait_for_stage
+from tests.utils.deals import wait_for_stage
 from tests.utils.polling import eventually
 from workflows.parking import RetryBudget
 
@@ -45,10 +45,3 @@ async def retry(http: httpx.AsyncClient, deal_id: str, headers: dict | None = No
     resp = await http.post(f"/v1/deals/{deal_id}/retry", headers=headers)
     assert resp.status_code == 202, resp.text
     return resp.json()
-
-
-async def clear_and_retry(
-    http: httpx.AsyncClient, auth, settings: Settings, activity: str, key: str, deal_id: str
-) -> dict:
-    failure_points(settings).clear(activity, key)
-    return await retry(http, deal_id, auth(OPS))
