@@ -272,3 +272,36 @@ async def test_escalation_skips_the_owner_and_goes_to_the_next_in_line(
     finally:
         async with sessions.begin() as s:
             (await s.get(Person, FINANCE)).backup_email = CONTROLLER
+
+
+async def test_when_only_the_owner_is_left_to_escalate_to_the_reps_manager_is_told(
+    http, auth, settings, temporal_client, sessions
+):
+    deal = await create_deal(http, auth(REP))
+    async with sessions.begin() as s:  # the owner as both the backup and the manager
+        finance = await s.get(Person, FINANCE)
+        finance.backup_email, finance.manager_email = REP, REP
+        rep_manager = (await s.get(Person, REP)).manager_email
+    try:
+        async with sessions() as s:
+            row = await deals_db.get_deal(s, deal_id=deal["id"])
+            short = settings.model_copy(update={"approval_sla_override_seconds": 3})
+            await start_closure(temporal_client, short, row)
+
+        async def told():
+            return [
+                m
+                for m in await slack_messages(http, rep_manager)
+                if "may not decide" in (m["text"] or "") and deal["name"] in m["text"]
+            ]
+
+        assert await eventually(told, timeout=60, what="the rep's manager told")
+        audit = (await http.get(f"/v1/deals/{deal['id']}/audit", headers=auth(REP))).json()
+        skipped = [e for e in audit["events"] if e["event"] == "approval.owner_skipped"]
+        assert skipped and skipped[0]["detail"]["to"] is None
+        approval = (await http.get(f"/v1/deals/{deal['id']}", headers=auth(REP))).json()
+        assert approval["approvals"][0]["holder_email"] == FINANCE  # it stays with its holder
+    finally:
+        async with sessions.begin() as s:
+            finance = await s.get(Person, FINANCE)
+            finance.backup_email, finance.manager_email = CONTROLLER, CFO
