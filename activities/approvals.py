@@ -52,6 +52,7 @@ class PersonInfo(BaseModel):
 
 class ResolvePersonInput(BaseModel):
     email: str
+    deal_id: str | None = None  # the deal asking (the failure points' key); None before it was sent
 
 
 class OpenRequestInput(BaseModel):
@@ -97,10 +98,12 @@ class NotifyInput(BaseModel):
     recipient_email: str
     key: str
     text: str
+    deal_id: str | None = None  # the deal it is about (the failure points' key)
 
 
 class DecisionStatsInput(BaseModel):
     emails: list[str]
+    deal_id: str | None = None  # the deal asking (the failure points' key)
 
 
 class ApproverStats(BaseModel):
@@ -157,6 +160,7 @@ class ApprovalActivities:
     @activity.defn
     async def resolve_person(self, input: ResolvePersonInput) -> PersonInfo:
         """The person as the org directory has them now (timezone, backup, out of office)."""
+        self._crash.failures.check("resolve_person", input.deal_id or input.email)
         async with self._sessions() as session:
             person = await session.get(Person, input.email)
         if person is None:
@@ -180,6 +184,7 @@ class ApprovalActivities:
     @activity.defn
     async def decision_stats(self, input: DecisionStatsInput) -> DecisionStats:
         """Median and 90th-percentile decision time per approver, from their past decisions."""
+        self._crash.failures.check("decision_stats", input.deal_id or "")
         async with self._sessions() as session:
             rows = (
                 await session.execute(
@@ -210,6 +215,7 @@ class ApprovalActivities:
     @activity.defn
     async def open_request(self, input: OpenRequestInput) -> None:
         """Write the request row (once) and audit it."""
+        self._crash.failures.check("open_request", input.deal_id)
         step = input.step
         async with self._sessions.begin() as session:
             stmt = insert(ApprovalRequest).values(
@@ -251,6 +257,7 @@ class ApprovalActivities:
     @activity.defn
     async def record_event(self, input: RequestEventInput) -> None:
         """Mirror a reminder, escalation or delegation onto the row and audit it (once)."""
+        self._crash.failures.check("record_event", input.deal_id)
         step = input.step
         async with self._sessions.begin() as session:
             await session.execute(
@@ -279,6 +286,7 @@ class ApprovalActivities:
     @activity.defn
     async def record_decision(self, input: RecordDecisionInput) -> None:
         """Store the decision, kill the step's links, audit it, and show it in Slack."""
+        self._crash.failures.check("record_decision", input.deal_id)
         step = input.step
         step_id = step.step_id
         async with self._sessions.begin() as session:
@@ -315,6 +323,7 @@ class ApprovalActivities:
     @activity.defn
     async def withdraw_request(self, input: WithdrawInput) -> None:
         """Withdraw a pending request: row, links dead, Slack messages updated, audited."""
+        self._crash.failures.check("withdraw_request", input.deal_id)
         step_id = input.step.step_id
         async with self._sessions.begin() as session:
             await session.execute(
@@ -340,6 +349,7 @@ class ApprovalActivities:
     @activity.defn
     async def deliver(self, input: DeliverInput) -> None:
         """Send the request (or reminder, escalation, delegation) by Slack and by email, once."""
+        self._crash.failures.check("deliver", input.summary.deal_id)
         step_id = input.step.step_id
         token = await self._link_token(
             step_id, input.recipient_email, input.purpose, input.link_ttl_hours
@@ -359,6 +369,7 @@ class ApprovalActivities:
     @activity.defn
     async def notify(self, input: NotifyInput) -> None:
         """A Slack DM to a person (the rep), once per key."""
+        self._crash.failures.check("notify", input.deal_id or input.key)
         if await self._already_sent(input.key, input.recipient_email, "slack", "notify"):
             return
         await self._mark(input.key, input.recipient_email, "slack", "notify", "sending")

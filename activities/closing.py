@@ -120,6 +120,7 @@ class ClosingActivities:
     @activity.defn
     async def mark_crm_closed_won(self, input: ClosingInput) -> CrmResult:
         """The CRM deal upserted as closed-won, then one note linking the signed documents."""
+        self._crash.failures.check("mark_crm_closed_won", input.deal_id)
         steps = await self._steps(input)
         deal_step = steps.get("crm.deal")
         if _done(deal_step):
@@ -177,6 +178,7 @@ class ClosingActivities:
     @activity.defn
     async def create_stripe_billing(self, input: ClosingInput) -> BillingResult:
         """Customer, then one invoice sent (one installment) or a subscription (several)."""
+        self._crash.failures.check("create_stripe_billing", input.deal_id)
         plan = billing_plan(input.quote)
         steps = await self._steps(input)
         customer_id, _ = await self._stripe_step(
@@ -410,6 +412,7 @@ class ClosingActivities:
     @activity.defn
     async def record_payment(self, paid: InvoicePaid, deal_id: str) -> int:
         """The invoice was paid: a commission payable on payment becomes payable (once)."""
+        self._crash.failures.check("record_payment", deal_id)
         async with self._sessions.begin() as session:
             changed = await closing_db.mark_commission_paid(
                 session, deal_id=deal_id, paid_at=paid.paid_at
@@ -429,6 +432,7 @@ class ClosingActivities:
     @activity.defn
     async def record_revenue_and_commission(self, input: ClosingInput) -> RevenueResult:
         """Monthly straight-line revenue rows from the close date and the rep's commission."""
+        self._crash.failures.check("record_revenue_and_commission", input.deal_id)
         policy = load_commission_policy(self._settings.commission_policy_path)
         quote = input.quote
         rows = revenue_rows(quote, input.close_date)

@@ -158,6 +158,7 @@ class DealActivities:
     @activity.defn
     async def load_deal(self, input: LoadDealInput) -> LoadDealResult:
         """Read the deal and check it can be priced; problems are data, not failures."""
+        self._crash.failures.check("load_deal", input.deal_id)
         async with self._sessions() as session:
             deal = await deals_db.get_deal(session, deal_id=input.deal_id)
             if deal is None:
@@ -179,6 +180,7 @@ class DealActivities:
     @activity.defn
     async def price_quote(self, input: PriceQuoteInput) -> PricedQuote:
         """Price the terms the workflow loaded and store them as quote version N (once)."""
+        self._crash.failures.check("price_quote", input.deal_id)
         async with self._sessions.begin() as session:
             existing = await deals_db.get_quote_version(
                 session, deal_id=input.deal_id, version=input.version
@@ -224,6 +226,7 @@ class DealActivities:
     @activity.defn
     async def render_documents(self, input: RenderDocumentsInput) -> RenderDocumentsResult:
         """Render the contract package of a quote version to HTML and PDF and store each once."""
+        self._crash.failures.check("render_documents", input.deal_id)
         async with self._sessions() as session:
             qv = await deals_db.get_quote_version(
                 session, deal_id=input.deal_id, version=input.version
@@ -305,6 +308,7 @@ class DealActivities:
     @activity.defn
     async def plan_approvals(self, input: PlanApprovalsInput) -> PlanApprovalsResult:
         """Work out who must approve this quote version and why; store the plan with it."""
+        self._crash.failures.check("plan_approvals", input.deal_id)
         policy = load_policy(self._settings.approval_policy_path)
         org = OrgDirectory.load(self._settings.org_directory_path)
         async with self._sessions.begin() as session:
@@ -362,6 +366,7 @@ class DealActivities:
     @activity.defn
     async def record_stage(self, input: RecordStageInput) -> None:
         """Mirror the stage onto the deal row and write it to the audit trail (once per key)."""
+        self._crash.failures.check("record_stage", input.deal_id)
         async with self._sessions.begin() as session:
             await deals_db.set_stage(session, deal_id=input.deal_id, stage=input.stage)
             await append_audit(

@@ -46,6 +46,7 @@ from db.models import Document as DocumentRow
 from db.models import Person
 from db.org import OrgDirectory
 from dealflow.faults import CrashPoints
+from dealflow.holds import HoldPoints
 from dealflow.settings import Settings
 
 KEY_FIELD = "dealflow_key"
@@ -96,11 +97,13 @@ class EnvelopeState(BaseModel):
 class ResendInput(BaseModel):
     envelope_id: str
     recipient_ids: list[str]
+    deal_id: str | None = None  # the failure points' key (None in older histories)
 
 
 class VoidInput(BaseModel):
     envelope_id: str
     reason: str
+    deal_id: str | None = None  # the failure points' key (None in older histories)
 
 
 class StoreSignedInput(BaseModel):
@@ -231,10 +234,12 @@ class SignatureActivities:
         self._sessions = sessions
         self._docusign = docusign
         self._crash = crash_points
+        self._holds = HoldPoints(settings.state_dir, enabled=settings.is_sandbox)
 
     @activity.defn
     async def send_envelope(self, input: SendEnvelopeInput) -> str:
         """Create and send the envelope for a quote version, or find the one already sent."""
+        self._crash.failures.check("send_envelope", input.deal_id)
         key = envelope_key(input.deal_id, input.quote_version)
         existing = await asyncio.to_thread(self._docusign.find, key)
         if existing:
@@ -313,16 +318,22 @@ class SignatureActivities:
     @activity.defn
     async def envelope_state(self, envelope_id: str) -> EnvelopeState:
         """The envelope and its recipients as DocuSign has them now."""
-        return await asyncio.to_thread(self._docusign.state, envelope_id)
+        self._crash.failures.check("envelope_state", envelope_id)
+        state = await asyncio.to_thread(self._docusign.state, envelope_id)
+        # Test hook: hold the state as read, so a test can deliver a hint during the read.
+        await self._holds.wait("envelope_state", envelope_id)
+        return state
 
     @activity.defn
     async def resend_envelope(self, input: ResendInput) -> None:
         """Remind signers who have not signed (DocuSign re-sends their email)."""
+        self._crash.failures.check("resend_envelope", input.deal_id or input.envelope_id)
         await asyncio.to_thread(self._docusign.resend, input.envelope_id, input.recipient_ids)
 
     @activity.defn
     async def void_envelope(self, input: VoidInput) -> None:
         """Void the envelope unless it already ended (voiding twice is an error at DocuSign)."""
+        self._crash.failures.check("void_envelope", input.deal_id or input.envelope_id)
         state = await asyncio.to_thread(self._docusign.state, input.envelope_id)
         if state.status in ("voided", "completed", "declined"):
             return
@@ -331,6 +342,7 @@ class SignatureActivities:
     @activity.defn
     async def store_signed_documents(self, input: StoreSignedInput) -> list[DocumentRef]:
         """Download the combined signed PDF and the certificate; store each once, with sha256."""
+        self._crash.failures.check("store_signed_documents", input.deal_id)
         refs = []
         for kind, which in (("signed_contract", "combined"), ("certificate", "certificate")):
             data = await asyncio.to_thread(self._docusign.download, input.envelope_id, which)

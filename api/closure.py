@@ -27,6 +27,7 @@ from workflows.deal_closure import (
     DealClosureStatus,
     DealClosureWorkflow,
 )
+from workflows.parking import RetryBudget
 from workflows.signature import SignatureStatus, SignatureTiming, SignatureWorkflow
 
 # A query needs a worker to answer; when none does in this time, GET falls back to the database.
@@ -37,9 +38,12 @@ NO_ANSWER = (RPCStatusCode.NOT_FOUND, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatus
 
 
 async def start_closure(
-    client: Client, settings: Settings, deal: Deal
+    client: Client, settings: Settings, deal: Deal, *, retry: RetryBudget | None = None
 ) -> tuple[WorkflowHandle, bool]:
-    """Start the closure, or find the one already running. Returns (handle, started_now)."""
+    """Start the closure, or find the one already running. Returns (handle, started_now).
+
+    ``retry``: the activities' retry budget (default ``RetryBudget()``; tests shorten it).
+    """
     workflow_id = deal_closure_workflow_id(deal.id)
     try:
         handle = await client.start_workflow(
@@ -56,6 +60,7 @@ async def start_closure(
                         "finance_director"
                     ),
                     payment_grace_seconds=settings.payment_grace_days * 86400.0,
+                    retry=retry or RetryBudget(),
                 ),
             ),
             id=workflow_id,

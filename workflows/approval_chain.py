@@ -7,12 +7,19 @@ chain ``rejected``; "request changes" ends it ``changes_requested``.
 
 Updates:  ``decide(DecisionRequest) -> ApprovalStep`` — validated: only the holder of the request
           (the approver, or the escalation target once escalated) or their out-of-office
-          delegate, only while pending. The first decision wins; later ones are refused with
+          delegate, only while pending, and never the deal's owner (``OwnerMayNotDecide``),
+          whatever door they come by. The first decision wins; later ones are refused with
           "already decided by X".
 Signals:  ``reassign(Reassignment)`` — an approver went out of office; their pending requests go
-          to the delegate. ``withdraw(Withdrawal)`` — the deal was cancelled; pending requests are
-          withdrawn and the chain ends.
-Queries:  ``status() -> ApprovalChainStatus``.
+          to the delegate (never to the deal's owner: refused and recorded).
+          ``withdraw(Withdrawal)`` — the deal was cancelled; pending requests are withdrawn and
+          the chain ends. ``retry(by: str)`` — run the activity that gave up again (the closure
+          forwards its retry here; ops may also send it from the Temporal UI).
+Queries:  ``status() -> ApprovalChainStatus`` (``parked`` while an activity waits for a retry).
+
+Failures: an activity that gives up (non-retryable, or its ``RetryBudget`` spent) parks that
+request (or the stage's bookkeeping) until ``retry``, and the chain tells the closure with the
+``child_parked`` signal so the deal shows ``needs_attention``; see ``workflows/parking.py``.
 
 Per request: deliver (Slack + email with a signed link), remind at ``reminder_at`` of the SLA,
 escalate at the SLA to the backup (else the manager), who then holds the authority, and again up
@@ -27,7 +34,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.approvals import (
@@ -45,16 +52,22 @@ with workflow.unsafe.imports_passed_through():
     from activities.deals import PlannedRequest
     from domain.approval_models import ApprovalStep, DealSummary
     from domain.schedule import add_business_hours
+    from workflows.parking import (
+        ChildPark,
+        ParkedFailure,
+        RetryBudget,
+        cancelled,
+        describe_failure,
+    )
 
 # Messaging and DB writes: quick retries ride out a blip; Slack's rate limits (HTTP 429) are
-# retried by slack_sdk itself. Past a minute between tries we keep going slowly: a delivery must
-# not be dropped. Bad data (unknown person) is non-retryable and named.
-DELIVERY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    non_retryable_error_types=["UnknownPerson"],
-)
+# retried by slack_sdk itself. The budget (RetryBudget: 10 attempts over about 5 minutes) then
+# parks the request in needs_attention: a delivery is never dropped silently, and never retried
+# unseen forever either. Bad data (unknown person) is non-retryable and named. The chain builds
+# the policy from its options (tests shorten it); this constant is the default, for reference.
+NON_RETRYABLE = ["UnknownPerson"]
+DELIVERY_RETRY: RetryPolicy = RetryBudget().policy(non_retryable=NON_RETRYABLE)
+OWNER_MAY_NOT_DECIDE = "OwnerMayNotDecide"
 
 PENDING = "pending"
 DECISIONS = {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}
@@ -70,6 +83,7 @@ class ApprovalOptions(BaseModel):
     escalation_levels: int = 2
     link_ttl_hours: float = 72.0
     min_history: int = 3
+    retry: RetryBudget = RetryBudget()
 
 
 class RequestSpec(PlannedRequest):
@@ -111,6 +125,7 @@ class ApprovalChainStatus(BaseModel):
     predicted_finish: datetime | None = None
     decided_by: str | None = None
     comment: str | None = None
+    parked: ParkedFailure | None = None
 
 
 class DecisionRequest(BaseModel):
@@ -148,6 +163,9 @@ class ApprovalChainWorkflow:
         self._final_by: str | None = None
         self._event_seq = 0
         self._final_comment: str | None = None
+        self._retry = 0
+        self._parked: ParkedFailure | None = None
+        self._parks_open = 0
         for c in input.carried:
             self._steps[c.step_id] = ApprovalStep(
                 step_id=c.step_id,
@@ -241,7 +259,8 @@ class ApprovalChainWorkflow:
         step.requested_at = workflow.now()
         step.due_at = self._due(spec, step.requested_at, approver)
         step.status = PENDING
-        await workflow.execute_activity_method(
+        await self._act(
+            "open_request",
             ApprovalActivities.open_request,
             OpenRequestInput(
                 deal_id=self._input.deal.deal_id,
@@ -249,8 +268,14 @@ class ApprovalChainWorkflow:
                 workflow_id=workflow.info().workflow_id,
                 step=step,
             ),
-            **self._options(),
         )
+        if self._owner_is_delegate_of(approver):
+            await self._event(
+                step,
+                "approval.delegation_refused",
+                "workflow",
+                {"to": approver.ooo_delegate_email, "reason": "the delegate owns this deal"},
+            )
         if step.delegate_email:
             await self._event(
                 step,
@@ -303,9 +328,14 @@ class ApprovalChainWorkflow:
 
     async def _escalate(self, step: ApprovalStep, spec: RequestSpec) -> None:
         holder = await self._person(step.holder_email)
-        target_email = holder.backup_email or holder.manager_email
+        owner = self._input.deal.owner_email
+        candidates = [holder.backup_email, holder.manager_email]
+        # Never to the deal's owner: skip to the next in line.
+        target_email = next((c for c in candidates if c and c != owner), None)
         if target_email is None:
             step.escalation_level = self._input.options.escalation_levels
+            if owner in candidates:
+                await self._owner_skipped(step, spec, "escalation")
             return
         target = await self._person(target_email)
         previous = step.holder_email
@@ -316,6 +346,13 @@ class ApprovalChainWorkflow:
         step.requested_at = workflow.now()
         step.due_at = self._due(spec, step.requested_at, target)
         step.reminded_at = None
+        if owner in candidates[: candidates.index(target_email)]:
+            await self._event(
+                step,
+                "approval.owner_skipped",
+                "workflow",
+                {"skipped": owner, "to": target.email, "reason": "the deal's owner"},
+            )
         await self._event(
             step,
             "approval.escalated",
@@ -346,12 +383,12 @@ class ApprovalChainWorkflow:
         self._changed[step.step_id] += 1
         if request.decision != "approve":
             self._final_by, self._final_comment = request.actor_email, request.comment
-        await workflow.execute_activity_method(
+        await self._act(
+            "record_decision",
             ApprovalActivities.record_decision,
             RecordDecisionInput(
                 deal_id=self._input.deal.deal_id, step=step, summary=self._input.deal
             ),
-            **self._options(),
         )
         return step
 
@@ -363,6 +400,11 @@ class ApprovalChainWorkflow:
         if request.decision not in DECISIONS:
             raise ApplicationError(f"unknown decision {request.decision!r}", type="BadDecision")
         self._check_pending(step)
+        if request.actor_email == self._input.deal.owner_email:
+            raise ApplicationError(
+                f"{request.actor_email} owns this deal and may not decide its approvals",
+                type=OWNER_MAY_NOT_DECIDE,
+            )
         allowed = {step.holder_email, step.delegate_email} - {None}
         if request.actor_email not in allowed:
             raise ApplicationError(
@@ -378,6 +420,15 @@ class ApprovalChainWorkflow:
             if step.status == PENDING and step.holder_email == change.approver_email:
                 if step.delegate_email == change.delegate_email:
                     continue
+                if change.delegate_email == self._input.deal.owner_email:
+                    # The request stays with its holder; the refusal is on the record.
+                    await self._event(
+                        step,
+                        "approval.delegation_refused",
+                        change.approver_email,
+                        {"to": change.delegate_email, "reason": "the delegate owns this deal"},
+                    )
+                    continue
                 step.delegate_email = change.delegate_email
                 self._changed[step.step_id] += 1
                 await self._event(
@@ -392,6 +443,11 @@ class ApprovalChainWorkflow:
     def withdraw(self, withdrawal: Withdrawal) -> None:
         self._withdrawal = withdrawal
 
+    @workflow.signal
+    def retry(self, by: str) -> None:
+        """Run the activity (or activities) that gave up again."""
+        self._retry += 1
+
     @workflow.query
     def status(self) -> ApprovalChainStatus:
         return ApprovalChainStatus(
@@ -401,6 +457,7 @@ class ApprovalChainWorkflow:
             predicted_finish=self._predicted_finish,
             decided_by=self._final_by,
             comment=self._final_comment,
+            parked=self._parked,
         )
 
     # --- helpers ---------------------------------------------------------------------------
@@ -432,10 +489,98 @@ class ApprovalChainWorkflow:
         return f"no longer needed: the chain ended {outcome}"
 
     def _delegate_of(self, person: PersonInfo) -> str | None:
-        """The out-of-office delegate, if any. Never a delegate of a delegate."""
+        """The out-of-office delegate, if any. Never a delegate of a delegate, never the owner."""
         if person.ooo_until and person.ooo_until > workflow.now() and person.ooo_delegate_email:
+            if person.ooo_delegate_email == self._input.deal.owner_email:
+                return None
             return person.ooo_delegate_email
         return None
+
+    def _owner_is_delegate_of(self, person: PersonInfo) -> bool:
+        return bool(
+            person.ooo_until
+            and person.ooo_until > workflow.now()
+            and person.ooo_delegate_email == self._input.deal.owner_email
+        )
+
+    async def _owner_skipped(self, step: ApprovalStep, spec: RequestSpec, door: str) -> None:
+        """Nobody but the owner is left to route to: record why and tell the rep's manager."""
+        owner = await self._person(self._input.deal.owner_email)
+        await self._event(
+            step,
+            "approval.owner_skipped",
+            "workflow",
+            {"skipped": owner.email, "to": None, "reason": f"{door}: only the deal's owner left"},
+        )
+        if owner.manager_email and owner.manager_email != owner.email:
+            await self._act(
+                "notify",
+                ApprovalActivities.notify,
+                NotifyInput(
+                    recipient_email=owner.manager_email,
+                    key=f"{workflow.info().workflow_id}/owner-skipped/{step.step_id}",
+                    text=f"Approval {spec.role_label} for {self._input.deal.name} could only "
+                    f"go to the deal's owner ({owner.email}), who may not decide it; it stays "
+                    f"with {step.holder_email}. Please reassign it.",
+                    deal_id=self._input.deal.deal_id,
+                ),
+            )
+
+    # --- park and retry --------------------------------------------------------------------
+
+    async def _act(self, name: str, method, arg, *, interrupt=None):  # noqa: ANN001, ANN202
+        """Run an activity; when it gives up, park until ``retry``, then run it again.
+
+        ``interrupt``: a condition (the chain was withdrawn) that ends the wait without a retry;
+        the call then returns None. A request's task is cancelled instead (its stage ended).
+        """
+        while True:
+            try:
+                return await workflow.execute_activity_method(method, arg, **self._options())
+            except ActivityError as err:
+                if cancelled(err):
+                    raise
+                error_type, message = describe_failure(err)
+                failure = ParkedFailure(
+                    step=name,
+                    error_type=error_type,
+                    message=message,
+                    since=workflow.now(),
+                    workflow_id=workflow.info().workflow_id,
+                )
+                if not await self._park(failure, interrupt):
+                    return None
+
+    async def _park(self, failure: ParkedFailure, interrupt) -> bool:  # noqa: ANN001
+        """Wait for a retry (True) or the interrupt (False); the closure is told either way."""
+        seen = self._retry  # before the park is visible: a retry from then on counts
+        self._parked = failure
+        self._parks_open += 1
+        await self._tell_parent(failure)
+        try:
+            await workflow.wait_condition(
+                lambda: self._retry > seen or (interrupt is not None and interrupt())
+            )
+        except asyncio.CancelledError:
+            # The request's stage ended (a decision elsewhere, a withdrawal): no longer parked.
+            await self._unpark()
+            raise
+        await self._unpark()
+        return self._retry > seen
+
+    async def _unpark(self) -> None:
+        self._parks_open -= 1
+        if self._parks_open == 0:
+            self._parked = None
+            await self._tell_parent(None)
+
+    async def _tell_parent(self, failure: ParkedFailure | None) -> None:
+        parent = workflow.info().parent
+        if parent is None:
+            return
+        await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+            "child_parked", ChildPark(workflow_id=workflow.info().workflow_id, failure=failure)
+        )
 
     def _due(self, spec: RequestSpec, start: datetime, person: PersonInfo) -> datetime:
         override = self._input.options.sla_override_seconds
@@ -449,16 +594,17 @@ class ApprovalChainWorkflow:
         # Fetched once per chain: a decision made against the directory as it was at assignment
         # is reproducible; out-of-office changes arrive as `reassign` signals.
         if email not in self._people:
-            self._people[email] = await workflow.execute_activity_method(
+            self._people[email] = await self._act(
+                "resolve_person",
                 ApprovalActivities.resolve_person,
-                ResolvePersonInput(email=email),
-                **self._options(),
+                ResolvePersonInput(email=email, deal_id=self._input.deal.deal_id),
             )
         return self._people[email]
 
     async def _deliver(self, step: ApprovalStep, purpose: str) -> None:
         spec = self._specs[step.step_id]
-        await workflow.execute_activity_method(
+        await self._act(
+            "deliver",
             ApprovalActivities.deliver,
             DeliverInput(
                 step=step,
@@ -468,11 +614,11 @@ class ApprovalChainWorkflow:
                 summary=self._input.deal,
                 link_ttl_hours=self._input.options.link_ttl_hours,
             ),
-            **self._options(),
         )
 
     async def _event(self, step: ApprovalStep, event: str, actor: str, detail: dict) -> None:
-        await workflow.execute_activity_method(
+        await self._act(
+            "record_event",
             ApprovalActivities.record_event,
             RequestEventInput(
                 deal_id=self._input.deal.deal_id,
@@ -483,7 +629,6 @@ class ApprovalChainWorkflow:
                 at=workflow.now(),
                 idempotency_key=f"{workflow.info().workflow_id}/event/{self._next_seq()}",
             ),
-            **self._options(),
         )
 
     async def _withdraw_step(self, step: ApprovalStep, reason: str) -> None:
@@ -491,34 +636,38 @@ class ApprovalChainWorkflow:
         step.comment = reason
         self._changed.setdefault(step.step_id, 0)
         self._changed[step.step_id] += 1
-        await workflow.execute_activity_method(
+        await self._act(
+            "withdraw_request",
             ApprovalActivities.withdraw_request,
             WithdrawInput(
                 deal_id=self._input.deal.deal_id, step=step, reason=reason, at=workflow.now()
             ),
-            **self._options(),
         )
 
     async def _notify_owner(self, key: str, text: str) -> None:
-        await workflow.execute_activity_method(
+        await self._act(
+            "notify",
             ApprovalActivities.notify,
             NotifyInput(
                 recipient_email=self._input.deal.owner_email,
                 key=f"{workflow.info().workflow_id}/{key}",
                 text=text,
+                deal_id=self._input.deal.deal_id,
             ),
-            **self._options(),
         )
 
     async def _predict_finish(self, stage: StageSpec) -> None:
         """Expected decision times per approver; warn the rep if the deal will close late."""
         remaining = [s for s in self._input.stages if s.index >= stage.index]
         emails = sorted({r.approver_email for s in remaining for r in s.requests})
-        stats = await workflow.execute_activity_method(
+        stats = await self._act(
+            "decision_stats",
             ApprovalActivities.decision_stats,
-            DecisionStatsInput(emails=emails),
-            **self._options(),
+            DecisionStatsInput(emails=emails, deal_id=self._input.deal.deal_id),
+            interrupt=lambda: self._withdrawal is not None,
         )
+        if stats is None:  # withdrawn while parked: no prediction is needed any more
+            return
         total_hours = 0.0
         for s in remaining:
             slowest = 0.0
@@ -548,5 +697,5 @@ class ApprovalChainWorkflow:
             "start_to_close_timeout": timedelta(
                 seconds=self._input.options.activity_timeout_seconds
             ),
-            "retry_policy": DELIVERY_RETRY,
+            "retry_policy": self._input.options.retry.policy(non_retryable=NON_RETRYABLE),
         }

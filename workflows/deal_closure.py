@@ -4,9 +4,22 @@ One per deal (id ``deal-closure/<deal id>``, see ``dealflow.ids``).
 
 Signals:  ``deal_updated(DealUpdated)`` — the rep changed the deal (PATCH); a closure waiting in
           ``needs_attention`` or ``changes_requested`` re-reads it.
+          ``retry(by: str)`` — ops (or the owner) fixed what made a step fail: run the failed step
+          again (``POST /v1/deals/{id}/retry``, or send it from the Temporal UI with the input
+          ``"your@email"``). A parked child's failure is retried by forwarding it to the child.
+          ``retry_closing(by: str)`` — the older name of ``retry`` (kept: callers and histories).
+          ``child_parked(ChildPark)`` — from a child (approval chain, signature) that parked or
+          resumed, so this closure shows (or stops showing) ``needs_attention``.
+          ``invoice_paid(InvoicePaid)``, ``offline_signed(OfflineSignature)``.
 Updates:  ``cancel(CancelRequest) -> DealClosureStatus`` — validated: refused once the closure has
-          ended; returns after the cancellation is recorded.
-Queries:  ``status() -> DealClosureStatus`` — everything ``GET /v1/deals/{id}`` shows live.
+          ended (closed_won, rejected, cancelled); accepted in every other stage, including
+          ``needs_attention`` and ``declined``; returns after the cancellation is recorded.
+Queries:  ``status() -> DealClosureStatus`` — everything ``GET /v1/deals/{id}`` shows live;
+          ``parked`` says which step failed and why while the closure waits for a retry.
+
+Failures: every activity has a retry budget (``RetryBudget``). An activity or child that gives up
+(non-retryable error, or budget spent) parks the closure in ``needs_attention`` with the error
+(see ``workflows/parking.py``); a retry re-runs only the failed step.
 
 The approval plan runs as a child ``ApprovalChainWorkflow`` per quote version. "Request changes"
 loops back: the rep's PATCH produces a new quote version and documents, and only the roles whose
@@ -24,7 +37,7 @@ from decimal import Decimal
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.approvals import ApprovalActivities, NotifyInput
@@ -64,6 +77,14 @@ with workflow.unsafe.imports_passed_through():
         StageSpec,
         Withdrawal,
     )
+    from workflows.parking import (
+        ChildPark,
+        ParkedFailure,
+        RetryBudget,
+        cancelled,
+        describe_failure,
+        park_reason,
+    )
     from workflows.signature import (
         OfflineSignature,
         SignatureInput,
@@ -73,23 +94,29 @@ with workflow.unsafe.imports_passed_through():
         SignatureWorkflow,
     )
 
-TERMINAL_STAGES = frozenset({"closed_won", "rejected", "declined", "cancelled"})
+# Where a closure has ended (or, closed_won, only watches the payment): cancel is refused. A
+# declined closure is not among them: it waits for the rep's fix and can be cancelled.
+TERMINAL_STAGES = frozenset({"closed_won", "rejected", "cancelled"})
 
 # Replay safety: closures started before the approval chain existed waited at
 # awaiting_approval for a cancel; they keep doing so. New ones run the chain.
 APPROVAL_CHAIN_PATCH = "approval-chain-v1"
 # Likewise, closures recorded before signature tracking waited at awaiting_signature.
 SIGNATURE_PATCH = "signature-v1"
+# Closures recorded before this let a running activity (retrying, say) finish before a cancel
+# took effect; new ones cancel the activity at once.
+CANCEL_INTERRUPTS_PATCH = "cancel-interrupts-activity"
 
-# Database and rendering activities: a few quick retries ride out a restart or a lock timeout;
-# past a minute something is wrong that a person should see, but we keep trying (the workflow is
-# durable) at a slow pace rather than give up. Business errors are non-retryable and named.
-LOCAL_SYSTEM_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    non_retryable_error_types=[DEAL_NOT_FOUND, QUOTE_VERIFICATION_FAILED, NO_APPROVER_FOR_ROLE],
-)
+# Database, rendering and closing activities: a few quick retries ride out a restart or a lock
+# timeout; the budget (RetryBudget: 10 attempts over about 5 minutes) then parks the closure in
+# needs_attention so a person sees it, instead of retrying unseen forever. Business errors are
+# non-retryable and named. The closure builds the policy from its options (tests shorten it);
+# this constant is the default, for reference.
+NON_RETRYABLE = [DEAL_NOT_FOUND, QUOTE_VERIFICATION_FAILED, NO_APPROVER_FOR_ROLE]
+LOCAL_SYSTEM_RETRY: RetryPolicy = RetryBudget().policy(non_retryable=NON_RETRYABLE)
+# Writing needs_attention itself while parking: two quick tries, then show it anyway (the query
+# and search attribute) — the park must not wait out a full budget to become visible.
+PARK_RECORD_ATTEMPTS = 2
 
 
 class DealClosureOptions(BaseModel):
@@ -102,6 +129,8 @@ class DealClosureOptions(BaseModel):
     public_base_url: str = "http://127.0.0.1:8000"
     finance_email: str | None = None  # told, with the rep, when an invoice is overdue
     payment_grace_seconds: float = 7 * 86400.0
+    # Retry budget of every activity, passed on to the children.
+    retry: RetryBudget = RetryBudget()
 
 
 class DealClosureInput(BaseModel):
@@ -162,6 +191,7 @@ class DealClosureStatus(BaseModel):
     signature: SignatureStatus | None = None
     billing: dict | None = None
     crm: dict | None = None
+    parked: ParkedFailure | None = None  # while the closure waits in needs_attention for a retry
     approval_required: bool | None = None
     policy_version: str | None = None
     policy_sha256: str | None = None
@@ -181,9 +211,14 @@ class DealClosureWorkflow:
         self._latest_revision = 0
         self._cancel: CancelRequest | None = None
         self._stage_seq = 0
-        self._retry_closing = 0
+        self._retry = 0  # bumped by retry / retry_closing
+        self._retry_by = "ops"
         self._paid: InvoicePaid | None = None
         self._signature_handle = None
+        self._child_park: ChildPark | None = None
+        self._child_park_seq = 0
+        self._finishing = False  # recording the cancellation: checkpoints no longer raise
+        self._won = False  # closed_won reached: only the payment is watched; no cancel
 
     # --- the process -----------------------------------------------------------------------
 
@@ -200,7 +235,12 @@ class DealClosureWorkflow:
                     return await self._wait_at_approval_before_chain(plan)
                 if not plan.plan.is_empty:
                     await self._record_stage("awaiting_approval", None)
-                    chain = await self._collect_approvals(loaded, priced, plan)
+                    chain = await self._step(
+                        "approval_chain",
+                        lambda loaded=loaded, priced=priced, plan=plan: self._collect_approvals(
+                            loaded, priced, plan
+                        ),
+                    )
                     if chain.outcome == "rejected":
                         self._note(
                             "approval.rejected", f"{chain.decided_by}: {chain.comment or ''}"
@@ -227,7 +267,10 @@ class DealClosureWorkflow:
                     # Recorded before signature tracking existed: wait for a cancel, as then.
                     await workflow.wait_condition(lambda: self._cancel is not None)
                     raise _Cancelled()
-                signature = await self._collect_signature(loaded, priced)
+                signature = await self._step(
+                    "signature",
+                    lambda loaded=loaded, priced=priced: self._collect_signature(loaded, priced),
+                )
                 if signature.status == "completed":
                     break
                 if self._cancel is not None:
@@ -279,13 +322,14 @@ class DealClosureWorkflow:
                     for s in loaded.terms.signers
                 ],
                 timing=self._input.options.signature,
+                retry=self._input.options.retry,
             ),
             id=child_id,
         )
         self._status.signature_workflow_id = child_id
         self._signature_handle = handle
-        await workflow.wait_condition(lambda: handle.done() or self._cancel is not None)
-        if not handle.done():
+
+        async def withdraw() -> None:
             assert self._cancel is not None
             await handle.signal(
                 SignatureWorkflow.withdraw,
@@ -293,8 +337,11 @@ class DealClosureWorkflow:
                     by=self._cancel.by, reason=self._cancel.reason or "Deal cancelled"
                 ),
             )
-        result = await handle
-        self._signature_handle = None
+
+        try:
+            result = await self._await_child(handle, withdraw)
+        finally:
+            self._signature_handle = None
         self._status.signature_workflow_id = None
         self._status.signature = result
         if result.status == "completed":
@@ -331,46 +378,41 @@ class DealClosureWorkflow:
                 for d in signature.documents
             ],
         )
-        while True:
-            try:
-                crm = await workflow.execute_activity_method(
-                    ClosingActivities.mark_crm_closed_won, closing, **self._activity_options()
-                )
-                self._status.crm = {
-                    "status": crm.status,
-                    "crm_deal_id": crm.crm_deal_id,
-                    "note_id": crm.note_id,
-                }
-                billing = await workflow.execute_activity_method(
-                    ClosingActivities.create_stripe_billing, closing, **self._activity_options()
-                )
-                self._status.billing = {
-                    "stripe_customer_id": billing.stripe_customer_id,
-                    "stripe_invoice_id": billing.stripe_invoice_id,
-                    "stripe_subscription_id": billing.stripe_subscription_id,
-                    "status": billing.status,
-                    "due_date": billing.due_date.isoformat() if billing.due_date else None,
-                    "amount_due": str(billing.amount_due),
-                }
-                revenue = await workflow.execute_activity_method(
-                    ClosingActivities.record_revenue_and_commission,
-                    closing,
-                    **self._activity_options(),
-                )
-                self._note(
-                    "revenue.recorded",
-                    f"{revenue.rows} months; commission {revenue.commission_amount} "
-                    f"payable on {revenue.commission_payable_on}",
-                )
-                break
-            except ActivityError as err:
-                cause = err.cause
-                if not (isinstance(cause, ApplicationError) and cause.non_retryable):
-                    raise
-                await self._record_stage("needs_attention", f"Closing failed: {cause.message}")
-                seen = self._retry_closing
-                await workflow.wait_condition(lambda seen=seen: self._retry_closing > seen)
-                await self._record_stage("closing", None)
+        # Each step parks on its own failure and a retry re-runs only it; the steps are also
+        # idempotent (``closing_steps``), so a crash mid-step redoes nothing either.
+        self._checkpoint()
+        crm = await self._activity(
+            "mark_crm_closed_won", ClosingActivities.mark_crm_closed_won, closing
+        )
+        self._status.crm = {
+            "status": crm.status,
+            "crm_deal_id": crm.crm_deal_id,
+            "note_id": crm.note_id,
+        }
+        self._checkpoint()
+        billing = await self._activity(
+            "create_stripe_billing", ClosingActivities.create_stripe_billing, closing
+        )
+        self._status.billing = {
+            "stripe_customer_id": billing.stripe_customer_id,
+            "stripe_invoice_id": billing.stripe_invoice_id,
+            "stripe_subscription_id": billing.stripe_subscription_id,
+            "status": billing.status,
+            "due_date": billing.due_date.isoformat() if billing.due_date else None,
+            "amount_due": str(billing.amount_due),
+        }
+        # Billing exists now: from here the deal is won; a cancel could only lie about it.
+        self._won = True
+        revenue = await self._activity(
+            "record_revenue_and_commission",
+            ClosingActivities.record_revenue_and_commission,
+            closing,
+        )
+        self._note(
+            "revenue.recorded",
+            f"{revenue.rows} months; commission {revenue.commission_amount} "
+            f"payable on {revenue.commission_payable_on}",
+        )
         await self._record_stage("closed_won", None)
         await self._watch_payment(billing)
 
@@ -393,24 +435,29 @@ class DealClosureWorkflow:
                 f"{billing.due_date.isoformat()} and the grace period."
             )
             for who in filter(None, (self._input.owner_email, self._input.options.finance_email)):
-                await workflow.execute_activity_method(
+                await self._activity(
+                    "notify",
                     ApprovalActivities.notify,
                     NotifyInput(
                         recipient_email=who,
                         key=f"{workflow.info().workflow_id}/unpaid/{who}",
                         text=text,
+                        deal_id=self._input.deal_id,
                     ),
-                    **self._activity_options(),
                 )
             self._note("billing.overdue", text)
             assert self._status.billing is not None
             self._status.billing["status"] = "overdue"
             await workflow.wait_condition(lambda: self._paid is not None)
         assert self._paid is not None and self._status.billing is not None
-        await workflow.execute_activity_method(
-            ClosingActivities.record_payment,
-            args=[self._paid, self._input.deal_id],
-            **self._activity_options(),
+        paid = self._paid
+        await self._step(
+            "record_payment",
+            lambda: workflow.execute_activity_method(
+                ClosingActivities.record_payment,
+                args=[paid, self._input.deal_id],
+                **self._activity_options(),
+            ),
         )
         self._status.billing["status"] = "paid"
         self._status.billing["paid_at"] = self._paid.paid_at.isoformat()
@@ -428,6 +475,8 @@ class DealClosureWorkflow:
 
     async def _finish_cancelled(self) -> DealClosureStatus:
         assert self._cancel is not None
+        self._finishing = True
+        self._status.parked = None
         self._note("closure.cancelled", self._cancel.reason or f"by {self._cancel.by}")
         await self._record_stage("cancelled", self._cancel.reason)
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -497,6 +546,7 @@ class DealClosureWorkflow:
                 escalation_levels=plan.escalation_levels,
                 link_ttl_hours=plan.link_ttl_hours,
                 min_history=plan.min_history,
+                retry=self._input.options.retry,
             ),
         )
         chain_id = approval_chain_workflow_id(self._input.deal_id, version)
@@ -504,14 +554,15 @@ class DealClosureWorkflow:
             ApprovalChainWorkflow.run, chain_input, id=chain_id
         )
         self._status.approval_chain_workflow_id = chain_id
-        await workflow.wait_condition(lambda: handle.done() or self._cancel is not None)
-        if not handle.done():
+
+        async def withdraw() -> None:
             assert self._cancel is not None
             await handle.signal(
                 ApprovalChainWorkflow.withdraw,
                 Withdrawal(by=self._cancel.by, reason=self._cancel.reason or "deal cancelled"),
             )
-        result = await handle
+
+        result = await self._await_child(handle, withdraw)
         self._status.approval_chain_workflow_id = None
         self._status.approval_steps = result.steps
         return result
@@ -520,10 +571,8 @@ class DealClosureWorkflow:
         """Load the deal; while it has problems, wait in needs_attention for the rep's fix."""
         while True:
             self._checkpoint()
-            loaded = await workflow.execute_activity_method(
-                DealActivities.load_deal,
-                LoadDealInput(deal_id=self._input.deal_id),
-                **self._activity_options(),
+            loaded = await self._activity(
+                "load_deal", DealActivities.load_deal, LoadDealInput(deal_id=self._input.deal_id)
             )
             self._latest_revision = max(self._latest_revision, loaded.revision)
             if not loaded.problems:
@@ -544,7 +593,8 @@ class DealClosureWorkflow:
         self._checkpoint()
         assert loaded.terms is not None
         version = (self._status.quote.version if self._status.quote else 0) + 1
-        priced = await workflow.execute_activity_method(
+        priced = await self._activity(
+            "price_quote",
             DealActivities.price_quote,
             PriceQuoteInput(
                 deal_id=self._input.deal_id,
@@ -552,7 +602,6 @@ class DealClosureWorkflow:
                 revision=loaded.revision,
                 terms=loaded.terms,
             ),
-            **self._activity_options(),
         )
         q = priced.quote
         self._status.quote = QuoteSummary(
@@ -571,10 +620,11 @@ class DealClosureWorkflow:
 
     async def _render(self, version: int) -> None:
         self._checkpoint()
-        result = await workflow.execute_activity_method(
+        result = await self._activity(
+            "render_documents",
             DealActivities.render_documents,
             RenderDocumentsInput(deal_id=self._input.deal_id, version=version),
-            **self._activity_options(heartbeat=True),
+            heartbeat=True,
         )
         self._status.documents = list(result.documents)
         for doc in result.documents:
@@ -582,10 +632,10 @@ class DealClosureWorkflow:
 
     async def _plan_approvals(self, version: int) -> PlanApprovalsResult:
         self._checkpoint()
-        result = await workflow.execute_activity_method(
+        result = await self._activity(
+            "plan_approvals",
             DealActivities.plan_approvals,
             PlanApprovalsInput(deal_id=self._input.deal_id, version=version),
-            **self._activity_options(),
         )
         self._status.policy_version = result.plan.policy_version
         self._status.policy_sha256 = result.plan.policy_sha256
@@ -615,10 +665,24 @@ class DealClosureWorkflow:
         self._latest_revision = max(self._latest_revision, update.revision)
 
     @workflow.signal
+    def retry(self, by: str) -> None:
+        """Ops fixed what made a step fail; run the failed step again (here or in a child)."""
+        self._retry += 1
+        self._retry_by = by
+        self._note("retry", f"requested by {by}")
+
+    @workflow.signal
     def retry_closing(self, by: str) -> None:
-        """Ops fixed what made closing fail; try the remaining steps again."""
-        self._retry_closing += 1
+        """The older name of ``retry``, from when only closing could park."""
+        self._retry += 1
+        self._retry_by = by
         self._note("closing.retry", f"requested by {by}")
+
+    @workflow.signal
+    def child_parked(self, park: ChildPark) -> None:
+        """A child parked (``failure`` set) or resumed (``failure`` None)."""
+        self._child_park = park if park.failure is not None else None
+        self._child_park_seq += 1
 
     @workflow.signal
     def invoice_paid(self, paid: InvoicePaid) -> None:
@@ -639,7 +703,7 @@ class DealClosureWorkflow:
 
     @cancel.validator
     def _validate_cancel(self, request: CancelRequest) -> None:
-        if self._status.stage in TERMINAL_STAGES or self._cancel is not None:
+        if self._status.stage in TERMINAL_STAGES or self._cancel is not None or self._won:
             raise ApplicationError(
                 f"the closure already ended or is ending (stage {self._status.stage})",
                 type="ClosureEnded",
@@ -652,8 +716,134 @@ class DealClosureWorkflow:
     # --- helpers ---------------------------------------------------------------------------
 
     def _checkpoint(self) -> None:
-        if self._cancel is not None:
+        if self._cancel is not None and not self._finishing:
             raise _Cancelled()
+
+    # --- park and retry --------------------------------------------------------------------
+
+    async def _activity(self, name: str, method, arg, *, heartbeat: bool = False):  # noqa: ANN001
+        """Run one activity; when it gives up, park until a retry, then run it again."""
+        return await self._step(name, lambda: self._run_activity(method, arg, heartbeat))
+
+    async def _run_activity(self, method, arg, heartbeat: bool):  # noqa: ANN001, ANN202
+        """The activity, cancelled when the closure is (a cancel never waits out a retry)."""
+        options = self._activity_options(heartbeat=heartbeat)
+        if self._finishing or self._won or not workflow.patched(CANCEL_INTERRUPTS_PATCH):
+            return await workflow.execute_activity_method(method, arg, **options)
+        handle = workflow.start_activity_method(method, arg, **options)
+        await workflow.wait_condition(lambda: handle.done() or self._cancellable())
+        if not handle.done():
+            handle.cancel()
+        try:
+            return await handle
+        except ActivityError:
+            if self._cancellable():
+                raise _Cancelled() from None
+            raise
+
+    async def _step(self, name: str, call):  # noqa: ANN001, ANN202 - a coroutine factory
+        """Await ``call()``; an activity or child that gave up parks the closure, then retries."""
+        while True:
+            try:
+                return await call()
+            except (ActivityError, ChildWorkflowError) as err:
+                if cancelled(err):
+                    raise
+                await self._park(name, err)
+
+    def _cancellable(self) -> bool:
+        return self._cancel is not None and not self._finishing and not self._won
+
+    async def _park(self, name: str, err: BaseException) -> None:
+        """Show needs_attention with the error; wait for a retry (or a cancel)."""
+        error_type, message = describe_failure(err)
+        failure = ParkedFailure(
+            step=name,
+            error_type=error_type,
+            message=message,
+            since=workflow.now(),
+            workflow_id=workflow.info().workflow_id,
+        )
+        resume = (self._status.stage, self._status.stage_reason)
+        reason = park_reason(failure)
+        if resume[0] == "closing":
+            reason = f"Closing failed: {reason}"
+        seen = self._retry  # before the park is visible: a retry sent while recording it counts
+        self._status.parked = failure
+        self._note("step.failed", reason)
+        await self._show_stage("needs_attention", reason)
+        await workflow.wait_condition(lambda: self._retry > seen or self._cancellable())
+        self._status.parked = None
+        self._checkpoint()
+        self._note("step.retried", f"{name}, requested by {self._retry_by}")
+        if resume[0] != "needs_attention":
+            await self._show_stage(*resume)
+
+    async def _await_child(self, handle, withdraw):  # noqa: ANN001, ANN202
+        """Wait for a child's result, showing its parks and forwarding retries and a cancel."""
+        withdrawn = False
+        shown: tuple[str, str | None] | None = None  # the stage to go back to after a park
+        # Retries counted from the moment a park became visible: one sent before it (from the
+        # UI, while nothing was parked) does not count; one sent while we record it does.
+        retry_mark = self._retry
+        while True:
+            seen_park = self._child_park_seq
+            await workflow.wait_condition(
+                lambda seen_park=seen_park, withdrawn=withdrawn, mark=retry_mark: (
+                    handle.done()
+                    or (self._cancel is not None and not withdrawn)
+                    or self._child_park_seq != seen_park
+                    or (self._child_park is not None and self._retry != mark)
+                )
+            )
+            if handle.done():
+                break
+            if self._cancel is not None and not withdrawn:
+                withdrawn = True
+                await withdraw()
+                continue
+            park = self._child_park
+            if self._child_park_seq == seen_park:
+                # A retry while the child is parked; it resumes and tells us (no failure).
+                assert park is not None
+                retry_mark = self._retry
+                await workflow.get_external_workflow_handle(park.workflow_id).signal(
+                    "retry", self._retry_by
+                )
+                continue
+            if park is not None and park.failure is not None:
+                if shown is None:
+                    shown = (self._status.stage, self._status.stage_reason)
+                retry_mark = self._retry
+                self._status.parked = park.failure
+                reason = park_reason(park.failure)
+                self._note("step.failed", reason)
+                await self._show_stage("needs_attention", reason)
+            elif shown is not None:
+                self._status.parked = None
+                self._note("step.retried", f"requested by {self._retry_by}")
+                await self._show_stage(*shown)
+                shown = None
+        self._status.parked = None
+        self._child_park = None
+        return await handle
+
+    async def _show_stage(self, stage: str, reason: str | None) -> None:
+        """Record a stage while parking or resuming: tried briefly, then shown anyway.
+
+        The failing step may be ``record_stage`` itself; the park must still be visible (the
+        query and the search attribute) and must not park again.
+        """
+        self._stage_seq += 1
+        try:
+            await workflow.execute_activity_method(
+                DealActivities.record_stage,
+                self._stage_input(stage, reason),
+                **self._activity_options(attempts=PARK_RECORD_ATTEMPTS),
+            )
+        except ActivityError as err:
+            self._note("stage.not_recorded", f"{stage}: {describe_failure(err)[1]}")
+        self._show(stage, reason)
 
     def _note(self, event: str, detail: str | None = None) -> None:
         self._status.timeline.append(TimelineEntry(at=workflow.now(), event=event, detail=detail))
@@ -665,26 +855,33 @@ class DealClosureWorkflow:
         reader who sees a stage can rely on it being recorded.
         """
         self._stage_seq += 1
-        await workflow.execute_activity_method(
-            DealActivities.record_stage,
-            RecordStageInput(
-                deal_id=self._input.deal_id,
-                stage=stage,
-                reason=reason,
-                at=workflow.now(),
-                idempotency_key=f"{workflow.info().workflow_id}/{workflow.info().run_id}"
-                f"/stage/{self._stage_seq}",
-            ),
-            **self._activity_options(),
+        # One input (one idempotency key) however often a park makes us try it again.
+        record = self._stage_input(stage, reason)
+        await self._activity("record_stage", DealActivities.record_stage, record)
+        self._show(stage, reason)
+
+    def _stage_input(self, stage: str, reason: str | None) -> RecordStageInput:
+        return RecordStageInput(
+            deal_id=self._input.deal_id,
+            stage=stage,
+            reason=reason,
+            at=workflow.now(),
+            idempotency_key=f"{workflow.info().workflow_id}/{workflow.info().run_id}"
+            f"/stage/{self._stage_seq}",
         )
+
+    def _show(self, stage: str, reason: str | None) -> None:
         self._status.stage = stage
         self._status.stage_reason = reason
         self._note(f"stage.{stage}", reason)
         workflow.upsert_search_attributes([SA_DEAL_STAGE.value_set(stage)])
 
-    def _activity_options(self, *, heartbeat: bool = False) -> dict:
+    def _activity_options(self, *, heartbeat: bool = False, attempts: int | None = None) -> dict:
         timeout = timedelta(seconds=self._input.options.activity_timeout_seconds)
-        options: dict = {"start_to_close_timeout": timeout, "retry_policy": LOCAL_SYSTEM_RETRY}
+        policy = self._input.options.retry.policy(non_retryable=NON_RETRYABLE)
+        if attempts is not None:
+            policy.maximum_attempts = attempts
+        options: dict = {"start_to_close_timeout": timeout, "retry_policy": policy}
         if heartbeat:
             # Rendering a large package takes a while; the heartbeat lets a dead worker be noticed
             # sooner than the full timeout would.

@@ -9,7 +9,16 @@ Signals:  ``connect_event(ConnectEvent)`` — a DocuSign Connect message (verifi
           ``offline_signed(OfflineSignature)`` — the rep uploaded a wet-signed PDF: the envelope
           is voided and the signature completes with method ``wet``.
           ``withdraw(SignatureWithdrawal)`` — the deal was cancelled: the envelope is voided.
-Queries:  ``status() -> SignatureStatus``.
+          ``retry(by: str)`` — run the DocuSign call that gave up again (the closure forwards
+          its retry here; ops may also send it from the Temporal UI).
+Queries:  ``status() -> SignatureStatus`` (``parked`` while a call waits for a retry).
+
+A hint that arrives while the envelope is being re-read causes another re-read: the loop
+compares the hints received with those received before the last read started, not after it.
+
+Failures: a DocuSign call that gives up (``DocuSignRejected``, or its budget spent) parks the
+tracking and tells the closure (``child_parked``), which shows ``needs_attention``; a withdrawal
+or an offline signature ends a park on a read without a retry. See ``workflows/parking.py``.
 
 Timers: a polling fallback (DocuSign asks for no more than one poll per envelope every 15
 minutes) catches lost webhooks; reminders (resend) to signers who have not signed; an alert to
@@ -23,6 +32,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.approvals import ApprovalActivities, NotifyInput
@@ -38,15 +48,29 @@ with workflow.unsafe.imports_passed_through():
         VoidInput,
     )
     from domain.schedule import add_business_hours
+    from workflows.parking import (
+        ChildPark,
+        ParkedFailure,
+        RetryBudget,
+        cancelled,
+        describe_failure,
+    )
 
-# DocuSign calls: retried patiently (their API has rate limits and brief outages); a refusal of
-# our envelope is non-retryable and surfaces to the closure.
-DOCUSIGN_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-    non_retryable_error_types=["DocuSignRejected"],
+# DocuSign calls: retried patiently (their API has rate limits and brief outages), at twice the
+# closure's intervals: with the default budget 2 s doubling to 2 min, 10 attempts over about 8
+# minutes (2+4+8+16+32+64+120+120+120 s) — past a rate-limit window and a short outage. Then,
+# or on a refusal of our envelope (non-retryable), the tracking parks and the closure shows it.
+NON_RETRYABLE = ["DocuSignRejected"]
+DOCUSIGN_SCALE = 2.0
+DOCUSIGN_RETRY: RetryPolicy = RetryBudget().policy(
+    non_retryable=NON_RETRYABLE, scale=DOCUSIGN_SCALE
 )
+# Replay safety: trackings recorded before this compared hints after the re-read (and lost one
+# arriving during it); they keep doing so.
+HINT_DURING_READ_PATCH = "signature-hint-during-read"
+
+
+_INTERRUPTED = object()  # what _act returns when a withdrawal or offline signature ended a park
 
 
 class SignatureTiming(BaseModel):
@@ -66,6 +90,7 @@ class SignatureInput(BaseModel):
     documents: list[DocumentRef]
     signers: list[SignerRef]
     timing: SignatureTiming = SignatureTiming()
+    retry: RetryBudget = RetryBudget()
 
 
 class ConnectEvent(BaseModel):
@@ -107,6 +132,8 @@ class SignatureStatus(BaseModel):
     events_received: int = 0
     duplicates_dropped: int = 0
     polls: int = 0
+    reads: int = 0  # envelope re-reads (hints, polls, timers)
+    parked: ParkedFailure | None = None
 
 
 @workflow.defn(name="SignatureTracking")
@@ -117,13 +144,16 @@ class SignatureWorkflow:
         self._status = SignatureStatus()
         self._seen: set[str] = set()
         self._hints = 0
+        self._hints_read = 0  # hints received when the last re-read started
         self._offline: OfflineSignature | None = None
         self._withdrawal: SignatureWithdrawal | None = None
+        self._retry = 0
 
     @workflow.run
     async def run(self, input: SignatureInput) -> SignatureStatus:
         t = input.timing
-        self._status.envelope_id = await workflow.execute_activity_method(
+        envelope_id = await self._act(
+            "send_envelope",
             SignatureActivities.send_envelope,
             SendEnvelopeInput(
                 deal_id=input.deal_id,
@@ -132,8 +162,19 @@ class SignatureWorkflow:
                 documents=input.documents,
                 signers=input.signers,
             ),
-            **self._options(),
+            interruptible=True,
         )
+        if envelope_id is _INTERRUPTED:
+            # Withdrawn, or signed offline, while the send was parked: no envelope to track.
+            if self._offline is not None:
+                self._status.status, self._status.method = "completed", "wet"
+                self._status.documents = [self._offline.document]
+            else:
+                self._status.status = "voided"
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            return self._status
+        assert isinstance(envelope_id, str)
+        self._status.envelope_id = envelope_id
         self._status.method = "docusign"
         started = workflow.now()
         expires_at = started + timedelta(seconds=t.expire_seconds)
@@ -146,7 +187,9 @@ class SignatureWorkflow:
             wake = min(now + timedelta(seconds=t.poll_seconds), next_reminder, expires_at)
             if not alerted:
                 wake = min(wake, alert_at)
-            seen = self._hints
+            # Hints are counted from the start of the last re-read, so one that came during it
+            # wakes us at once (another re-read) instead of waiting for the next poll.
+            seen = self._hints_read if workflow.patched(HINT_DURING_READ_PATCH) else self._hints
             try:
                 await workflow.wait_condition(
                     lambda seen=seen: (
@@ -188,14 +231,14 @@ class SignatureWorkflow:
                 await self._remind()
                 next_reminder = self._reminder_after(now)
         if self._status.status == "completed" and self._status.method == "docusign":
-            self._status.documents = await workflow.execute_activity_method(
+            self._status.documents = await self._act(
+                "store_signed_documents",
                 SignatureActivities.store_signed_documents,
                 StoreSignedInput(
                     deal_id=input.deal_id,
                     quote_version=input.quote_version,
                     envelope_id=self._status.envelope_id,
                 ),
-                **self._options(),
             )
         if self._status.status == "declined":
             await self._notify(
@@ -226,6 +269,11 @@ class SignatureWorkflow:
     def withdraw(self, withdrawal: SignatureWithdrawal) -> None:
         self._withdrawal = withdrawal
 
+    @workflow.signal
+    def retry(self, by: str) -> None:
+        """Run the DocuSign call that gave up again."""
+        self._retry += 1
+
     @workflow.query
     def status(self) -> SignatureStatus:
         return self._status
@@ -234,9 +282,17 @@ class SignatureWorkflow:
 
     async def _reconcile(self) -> None:
         """Read the envelope and apply what moved forward; nothing ever moves back."""
-        state: EnvelopeState = await workflow.execute_activity_method(
-            SignatureActivities.envelope_state, self._status.envelope_id, **self._options()
+        self._hints_read = self._hints
+        state = await self._act(
+            "envelope_state",
+            SignatureActivities.envelope_state,
+            self._status.envelope_id,
+            interruptible=True,
         )
+        if state is _INTERRUPTED:  # withdrawn or signed offline while parked: the loop handles it
+            return
+        assert isinstance(state, EnvelopeState)
+        self._status.reads += 1
         known = {r.email: r for r in self._status.recipients}
         views = []
         for r in sorted(state.recipients, key=lambda r: (r.routing_order, r.recipient_id)):
@@ -278,29 +334,82 @@ class SignatureWorkflow:
             for r in self._status.recipients
             if r.routing_order == turn and RECIPIENT_RANK.get(r.status, 0) < 3
         ]
-        await workflow.execute_activity_method(
+        sent = await self._act(
+            "resend_envelope",
             SignatureActivities.resend_envelope,
-            ResendInput(envelope_id=self._status.envelope_id, recipient_ids=ids),
-            **self._options(),
+            ResendInput(
+                envelope_id=self._status.envelope_id,
+                recipient_ids=ids,
+                deal_id=self._input.deal_id,
+            ),
+            interruptible=True,
         )
-        self._status.reminders_sent += 1
+        if sent is not _INTERRUPTED:
+            self._status.reminders_sent += 1
 
     async def _void(self, reason: str) -> None:
-        await workflow.execute_activity_method(
+        await self._act(
+            "void_envelope",
             SignatureActivities.void_envelope,
-            VoidInput(envelope_id=self._status.envelope_id, reason=reason),
-            **self._options(),
+            VoidInput(
+                envelope_id=self._status.envelope_id, reason=reason, deal_id=self._input.deal_id
+            ),
         )
 
     async def _notify(self, key: str, text: str) -> None:
-        await workflow.execute_activity_method(
+        await self._act(
+            "notify",
             ApprovalActivities.notify,
             NotifyInput(
                 recipient_email=self._input.owner_email,
                 key=f"{workflow.info().workflow_id}/{key}",
                 text=text,
+                deal_id=self._input.deal_id,
             ),
-            **self._options(),
+        )
+
+    # --- park and retry --------------------------------------------------------------------
+
+    async def _act(self, name: str, method, arg, *, interruptible: bool = False):  # noqa: ANN001, ANN202
+        """Run an activity; when it gives up, park until ``retry``, then run it again.
+
+        ``interruptible``: a withdrawal or an offline signature ends the park without a retry
+        (the call's result no longer matters); the call then returns ``_INTERRUPTED``.
+        """
+        while True:
+            try:
+                return await workflow.execute_activity_method(method, arg, **self._options())
+            except ActivityError as err:
+                if cancelled(err):
+                    raise
+                error_type, message = describe_failure(err)
+                failure = ParkedFailure(
+                    step=name,
+                    error_type=error_type,
+                    message=message,
+                    since=workflow.now(),
+                    workflow_id=workflow.info().workflow_id,
+                )
+                seen = self._retry  # before the park is visible: a retry from then on counts
+                self._status.parked = failure
+                await self._tell_parent(failure)
+                await workflow.wait_condition(
+                    lambda seen=seen: (
+                        self._retry > seen
+                        or (interruptible and (self._withdrawal or self._offline) is not None)
+                    )
+                )
+                self._status.parked = None
+                await self._tell_parent(None)
+                if self._retry == seen:
+                    return _INTERRUPTED
+
+    async def _tell_parent(self, failure: ParkedFailure | None) -> None:
+        parent = workflow.info().parent
+        if parent is None:
+            return
+        await workflow.get_external_workflow_handle(parent.workflow_id).signal(
+            "child_parked", ChildPark(workflow_id=workflow.info().workflow_id, failure=failure)
         )
 
     def _reminder_after(self, start: datetime) -> datetime:
@@ -314,5 +423,7 @@ class SignatureWorkflow:
             "start_to_close_timeout": timedelta(
                 seconds=self._input.timing.activity_timeout_seconds
             ),
-            "retry_policy": DOCUSIGN_RETRY,
+            "retry_policy": self._input.retry.policy(
+                non_retryable=NON_RETRYABLE, scale=DOCUSIGN_SCALE
+            ),
         }

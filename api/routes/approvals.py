@@ -47,6 +47,8 @@ Comment = BoundedText(limits.COMMENT)
 SLACK_ANSWER_WITHIN = 2.5
 _REFUSALS = {
     "NotAllowed": (403, "forbidden"),
+    # The deal's owner, by any door (API, link, Slack; as delegate or escalation target).
+    "OwnerMayNotDecide": (403, "forbidden"),
     "AlreadyDecided": (409, "already_decided"),
     "NotPending": (409, "not_pending"),
     "UnknownStep": (404, "not_found"),

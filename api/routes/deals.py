@@ -1,4 +1,4 @@
-"""``/v1/deals``: create, change, read, ready-to-close, cancel."""
+"""``/v1/deals``: create, change, read, ready-to-close, cancel, retry."""
 
 from __future__ import annotations
 
@@ -385,8 +385,13 @@ async def ready_to_close(
     temporal: TemporalDep,
 ) -> ReadyToCloseRead:
     """Start the deal closure (202), or return the one already running (200)."""
-    deal = await _deal_or_404(session, deal_id)
+    # Locked while starting: a cancel of the draft (below) and this start cannot interleave.
+    deal = await _deal_or_404(session, deal_id, for_update=True)
     _require_owner(person, deal)
+    if deal.stage == "cancelled":
+        raise ApiError(
+            409, "closure_ended", "This deal was cancelled; its closure cannot start again."
+        )
     handle, started = await start_closure(temporal, settings, deal)
     if not started:
         status = await describe_status(handle)
@@ -400,6 +405,9 @@ async def ready_to_close(
         run_id = (await handle.describe()).run_id
     else:
         run_id = handle.result_run_id or ""
+        # The deal leaves draft with its closure, in this transaction: even when the closure's
+        # own first write fails (it parks), GET reads the live closure and cancel finds it.
+        await deals_db.set_stage(session, deal_id=deal.id, stage="quoting")
         await append_audit(
             session,
             deal_id=deal.id,
@@ -421,17 +429,35 @@ async def cancel_deal(
     temporal: TemporalDep,
     body: CancelCreate | None = None,
 ) -> DealRead:
-    """Cancel the closure (owner rep, ops); answers once the cancellation is recorded."""
-    deal = await _deal_or_404(session, deal_id)
+    """Cancel the closure (owner rep, ops); answers once the cancellation is recorded.
+
+    Works in every stage that has not ended, including needs_attention and declined. A draft
+    has no closure: the deal itself is marked cancelled (audited), and ready-to-close then
+    answers 409 — cancelling a draft means "this will not be sold", as for a closure.
+    """
+    deal = await _deal_or_404(session, deal_id, for_update=True)
     _require_owner(person, deal, also=("ops", "admin"))
-    if deal.stage == "draft":
-        raise ApiError(409, "no_closure", "This deal has no closure to cancel.")
     handle = temporal.get_workflow_handle(deal_closure_workflow_id(deal.id))
-    try:
-        status = await handle.execute_update(
-            DealClosureWorkflow.cancel,
-            CancelRequest(by=person.email, reason=body.reason if body else None),
+    if deal.stage in ("draft", "cancelled") and await describe_status(handle) is None:
+        if deal.stage == "cancelled":
+            raise ApiError(409, "closure_ended", "This deal is already cancelled.")
+        reason = body.reason if body else None
+        await deals_db.set_stage(session, deal_id=deal.id, stage="cancelled")
+        await append_audit(
+            session,
+            deal_id=deal.id,
+            actor=person.email,
+            channel="api",
+            event="deal.cancelled",
+            detail={"reason": reason, "stage": "draft"} if reason else {"stage": "draft"},
         )
+        await session.commit()
+        return await _read_deal(session, settings, deal, None)
+    request = CancelRequest(by=person.email, reason=body.reason if body else None)
+    # Let go of the row: the workflow records the cancellation on it before the update answers.
+    await session.rollback()
+    try:
+        status = await handle.execute_update(DealClosureWorkflow.cancel, request)
     except WorkflowUpdateFailedError as err:
         raise ApiError(409, "closure_ended", str(err.cause or err)) from None
     except RPCError as err:
@@ -440,3 +466,44 @@ async def cancel_deal(
         raise
     await session.refresh(deal)
     return await _read_deal(session, settings, deal, status, status.approval_steps)
+
+
+@router.post("/{deal_id}/retry", status_code=202)
+async def retry_deal(
+    deal_id: str, person: CurrentPerson, session: SessionDep, temporal: TemporalDep
+) -> dict[str, Any]:
+    """Run the step that parked the closure (needs_attention) again (ops, admin, the owner).
+
+    The same as the ``retry`` signal sent from the Temporal UI; a child's failure (approval
+    chain, signature) is forwarded to the child. 409 when nothing is parked.
+    """
+    deal = await _deal_or_404(session, deal_id)
+    _require_owner(person, deal, also=("ops", "admin"))
+    live = await closure_status(temporal, deal.id) if deal.stage != "draft" else None
+    if live is None or live.parked is None:
+        stage = live.stage if live is not None else deal.stage
+        raise ApiError(
+            409,
+            "not_parked",
+            "Nothing to retry: the closure is not waiting for a retry.",
+            [{"stage": stage}],
+        )
+    parked = live.parked
+    await append_audit(
+        session,
+        deal_id=deal.id,
+        actor=person.email,
+        channel="api",
+        event="closure.retry_requested",
+        detail={"step": parked.step, "error": parked.message},
+    )
+    await session.commit()
+    await temporal.get_workflow_handle(deal_closure_workflow_id(deal.id)).signal(
+        DealClosureWorkflow.retry, person.email
+    )
+    return {
+        "status": "retry requested",
+        "step": parked.step,
+        "error_type": parked.error_type,
+        "error": parked.message,
+    }

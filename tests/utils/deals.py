@@ -97,7 +97,8 @@ async def wait_for_stage(
         return await eventually(reached, timeout=timeout, what=f"deal {deal_id} at {stage!r}")
     except AssertionError:
         raise AssertionError(
-            f"deal {deal_id} did not reach {stage!r}; last seen: {last.get('stage')}"
+            f"deal {deal_id} did not reach {stage!r}; last seen: {last.get('stage')} "
+            f"({last.get('stage_reason')})"
         ) from None
 
 
