@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         RenderDocumentsInput,
     )
     from activities.docusign import SignerRef
+    from activities.handoff import HandoffActivities, StartHandoffInput
     from dealflow.ids import (
         SA_DEAL_AMOUNT,
         SA_DEAL_STAGE,
@@ -73,13 +74,17 @@ with workflow.unsafe.imports_passed_through():
         SignatureWorkflow,
     )
 
-TERMINAL_STAGES = frozenset({"closed_won", "rejected", "declined", "cancelled"})
+TERMINAL_STAGES = frozenset(
+    {"closed_won", "handoff", "rejected", "declined", "cancelled", "closed_lost"}
+)
 
 # Replay safety: closures started before the approval chain existed waited at
 # awaiting_approval for a cancel; they keep doing so. New ones run the chain.
 APPROVAL_CHAIN_PATCH = "approval-chain-v1"
 # Likewise, closures recorded before signature tracking waited at awaiting_signature.
 SIGNATURE_PATCH = "signature-v1"
+# Closures won before the handoff existed went on to watch the payment at closed_won.
+HANDOFF_PATCH = "handoff-v1"
 
 # Database and rendering activities: a few quick retries ride out a restart or a lock timeout;
 # past a minute something is wrong that a person should see, but we keep trying (the workflow is
@@ -115,9 +120,16 @@ class DealUpdated(BaseModel):
     by: str
 
 
+class LostInfo(BaseModel):
+    reason: str
+    competitor: str | None = None
+    notes: str | None = None
+
+
 class CancelRequest(BaseModel):
     by: str
     reason: str | None = None
+    lost: LostInfo | None = None  # POST /v1/deals/{id}/lost: end at closed_lost, not cancelled
 
 
 class QuoteSummary(BaseModel):
@@ -372,6 +384,16 @@ class DealClosureWorkflow:
                 await workflow.wait_condition(lambda seen=seen: self._retry_closing > seen)
                 await self._record_stage("closing", None)
         await self._record_stage("closed_won", None)
+        if workflow.patched(HANDOFF_PATCH):
+            start = StartHandoffInput(
+                deal_id=self._input.deal_id,
+                owner_email=self._input.owner_email,
+                closure=self._status.model_dump(mode="json"),
+            )
+            await workflow.execute_activity_method(
+                HandoffActivities.start_handoff, start, **self._activity_options()
+            )
+            await self._record_stage("handoff", None)
         await self._watch_payment(billing)
 
     async def _watch_payment(self, billing) -> None:  # noqa: ANN001 - BillingResult
@@ -429,7 +451,10 @@ class DealClosureWorkflow:
     async def _finish_cancelled(self) -> DealClosureStatus:
         assert self._cancel is not None
         self._note("closure.cancelled", self._cancel.reason or f"by {self._cancel.by}")
-        await self._record_stage("cancelled", self._cancel.reason)
+        lost = self._cancel.lost
+        await self._record_stage(
+            "closed_lost" if lost else "cancelled", lost.reason if lost else self._cancel.reason
+        )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status
 
@@ -634,7 +659,7 @@ class DealClosureWorkflow:
     @workflow.update
     async def cancel(self, request: CancelRequest) -> DealClosureStatus:
         self._cancel = request
-        await workflow.wait_condition(lambda: self._status.stage == "cancelled")
+        await workflow.wait_condition(lambda: self._status.stage in ("cancelled", "closed_lost"))
         return self._status
 
     @cancel.validator
