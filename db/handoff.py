@@ -104,6 +104,19 @@ async def get_handoff(session: AsyncSession, deal_id: str) -> Handoff | None:
     return await session.get(Handoff, deal_id)
 
 
+async def deal_summary(session: AsyncSession, deal_id: str) -> dict[str, Any] | None:
+    """The ``handoff`` object of ``GET /v1/deals/{id}``; None before closed-won."""
+    row = await session.get(Handoff, deal_id)
+    if row is None:
+        return None
+    return {
+        "status": row.status,
+        "csm_email": row.csm_email,
+        "kickoff_at": row.kickoff_at.isoformat() if row.kickoff_at else None,
+        "renewal_at": row.renewal_at.isoformat() if row.renewal_at else None,
+    }
+
+
 # --- tasks ------------------------------------------------------------------------------------
 
 

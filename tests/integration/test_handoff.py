@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from icalendar import Calendar
 
-from dealflow.ids import handoff_workflow_id
+from dealflow.ids import deal_closure_workflow_id, handoff_workflow_id
 from tests.utils.deals import OPS, OTHER_REP, REP, SALES_VP, create_deal, record_history
 from tests.utils.deals import wait_for_stage as wait_deal
 from tests.utils.polling import eventually
@@ -203,6 +203,15 @@ async def test_a_won_deal_is_handed_over_with_csm_invite_plan_and_renewal(
         run_id=desc.raw_description.workflow_execution_info.first_run_id,
     )
     await record_history(first, "handoff_won_to_onboarding")
+    await record_history(
+        temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"])),
+        "deal_closure_won_to_handoff",
+    )
+    # The deal carries the handoff's summary.
+    read = (await http.get(f"/v1/deals/{deal['id']}", headers=auth(REP))).json()
+    assert read["stage"] == "handoff"
+    assert read["handoff"]["csm_email"] == CSM and read["handoff"]["kickoff_at"]
+    assert read["handoff"]["renewal_at"].startswith(renewal["term_end"])
 
     # One learning event for the won deal, visible to the Sales VP; a rep may not read them.
     events = await http.get("/v1/learning/events", params={"kind": "won"}, headers=auth(SALES_VP))
