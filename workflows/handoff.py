@@ -63,6 +63,20 @@ RETRY = RetryPolicy(
 )
 
 
+# A signature slower than this is a risk worth a line in the package (a hesitant customer).
+SLOW_SIGNATURE_DAYS = 14
+
+
+def _signature_days(timeline: list[dict[str, Any]]) -> int | None:
+    """Whole days from the first awaiting_signature to signature.completed in the closure's
+    timeline (times as the closure recorded them), or None."""
+    sent = next((t["at"] for t in timeline if t.get("event") == "stage.awaiting_signature"), None)
+    done = next((t["at"] for t in timeline if t.get("event") == "signature.completed"), None)
+    if sent is None or done is None:
+        return None
+    return (datetime.fromisoformat(done) - datetime.fromisoformat(sent)).days
+
+
 class TimelineEntry(BaseModel):
     at: datetime
     event: str
@@ -287,6 +301,13 @@ class HandoffWorkflow:
             for a in closure.get("approval_steps", [])
             if a.get("comment")
         ]
+        billing = closure.get("billing") or {}
+        pkg.package["billing"].update(
+            {k: billing.get(k) for k in ("stripe_invoice_id", "stripe_subscription_id", "status")}
+        )
+        slow = _signature_days(closure.get("timeline", []))
+        if slow is not None and slow > SLOW_SIGNATURE_DAYS:
+            pkg.package["risks"].append(f"slow signature: {slow} days from sending to signed")
         self._s.package = pkg.package
         return pkg
 

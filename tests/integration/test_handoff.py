@@ -86,6 +86,8 @@ async def test_a_won_deal_is_handed_over_with_csm_invite_plan_and_renewal(
     assert {d["kind"] for d in pkg["documents"]} >= {"signed_contract", "certificate"}
     assert all(len(d["sha256"]) == 64 for d in pkg["documents"])
     assert pkg["billing"]["total"] and pkg["billing"]["currency"] == "USD"
+    assert pkg["billing"]["stripe_invoice_id"].startswith("in_")
+    assert pkg["risks"] == []  # 5 % discount, no custom terms, signed at once
     assert body["missing"] == []
 
     # The invite: one message per attendee, a real iCalendar REQUEST, parsed back.

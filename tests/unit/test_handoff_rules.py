@@ -190,3 +190,14 @@ def test_the_committed_onboarding_config_parses_with_a_plan_per_segment():
     assert cfg.required[0] == "primary_contact" and cfg.renewal_alert_days == (90, 60, 30)
     owners = {i.owner for plan in cfg.plans.values() for i in plan}
     assert owners <= {"csm", "rep", "support", "customer"}
+
+
+def test_a_slow_signature_is_counted_in_whole_days_from_the_closure_timeline():
+    from workflows.handoff import _signature_days
+
+    timeline = [
+        {"at": "2027-01-04T10:00:00Z", "event": "stage.awaiting_signature"},
+        {"at": "2027-01-20T11:00:00Z", "event": "signature.completed"},
+    ]
+    assert _signature_days(timeline) == 16
+    assert _signature_days(timeline[:1]) is None
