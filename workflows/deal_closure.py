@@ -74,9 +74,9 @@ with workflow.unsafe.imports_passed_through():
         SignatureWorkflow,
     )
 
-TERMINAL_STAGES = frozenset(
-    {"closed_won", "handoff", "rejected", "declined", "cancelled", "closed_lost"}
-)
+# Where cancel (and lost) is refused. "declined" is not here: the closure waits there for the
+# rep's change, and a deal the customer declined may well be cancelled or lost instead.
+TERMINAL_STAGES = frozenset({"closed_won", "handoff", "rejected", "cancelled", "closed_lost"})
 
 # Replay safety: closures started before the approval chain existed waited at
 # awaiting_approval for a cancel; they keep doing so. New ones run the chain.

@@ -14,10 +14,18 @@ import httpx
 from icalendar import Calendar
 
 from dealflow.ids import deal_closure_workflow_id, handoff_workflow_id
-from tests.utils.deals import OPS, OTHER_REP, REP, SALES_VP, create_deal, record_history
+from tests.utils.deals import (
+    FINANCE,
+    OPS,
+    OTHER_REP,
+    REP,
+    SALES_VP,
+    create_deal,
+    record_history,
+)
 from tests.utils.deals import wait_for_stage as wait_deal
 from tests.utils.polling import eventually
-from tests.utils.signature import approved_deal, envelope_of, sign_all
+from tests.utils.signature import act, approved_deal, envelope_of, sign_all
 
 CSM = "ben.carter@dealflow.example"  # mid-market specialty (config/org.toml)
 OTHER_CSM = "olivia.grant@dealflow.example"
@@ -334,7 +342,30 @@ async def test_lost_deals_in_every_open_stage_and_never_once_won(http, auth):
     await http.post(f"/v1/deals/{pending['id']}/ready-to-close", headers=auth(REP))
     await wait_deal(http, pending["id"], auth(REP), "awaiting_approval")
     signing = await approved_deal(http, auth)
-    for deal in (pending, signing):
+    # Needs attention (no signers), changes requested, declined by the customer.
+    attention = await create_deal(http, auth(REP), signers=[])
+    await http.post(f"/v1/deals/{attention['id']}/ready-to-close", headers=auth(REP))
+    await wait_deal(http, attention["id"], auth(REP), "needs_attention")
+    changes = await create_deal(http, auth(REP))
+    await http.post(f"/v1/deals/{changes['id']}/ready-to-close", headers=auth(REP))
+    await wait_deal(http, changes["id"], auth(REP), "awaiting_approval")
+
+    async def asked_for_changes():
+        r = await http.post(
+            f"/v1/approvals/{changes['id']}.v1.s0.finance_director/decision",
+            json={"decision": "request_changes", "comment": "Shorter term"},
+            headers=auth(FINANCE),
+        )
+        return r.status_code == 200
+
+    await eventually(asked_for_changes, what="changes requested")
+    await wait_deal(http, changes["id"], auth(REP), "changes_requested")
+    declined = await approved_deal(http, auth)
+    envelope = await envelope_of(http, declined["id"])
+    await act(http, envelope["envelope_id"], SIGNER, "view")
+    await act(http, envelope["envelope_id"], SIGNER, "decline", reason="Went elsewhere")
+    await wait_deal(http, declined["id"], auth(REP), "declined")
+    for deal in (pending, signing, attention, changes, declined):
         r = await http.post(f"/v1/deals/{deal['id']}/lost", json=reason, headers=auth(REP))
         assert r.status_code == 200, r.text
         assert r.json()["withdrawn"] is True
@@ -346,7 +377,7 @@ async def test_lost_deals_in_every_open_stage_and_never_once_won(http, auth):
         await http.get("/v1/learning/events", params={"kind": "lost"}, headers=auth(OPS))
     ).json()["items"]
     mine = {e["deal_id"]: e for e in events}
-    for deal in (draft, pending, signing):
+    for deal in (draft, pending, signing, attention, changes, declined):
         assert mine[deal["id"]]["reason"] == reason["reason"]
         assert mine[deal["id"]]["competitor"] == "Initech"
     # A won deal cannot be lost.
