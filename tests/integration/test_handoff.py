@@ -203,6 +203,11 @@ async def test_a_won_deal_is_handed_over_with_csm_invite_plan_and_renewal(
         ]
         assert alerts == ["Renewal in 90 days", "Renewal in 60 days", "Renewal in 30 days"]
     assert final["status"] == "onboarding"  # the customer's item is still open
+    # Each alert is also a task for the CSM and the rep.
+    for who in (CSM, REP):
+        tasks = await http.get("/v1/tasks", params={"kind": "renewal_alert"}, headers=auth(who))
+        mine = [t for t in tasks.json()["items"] if t["deal_id"] == deal["id"]]
+        assert len(mine) == 3, who
     # Continued as new (the history stays small): the status says which run this is.
     handle = temporal_client.get_workflow_handle(handoff_workflow_id(deal["id"]))
     desc = await handle.describe()
@@ -268,8 +273,15 @@ async def test_a_missing_field_waits_in_needs_attention_until_patch(http, auth):
         http, deal["id"], auth(REP), lambda b: b["status"] == "onboarding", "resumed"
     )
     assert body["csm"]["email"] == CSM and body["missing"] == []
-    # The assigned CSM may now read it.
+    # The assigned CSM may now read it, and mark every item done (the customer's too): live.
     assert (await http.get(f"/v1/handoffs/{deal['id']}", headers=auth(CSM))).status_code == 200
+    for item in body["items"]:
+        r = await http.post(f"/v1/handoffs/{deal['id']}/items/{item['id']}/done", headers=auth(CSM))
+        assert r.status_code == 200, r.text
+    live = await _handoff(http, deal["id"], auth(CSM), lambda b: b["status"] == "live", "live")
+    assert {i["status"] for i in live["items"]} == {"done"}
+    read = (await http.get(f"/v1/deals/{deal['id']}", headers=auth(REP))).json()
+    assert read["handoff"]["status"] == "live"
 
 
 async def test_no_csm_fits_the_lead_gets_a_task_and_reassign_resumes(http, auth):
