@@ -430,10 +430,15 @@ class HandoffActivities:
                         f"{input.csm_email} is not a CSM", type=NOT_A_CSM, non_retryable=True
                     )
                 reason = f"reassigned by {input.by}: {input.reason or 'no reason given'}"
+                # The status stays what the workflow last mirrored; it mirrors again next.
+                current = await handoff_db.get_handoff(session, input.deal_id)
                 await handoff_db.upsert_handoff(
-                    session, input.deal_id, status="onboarding", csm_email=chosen.email,
+                    session,
+                    input.deal_id,
+                    status=current.status if current else "collecting",
+                    csm_email=chosen.email,
                     csm_reason=reason,
-                )  # fmt: skip
+                )
                 await self._close_lead_task(session, input.deal_id, input.by)
                 return AssignResult(
                     csm_email=chosen.email, reason=reason, manager_email=chosen.manager_email
