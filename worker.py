@@ -25,6 +25,7 @@ from activities.closing import ClosingActivities, build_stripe_client
 from activities.crm import HubSpotCrm
 from activities.deals import DealActivities, NoopActivities
 from activities.docusign import DocuSignClient, SignatureActivities
+from activities.handoff import HandoffActivities
 from db.engine import make_engine, make_sessionmaker
 from dealflow.faults import CrashPoints, FailurePoints
 from dealflow.logging import configure_logging
@@ -35,6 +36,7 @@ from dealflow.temporal import connect
 from workflows.approval_chain import ApprovalChainWorkflow
 from workflows.campaign import CampaignWorkflow
 from workflows.deal_closure import DealClosureWorkflow
+from workflows.handoff import HandoffWorkflow
 from workflows.noop import NoopWorkflow
 from workflows.sequence import SequenceWorkflow
 from workflows.signature import SignatureWorkflow
@@ -48,6 +50,7 @@ WORKFLOWS: Sequence[type] = (
     NoopWorkflow,
     CampaignWorkflow,
     SequenceWorkflow,
+    HandoffWorkflow,
 )
 
 
@@ -85,6 +88,15 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         stripe_client=build_stripe_client(settings),
         crash_points=crash_points,
     )
+    handoff = HandoffActivities(
+        settings=settings,
+        sessions=sessions,
+        mailer=Mailer.from_settings(settings),
+        slack=AsyncWebClient(
+            token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
+        ),
+        crash_points=crash_points,
+    )
     noop = NoopActivities()
     return [
         deals.load_deal,
@@ -110,6 +122,19 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         closing.record_revenue_and_commission,
         closing.record_payment,
         noop.noop,
+        handoff.start_handoff,
+        handoff.load_package,
+        handoff.assign_csm,
+        handoff.send_message,
+        handoff.send_kickoff,
+        handoff.post_win,
+        handoff.record_won,
+        handoff.plan_onboarding,
+        handoff.update_task,
+        handoff.renewal_alert_task,
+        handoff.move_items,
+        handoff.mirror,
+        handoff.open_crm_renewal,
         *build_campaign_activities(settings, sessions, crash_points),
     ]
 

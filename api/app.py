@@ -23,6 +23,8 @@ from api.routes import (
     contact_deals,
     deals,
     documents,
+    handoffs,
+    learning,
     lists,
     mail_webhooks,
     ops,
@@ -103,6 +105,9 @@ def create_app(
     app.include_router(lists.router)  # GET /v1/deals, /v1/approvals, /v1/campaigns
     app.include_router(tasks.router)
     app.include_router(contact_deals.router)
+    app.include_router(handoffs.router)  # /v1/handoffs/{deal}
+    app.include_router(handoffs.lost_router)  # POST /v1/deals/{id}/lost
+    app.include_router(learning.router)
     if settings.is_sandbox:
         app.include_router(sandbox.router)
     # Last: the document is built from every route included above.

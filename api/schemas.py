@@ -208,6 +208,8 @@ class DealRead(BaseModel):
     signature: dict[str, Any] | None = None
     billing: dict[str, Any] | None = None
     crm: dict[str, Any] | None = None
+    # After closed-won: {"status", "csm_email", "kickoff_at", "renewal_at"} (the handoff mirror).
+    handoff: dict[str, Any] | None = None
     timeline: list[TimelineRead] = []
     workflow_id: str | None = None
     live: bool = Field(

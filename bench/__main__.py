@@ -24,12 +24,14 @@ from pathlib import Path
 import temporalio
 
 from bench.common import BenchError, Config
+from bench.handoff import HandoffScenario
 from bench.lists import ListsScenario
 from bench.runner import SCENARIOS, Results, run_scenarios
 from bench.stack import StackError, bench_stack
 from bench.stats import ratios, summarize
 
 SCENARIOS[ListsScenario.name] = ListsScenario  # issue 9: the lists beside the live read
+SCENARIOS[HandoffScenario.name] = HandoffScenario  # issue 8: closed-won -> package and CSM
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_DEALS_ONE = 30
 DEFAULT_DEALS_ALL = 20  # keeps `python -m bench` (all three) to about 4 minutes on 2 cores

@@ -27,6 +27,7 @@ from sqlalchemy import Row, Select, and_, func, literal, null, or_, select, unio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.campaign_models import RepTask
+from db.handoff import TASK_PREFIX, handoff_sort_at, handoff_tasks_select
 
 # Every source yields exactly these columns, in this order.
 TASK_COLUMNS = (
@@ -95,7 +96,17 @@ CAMPAIGN_TASKS = TaskSource(
     sort_at=_campaign_sort_at,
 )
 
-SOURCES: tuple[TaskSource, ...] = (CAMPAIGN_TASKS,)
+HANDOFF_TASKS = TaskSource(
+    name="handoff",
+    kinds=frozenset({"onboarding_item", "renewal_alert", "csm_assignment"}),
+    # open -> done (the owner, or the CSM), cancelled (the handoff was cancelled)
+    statuses=frozenset({"open", "done", "cancelled"}),
+    id_prefix=TASK_PREFIX,
+    select=handoff_tasks_select,
+    sort_at=handoff_sort_at,
+)
+
+SOURCES: tuple[TaskSource, ...] = (CAMPAIGN_TASKS, HANDOFF_TASKS)
 TASK_KINDS = frozenset().union(*(s.kinds for s in SOURCES))
 TASK_STATUSES = frozenset().union(*(s.statuses for s in SOURCES))
 

@@ -41,6 +41,11 @@ def signature_workflow_id(deal_id: str, quote_version: int) -> str:
     return f"signature/{deal_id}/v{quote_version}"
 
 
+def handoff_workflow_id(deal_id: str) -> str:
+    """One handoff per won deal."""
+    return f"handoff/{deal_id}"
+
+
 # Search attributes the Temporal UI filters on (registered at dev-server start and in compose).
 SA_DEAL_ID = SearchAttributeKey.for_keyword("DealId")
 SA_CUSTOMER = SearchAttributeKey.for_keyword("Customer")
@@ -50,6 +55,8 @@ SA_OWNER_EMAIL = SearchAttributeKey.for_keyword("OwnerEmail")
 SA_CAMPAIGN_ID = SearchAttributeKey.for_keyword("CampaignId")
 # Set to "needs_attention" while a campaign or sequence workflow is parked (unset otherwise).
 SA_CAMPAIGN_STATUS = SearchAttributeKey.for_keyword("CampaignStatus")
+# The handoff's own status (collecting, needs_attention, ..., live), next to DealStage = handoff.
+SA_HANDOFF_STATUS = SearchAttributeKey.for_keyword("HandoffStatus")
 
 SEARCH_ATTRIBUTES = (
     SA_DEAL_ID,
@@ -59,6 +66,7 @@ SEARCH_ATTRIBUTES = (
     SA_OWNER_EMAIL,
     SA_CAMPAIGN_ID,
     SA_CAMPAIGN_STATUS,
+    SA_HANDOFF_STATUS,
 )
 
 

@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     tax_table_path: Path = CONFIG_DIR / "tax_jurisdictions.toml"
     approval_policy_path: Path = CONFIG_DIR / "approval_policy.toml"
     commission_policy_path: Path = CONFIG_DIR / "commission.toml"
+    onboarding_config_path: Path = CONFIG_DIR / "onboarding.toml"  # the handoff's plans
     templates_dir: Path = PROJECT_ROOT / "templates"
 
     # Who we are, as printed on contracts.
@@ -163,6 +164,9 @@ class Settings(BaseSettings):
     payment_grace_days: float = 7.0  # after the due date, before the rep and finance are told
     # Tests and demos: every signature timer in seconds (poll, remind, alert, expire).
     signature_timing_override: str | None = None  # "poll=1,remind=3,alert=5,expire=30"
+    # Tests and demos: a plan business day, the reminder lead and the renewal alert spacing in
+    # seconds (activities/handoff.py::handoff_timing).
+    handoff_timing_override: str | None = None  # "day=2,remind=1,renewal=3"
 
     # Campaigns (issue 5). The postal address is printed in every campaign email's footer
     # (CAN-SPAM and most anti-spam laws require one); unsubscribe links use public_base_url.

@@ -55,6 +55,8 @@ class CapturedMessage(BaseModel):
     text: str | None
     html: str | None
     attachments: list[Attachment] = []
+    # The first text/calendar part (an iCalendar invite), as sent: clients parse it back.
+    calendar: str | None = None
     size: int = Field(description="Size of the raw message in bytes.")
     received_at: str
 
@@ -92,6 +94,13 @@ def _body(message: EmailMessage, subtype: str) -> str | None:
     part = message.get_body(preferencelist=(subtype,))
     content = _part_content(part) if isinstance(part, EmailMessage) else None
     return content.replace("\r\n", "\n") if content is not None else None
+
+
+def _calendar(message: EmailMessage) -> str | None:
+    for part in message.walk():
+        if part.get_content_type() == "text/calendar":
+            return _part_content(part)
+    return None
 
 
 def _date(message: EmailMessage) -> str | None:
@@ -146,6 +155,7 @@ def parse_captured(
             "text": _body(message, "plain"),
             "html": _body(message, "html"),
             "attachments": _attachments(message),
+            "calendar": _calendar(message),
             "size": len(raw),
             "received_at": rfc3339_utc(received_at),
         }

@@ -141,6 +141,9 @@ def settings(
         docusign_ca_cert=sandbox.ca_cert_path,
         # Connect webhooks are the fast path; a 2 s poll is the fallback for lost ones.
         signature_timing_override="poll=2,remind=3600,alert=3600,expire=86400",
+        # Handoff plans in seconds: a business day is 1 s, reminders 0.5 s before due, the
+        # renewal alerts 2 s apart (month-long waits are unit-tested as computed dates).
+        handoff_timing_override="day=1,remind=0.5,renewal=2",
         smtp_port=sandbox.smtp_port,
         # Short, so a test that kills a worker sees its activity retried within seconds.
         activity_timeout_seconds=5,

@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         RenderDocumentsInput,
     )
     from activities.docusign import SignerRef
+    from activities.handoff import HandoffActivities, StartHandoffInput
     from dealflow.ids import (
         SA_DEAL_AMOUNT,
         SA_DEAL_STAGE,
@@ -94,9 +95,9 @@ with workflow.unsafe.imports_passed_through():
         SignatureWorkflow,
     )
 
-# Where a closure has ended (or, closed_won, only watches the payment): cancel is refused. A
-# declined closure is not among them: it waits for the rep's fix and can be cancelled.
-TERMINAL_STAGES = frozenset({"closed_won", "rejected", "cancelled"})
+# Where cancel (and lost) is refused. "declined" is not here: the closure waits there for the
+# rep's change, and a deal the customer declined may well be cancelled or lost instead.
+TERMINAL_STAGES = frozenset({"closed_won", "handoff", "rejected", "cancelled", "closed_lost"})
 
 # Replay safety: closures started before the approval chain existed waited at
 # awaiting_approval for a cancel; they keep doing so. New ones run the chain.
@@ -106,6 +107,8 @@ SIGNATURE_PATCH = "signature-v1"
 # Closures recorded before this let a running activity (retrying, say) finish before a cancel
 # took effect; new ones cancel the activity at once.
 CANCEL_INTERRUPTS_PATCH = "cancel-interrupts-activity"
+# Closures won before the handoff existed went on to watch the payment at closed_won.
+HANDOFF_PATCH = "handoff-v1"
 
 # Database, rendering and closing activities: a few quick retries ride out a restart or a lock
 # timeout; the budget (RetryBudget: 10 attempts over about 5 minutes) then parks the closure in
@@ -144,9 +147,16 @@ class DealUpdated(BaseModel):
     by: str
 
 
+class LostInfo(BaseModel):
+    reason: str
+    competitor: str | None = None
+    notes: str | None = None
+
+
 class CancelRequest(BaseModel):
     by: str
     reason: str | None = None
+    lost: LostInfo | None = None  # POST /v1/deals/{id}/lost: end at closed_lost, not cancelled
 
 
 class QuoteSummary(BaseModel):
@@ -414,6 +424,14 @@ class DealClosureWorkflow:
             f"payable on {revenue.commission_payable_on}",
         )
         await self._record_stage("closed_won", None)
+        if workflow.patched(HANDOFF_PATCH):
+            start = StartHandoffInput(
+                deal_id=self._input.deal_id,
+                owner_email=self._input.owner_email,
+                closure=self._status.model_dump(mode="json"),
+            )
+            await self._activity("start_handoff", HandoffActivities.start_handoff, start)
+            await self._record_stage("handoff", None)
         await self._watch_payment(billing)
 
     async def _watch_payment(self, billing) -> None:  # noqa: ANN001 - BillingResult
@@ -478,7 +496,10 @@ class DealClosureWorkflow:
         self._finishing = True
         self._status.parked = None
         self._note("closure.cancelled", self._cancel.reason or f"by {self._cancel.by}")
-        await self._record_stage("cancelled", self._cancel.reason)
+        lost = self._cancel.lost
+        await self._record_stage(
+            "closed_lost" if lost else "cancelled", lost.reason if lost else self._cancel.reason
+        )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._status
 
@@ -698,7 +719,7 @@ class DealClosureWorkflow:
     @workflow.update
     async def cancel(self, request: CancelRequest) -> DealClosureStatus:
         self._cancel = request
-        await workflow.wait_condition(lambda: self._status.stage == "cancelled")
+        await workflow.wait_condition(lambda: self._status.stage in ("cancelled", "closed_lost"))
         return self._status
 
     @cancel.validator

@@ -34,6 +34,7 @@ from api.schemas import (
 )
 from db import contact_deals as contact_deals_db
 from db import deals as deals_db
+from db import handoff as handoff_db
 from db.audit import append_audit
 from db.models import Deal, Person
 from dealflow import limits
@@ -310,6 +311,7 @@ async def get_deal(
     if live is not None:
         signature = await signature_status(temporal, live)
         read.signature = _signature_body(signature) if signature else None
+    read.handoff = await handoff_db.deal_summary(session, deal.id)
     return read
 
 

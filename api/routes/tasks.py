@@ -30,6 +30,7 @@ from api.pagination import (
     decode_cursor,
     page,
 )
+from api.routes.handoffs import task_done_for_tasks_route as handoff_task_done
 from db import campaigns as campaigns_db
 from db import tasks as tasks_db
 from db.campaign_models import RepTask
@@ -106,6 +107,8 @@ async def task_done(
 ) -> TaskDoneRead:
     """Mark one of the caller's tasks done and tell the workflow waiting on it; 409 if closed."""
     source = tasks_db.source_of(task_id)
+    if source is tasks_db.HANDOFF_TASKS:  # onboarding items, renewal alerts
+        return await handoff_task_done(session, temporal, person, task_id)
     task = await tasks_db.lock_campaign_task(session, task_id=task_id) if source else None
     if task is None:
         raise ApiError(404, "not_found", f"Task {task_id} does not exist.")

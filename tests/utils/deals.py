@@ -83,15 +83,19 @@ async def create_deal(http: httpx.AsyncClient, headers: dict, **overrides: Any) 
 async def wait_for_stage(
     http: httpx.AsyncClient, deal_id: str, headers: dict, stage: str, timeout: float = 60
 ) -> dict:
-    """Poll GET /v1/deals/{id} until the live stage is ``stage`` (fail at the deadline)."""
+    """Poll GET /v1/deals/{id} until the live stage is ``stage`` (fail at the deadline).
+
+    ``closed_won`` is also reached at ``handoff``, the stage a won deal moves on to at once.
+    """
     last: dict = {}
+    wanted = {"closed_won", "handoff"} if stage == "closed_won" else {stage}
 
     async def reached() -> dict | None:
         nonlocal last
         resp = await http.get(f"/v1/deals/{deal_id}", headers=headers)
         assert resp.status_code == 200, resp.text
         last = resp.json()
-        return last if last["stage"] == stage and last["live"] else None
+        return last if last["stage"] in wanted and last["live"] else None
 
     try:
         return await eventually(reached, timeout=timeout, what=f"deal {deal_id} at {stage!r}")
