@@ -1,6 +1,6 @@
 """handoff: handoffs, what was supplied for them, their tasks and deliveries, learning events
 
-Revision ID: i8_handoff
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-01
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "i8_handoff"
+revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
