@@ -8,8 +8,11 @@
 
 In order:
 
-1. PostgreSQL: embedded pgserver in a temp dir, or DATABASE_URL's server (then with fresh,
-   suffixed database names, dropped at the end).
+1. PostgreSQL: DATABASE_URL's server (then with fresh, suffixed database names, dropped at the
+   end), or a throw-away cluster in a temp dir from the system's PostgreSQL (Debian's
+   ``postgresql`` package, which scripts/dev installs), listening on 127.0.0.1 like a real one.
+   Not pgserver: its build has no contrib extensions, and Temporal's SQL visibility schema
+   (v1.2 on) needs ``btree_gin`` for its search-attribute indexes.
 2. ``temporal-sql-tool`` (``sql``, built from the server's Go module) creates the ``temporal`` and
    ``temporal_visibility`` databases, ``setup-schema -v 0.0`` and ``update-schema -d`` each from
    the module's ``schema/postgresql/v12/{temporal,visibility}/versioned`` (what compose's
@@ -32,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -65,7 +69,6 @@ from dealflow.stack import (
     free_port,
     migrate,
     port_is_open,
-    start_embedded_postgres,
     with_database,
 )
 from dealflow.temporal import DATA_CONVERTER
@@ -134,17 +137,124 @@ class Postgres:
         return args
 
 
+def system_postgres_bindir() -> Path:
+    """The newest installed PostgreSQL (Debian layout) whose contrib has btree_gin."""
+    found = []
+    for bindir in Path("/usr/lib/postgresql").glob("*/bin"):
+        version = bindir.parent.name
+        share = Path("/usr/share/postgresql") / version / "extension"
+        if (bindir / "initdb").is_file() and (share / "btree_gin.control").is_file():
+            found.append((int(version) if version.isdigit() else 0, bindir))
+    if not found:
+        raise StackError(
+            "prod-check needs a PostgreSQL with the btree_gin extension (Temporal's SQL "
+            "visibility): install Debian's `postgresql` package (scripts/dev does, as root), "
+            "or set DATABASE_URL to such a server"
+        )
+    return max(found)[1]
+
+
+def _as_postgres_user(argv: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root; setpriv execs (no extra process between us and it,
+    # so our SIGTERM is its SIGTERM: a fast, clean shutdown).
+    if os.geteuid() != 0:
+        return argv
+    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", *argv]
+
+
+def _make_data_dir(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True)
+    if os.geteuid() == 0:
+        import pwd  # POSIX only, like PostgreSQL's own layout here
+
+        pw = pwd.getpwnam("postgres")
+        os.chown(data_dir, pw.pw_uid, pw.pw_gid)
+        # The temp dir above it is 0700 (root's): postgres must be able to traverse it.
+        os.chmod(data_dir.parent, 0o711)  # noqa: S103 - traverse only, no listing
+
+
+async def start_system_postgres(data_dir: Path, log_dir: Path) -> tuple[Child, str]:
+    """initdb a fresh cluster in ``data_dir`` and run it on a free 127.0.0.1 port."""
+    bindir = system_postgres_bindir()
+    await asyncio.to_thread(_make_data_dir, data_dir)
+    await _run(
+        _as_postgres_user(
+            [str(bindir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust"]
+        ),
+        "initdb",
+        log_dir / "initdb.log",
+    )
+    port = free_port()
+    child = await Child.start(
+        "postgresql",
+        _as_postgres_user(
+            [
+                str(bindir / "postgres"),
+                "-D",
+                str(data_dir),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-k",
+                str(data_dir),
+                # Temporal opens up to maxConns per store per service (4 services), dealflow a
+                # pool per process: more than the default 100.
+                "-c",
+                "max_connections=300",
+            ]
+        ),
+        dict(os.environ),
+        log_dir,
+    )
+
+    async def accepting() -> bool | None:
+        return True if await asyncio.to_thread(port_is_open, port) else None
+
+    await until("PostgreSQL", accepting, START_TIMEOUT, (child,))
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    async def connectable() -> bool | None:
+        try:
+            await asyncio.to_thread(with_database, url, "postgres")
+        except Exception:  # noqa: BLE001 - starting up: "the database system is starting up"
+            return None
+        return True
+
+    await until("PostgreSQL accepting sessions", connectable, START_TIMEOUT, (child,))
+    return child, url
+
+
+_taken: set[int] = set()
+
+
+def free_server_port() -> int:
+    """A free port below 32768: the server stores its services' ports in SMALLINT columns
+    (cluster_membership), so the kernel's ephemeral range (32768+) makes it fail to start."""
+    while True:
+        port = 20000 + secrets.randbelow(12768)
+        if port in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _taken.add(port)
+        return port
+
+
 @dataclass
 class ServerPorts:
-    frontend: int = field(default_factory=free_port)
-    frontend_http: int = field(default_factory=free_port)
-    frontend_membership: int = field(default_factory=free_port)
-    history: int = field(default_factory=free_port)
-    history_membership: int = field(default_factory=free_port)
-    matching: int = field(default_factory=free_port)
-    matching_membership: int = field(default_factory=free_port)
-    worker: int = field(default_factory=free_port)
-    worker_membership: int = field(default_factory=free_port)
+    frontend: int = field(default_factory=free_server_port)
+    frontend_http: int = field(default_factory=free_server_port)
+    frontend_membership: int = field(default_factory=free_server_port)
+    history: int = field(default_factory=free_server_port)
+    history_membership: int = field(default_factory=free_server_port)
+    matching: int = field(default_factory=free_server_port)
+    matching_membership: int = field(default_factory=free_server_port)
+    worker: int = field(default_factory=free_server_port)
+    worker_membership: int = field(default_factory=free_server_port)
 
     def env(self) -> dict[str, str]:
         return {
@@ -230,6 +340,8 @@ class ProdStack:
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return True  # serving; the namespace is registered next
+            return None
+        except RuntimeError:  # the lazy client's first connection: not listening yet
             return None
 
     async def stop_temporal(self, *, kill: bool = False) -> None:
@@ -380,7 +492,17 @@ async def register_namespace_and_search_attributes(client: Client) -> None:
         )
         return dict(resp.custom_attributes)
 
-    have = await listed()
+    async def listed_once_known() -> dict[str, int] | None:
+        # The namespace registry of each service refreshes every few seconds: NOT_FOUND
+        # right after registering means "not yet".
+        try:
+            return await listed()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return None
+            raise
+
+    have = await until("namespace in the registry", listed_once_known, START_TIMEOUT)
     for name, kind in INDEXED_TYPES.items():
         if name in have and have[name] != int(kind):
             raise StackError(f"search attribute {name} exists with another type ({have[name]})")
@@ -393,7 +515,7 @@ async def register_namespace_and_search_attributes(client: Client) -> None:
     # Every service caches namespaces (refreshed every few seconds): wait until a query by each
     # attribute is accepted, so the first workflow's upsert does not meet a stale cache.
     async def queryable() -> bool | None:
-        have = await listed()
+        have = await listed_once_known() or {}
         if not set(INDEXED_TYPES) <= have.keys():
             return None
         try:
@@ -431,12 +553,13 @@ async def prod_stack(say: Callable[[str], None] = print) -> AsyncIterator[ProdSt
             where = "DATABASE_URL's server, temporary databases"
             suffix = f"_{uuid.uuid4().hex[:8]}"
         else:
-            where = "embedded pgserver in a temp dir"
-            pg_server, server_url = await asyncio.to_thread(
-                start_embedded_postgres, state_dir / "pg"
-            )
-            stack.callback(pg_server.cleanup)
-        say(f"==> PostgreSQL: {where}")
+            bindir = system_postgres_bindir()
+            where = f"a fresh cluster of {bindir.parent.parent.name} {bindir.parent.name}"
+            say(f"==> PostgreSQL: {where} in a temp dir, on 127.0.0.1")
+            pg_child, server_url = await start_system_postgres(state_dir / "pg", log_dir)
+            stack.push_async_callback(pg_child.stop)
+        if suffix:
+            say(f"==> PostgreSQL: {where}")
         pg = Postgres.from_url(server_url.replace("postgresql+psycopg://", "postgresql://"))
         temporal_db, visibility_db = f"temporal{suffix}", f"temporal_visibility{suffix}"
         dealflow_db = f"dealflow{suffix}"
@@ -476,6 +599,8 @@ async def prod_stack(say: Callable[[str], None] = print) -> AsyncIterator[ProdSt
             TEMPORAL_BROADCAST_ADDRESS="127.0.0.1",
             TEMPORAL_DYNAMIC_CONFIG=str(DYNAMIC_CONFIG),
             TEMPORAL_LOG_LEVEL="warn",
+            # 4 services x 2 stores x this, within max_connections above.
+            TEMPORAL_DB_MAX_CONNS="10",
         )
         if pg.socket_dir:
             server_env["TEMPORAL_DB_SOCKET_DIR"] = pg.socket_dir
