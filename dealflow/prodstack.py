@@ -374,6 +374,17 @@ class ProdStack:
         await child.stop()
         self.workers[i] = None
 
+    def freeze_worker(self, i: int) -> None:
+        """SIGSTOP: the worker holds its connections but does nothing until thawed."""
+        child = self.workers[i]
+        assert child is not None
+        child.proc.send_signal(signal.SIGSTOP)
+
+    def thaw_worker(self, i: int) -> None:
+        child = self.workers[i]
+        assert child is not None
+        child.proc.send_signal(signal.SIGCONT)
+
     async def start_api(self, i: int) -> None:
         # The listening socket is bound here (the same port every time, so the check's client
         # keeps its two addresses) and handed to uvicorn; our copy is closed once it holds it.
@@ -529,7 +540,9 @@ async def register_namespace_and_search_attributes(client: Client) -> None:
 
 
 @contextlib.asynccontextmanager
-async def prod_stack(say: Callable[[str], None] = print) -> AsyncIterator[ProdStack]:
+async def prod_stack(
+    say: Callable[[str], None] = print, *, workers: int = 2, apis: int = 2
+) -> AsyncIterator[ProdStack]:
     build_seconds: dict[str, float] = {}
     for tool in (TEMPORAL_SERVER, TEMPORAL_SQL_TOOL, STRIPE_MOCK):
         started = time.monotonic()
@@ -620,7 +633,7 @@ async def prod_stack(say: Callable[[str], None] = print) -> AsyncIterator[ProdSt
         )
 
         sandbox_ready = state_dir / "sandbox-ready.json"
-        api_ports = [free_port(), free_port()]
+        api_ports = [free_port() for _ in range(apis)]
         api_urls = [f"http://127.0.0.1:{p}" for p in api_ports]
         prod = ProdStack(
             client=client,
@@ -717,10 +730,10 @@ async def prod_stack(say: Callable[[str], None] = print) -> AsyncIterator[ProdSt
             DEALFLOW_STRIPE_API_BASE=f"http://127.0.0.1:{stripe_port}",
             PYTHONUNBUFFERED="1",
         )
-        say("==> two workers, two API processes")
-        for i in range(2):
+        say(f"==> {workers} worker process(es), {apis} API process(es)")
+        for i in range(workers):
             await prod.start_worker(i)
-        for i in range(2):
+        for i in range(apis):
             await prod.start_api(i)
 
         async def noop() -> bool | None:
