@@ -198,7 +198,7 @@ async def sign_and_close(apis: Apis, deal_id: str, stack: ProdStack) -> dict:
     # One action at a time, each seen on the deal before the next (as a person signs, seconds
     # apart): firing them back to back trips a race in the signature tracking (a state fetch
     # begun before the last signature overrides the envelope-completed event that arrives
-    # while it runs; the 900 s poll recovers it), reported, not hidden: see the README.
+    # while it runs; the 900 s poll recovers it): see README, "Production".
     for r in sorted(envelope["recipients"], key=lambda r: r["routing_order"]):
         for action, shown in (("view", "delivered"), ("sign", "completed")):
             path = f"/_sandbox/docusign/envelopes/{envelope['envelope_id']}/recipients/"
