@@ -166,6 +166,7 @@ def test_compose_runs_dealflow_on_official_images_and_refuses_to_start_without_s
     # Namespace and search attributes: every one the UI filters on, once Temporal is up.
     registrar = services["temporal-search-attributes"]
     script = _command(registrar)
+    assert "temporal operator cluster health --address temporal:7233" in script  # waits
     assert "temporal operator namespace create" in script
     assert "temporal operator search-attribute create" in script
     assert "--address temporal:7233" in script
