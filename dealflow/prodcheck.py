@@ -85,7 +85,6 @@ def check(condition: bool, message: str) -> None:
 @dataclass
 class Figures:
     deals_closed_won: int = 0
-    deals_other: int = 0
     sends: int = 0
     replies: int = 0
     faults: list[str] = field(default_factory=list)
