@@ -87,6 +87,7 @@ class Figures:
     deals_closed_won: int = 0
     sends: int = 0
     replies: int = 0
+    unconfirmed: int = 0  # sends a killed worker left mid-hand-over, recorded, not resent
     faults: list[str] = field(default_factory=list)
     unavailable_answers: int = 0  # 503 + Retry-After seen while the server was away
     failovers: int = 0  # requests re-sent to the other API process
@@ -455,8 +456,24 @@ async def phase_faults(stack: ProdStack, apis: Apis, fig: Figures) -> dict[str, 
     say(f"    {len(deals)} deals closed_won (one started after the outage)")
     await campaign_done(apis, campaign_id, stack)
     got = {c: len(await mail_to(apis, c)) for c in contacts}
-    check(all(n == 2 for n in got.values()), f"emails per contact after the faults: {got}")
-    say(f"    campaign completed: {sum(got.values())} emails, 2 per contact")
+    check(all(n <= 2 for n in got.values()), f"an email twice after the faults: {got}")
+    for contact, n in got.items():
+        if n == 2:
+            continue
+        # Fewer is allowed only as designed: a worker killed between committing
+        # `handing_over` and the SMTP server's answer leaves a send its retry cannot confirm;
+        # it records it `unconfirmed` rather than risk a second copy (README, Campaigns).
+        detail = await apis.ok("GET", f"/v1/campaigns/{campaign_id}/contacts/{contact}")
+        unconfirmed = [x for x in detail["sent"] if x["unconfirmed"]]
+        check(
+            len(detail["sent"]) == 2 and len(unconfirmed) == 2 - n,
+            f"{contact} got {n} emails and the record shows {detail['sent']}",
+        )
+        fig.unconfirmed += len(unconfirmed)
+    say(
+        f"    campaign completed: {sum(got.values())} emails captured, "
+        f"{fig.unconfirmed} send(s) recorded unconfirmed (worker killed mid-hand-over)"
+    )
     return {"deals": deals, "campaigns": {campaign_id: contacts}}
 
 
@@ -478,7 +495,7 @@ async def count_duplicates(apis: Apis, fig: Figures, runs: list[dict]) -> None:
     slack_keys = collections.Counter((m["channel"], m["text"]) for m in slack)
     mail = (await apis.sandbox_get("/_sandbox/mail/messages"))["messages"]
     message_ids = collections.Counter(m["message_id"] for m in mail)
-    expected_sends = sum(
+    expected_sends = -fig.unconfirmed + sum(
         2 * len(contacts) - (1 if i == 0 else 0)  # campaign 1: one contact replied after step 1
         for i, run in enumerate(runs)
         for contacts in run["campaigns"].values()
@@ -514,6 +531,7 @@ def report(stack: ProdStack | None, fig: Figures, ok: bool) -> None:
         say(f"  PostgreSQL: {stack.database}; Temporal at {stack.temporal_address}")
     say(f"  deals closed_won: {fig.deals_closed_won}; campaign sends: {fig.sends}")
     say(f"  replies routed: {fig.replies}")
+    say(f"  sends recorded unconfirmed (not resent) after the worker kill: {fig.unconfirmed}")
     say(f"  faults injected: {len(fig.faults)}")
     for fault in fig.faults:
         say(f"    - {fault}")

@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
@@ -554,7 +555,17 @@ async def prod_stack(
     stripe_bin = ensure_tool(STRIPE_MOCK)
 
     async with contextlib.AsyncExitStack() as stack:
-        state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dealflow-prod-")))
+        # Removed when the block ends cleanly; kept (logs, the database) when it fails.
+        state_dir = Path(tempfile.mkdtemp(prefix="dealflow-prod-"))
+
+        def cleanup(exc_type, exc, tb) -> bool:  # noqa: ANN001
+            if exc_type is None:
+                shutil.rmtree(state_dir, ignore_errors=True)
+            else:
+                say(f"    kept {state_dir} (logs under logs/)")
+            return False
+
+        stack.push(cleanup)
         log_dir = state_dir / "logs"
         log_dir.mkdir()
         say(f"    logs in {log_dir}")
