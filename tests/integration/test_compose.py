@@ -1,4 +1,6 @@
-"""docker-compose.yml: the production stack has the shape the design promises."""
+"""docker-compose.yml: the production stack has the shape the design promises, and Debian's
+docker-compose (the compose implementation from the package registry, installed by scripts/dev)
+accepts it with every required variable set and refuses it without one."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from typing import Any
 import yaml
 
 from dealflow.ids import SEARCH_ATTRIBUTES
+from dealflow.prodstack import CONFIG_DIR, SERVER_ENV_NAME
 from dealflow.settings import SECRET_FIELDS
+from dealflow.tools import TEMPORAL_SERVER_VERSION
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = PROJECT_ROOT / "docker-compose.yml"
@@ -27,7 +31,15 @@ REQUIRED_SETTINGS = (
     "DEALFLOW_DOCUSIGN_INTEGRATION_KEY",
     "DEALFLOW_DOCUSIGN_USER_ID",
 )
-REQUIRED_VARIABLES = ("POSTGRES_PASSWORD", *REQUIRED_SECRETS, *REQUIRED_SETTINGS)
+REQUIRED_VARIABLES = (
+    "POSTGRES_PASSWORD",
+    "TEMPORAL_DB_PASSWORD",
+    *REQUIRED_SECRETS,
+    *REQUIRED_SETTINGS,
+)
+SERVER_CONFIG = CONFIG_DIR / f"{SERVER_ENV_NAME}.yaml"
+# `{{ env "NAME" ... }}` in the server's config template.
+TEMPLATE_VARIABLE = re.compile(r'env "(?P<name>[A-Z0-9_]+)"(?P<default>\s*\|\s*default)?')
 # The CLI's spelling of SearchAttributeKey.indexed_value_type.
 CLI_TYPES = {"KEYWORD": "Keyword", "DOUBLE": "Double", "TEXT": "Text", "INT": "Int"}
 # ${VAR:?message}: compose stops with the message when VAR is unset or empty.
@@ -57,22 +69,10 @@ def _command(service: dict[str, Any]) -> str:
     return " ".join(command) if isinstance(command, list) else str(command)
 
 
-def _compose_plugin(docker: str | None) -> bool:
-    if docker is None:
-        return False
-    try:
-        probe = subprocess.run(
-            [docker, "compose", "version"], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0
-
-
-def _compose_config(docker: str, env_file: Path, environment: dict[str, str]) -> Any:
+def _compose_config(compose: str, env_file: Path, environment: dict[str, str]) -> Any:
     # An explicit, empty --env-file keeps a developer's .env from supplying values.
     return subprocess.run(
-        [docker, "compose", "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"],
+        [compose, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"],
         cwd=PROJECT_ROOT,
         env=environment,
         capture_output=True,
@@ -90,44 +90,84 @@ def test_compose_runs_dealflow_on_official_images_and_refuses_to_start_without_s
 
     assert {
         "postgresql",
+        "temporal-schema",
         "temporal",
         "temporal-ui",
         "temporal-search-attributes",
+        "api-lb",
         *OUR_SERVICES,
     } <= services.keys()
 
-    # Official images, pinned.
+    # Official images, pinned; the server at the version prod-check builds, never auto-setup.
+    server_version = TEMPORAL_SERVER_VERSION.removeprefix("v")
     assert services["postgresql"]["image"] == "postgres:16"
-    assert services["temporal"]["image"].startswith("temporalio/auto-setup:1.")
+    assert services["temporal"]["image"] == f"temporalio/server:{server_version}"
+    assert not any("auto-setup" in str(svc.get("image", "")) for svc in services.values())
     assert services["temporal-ui"]["image"].startswith("temporalio/ui:")
-    assert services["temporal-search-attributes"]["image"].startswith("temporalio/admin-tools:")
-    for name in ("temporal", "temporal-ui", "temporal-search-attributes"):
-        assert not services[name]["image"].endswith(":latest"), name
+    for name in ("temporal-schema", "temporal-search-attributes"):
+        assert services[name]["image"].startswith(f"temporalio/admin-tools:{server_version}-")
+    for name, service in services.items():
+        assert not str(service.get("image", "")).endswith(":latest"), name
 
-    # PostgreSQL keeps its data in a named volume and says when it is ready.
+    # PostgreSQL keeps its data in a named volume, says when it is ready, and creates the
+    # temporal role on first start.
     postgresql = services["postgresql"]
     assert "postgresql-data:/var/lib/postgresql/data" in postgresql["volumes"]
     assert {"postgresql-data", "dealflow-state"} <= compose["volumes"].keys()
     assert "pg_isready" in " ".join(postgresql["healthcheck"]["test"])
     assert REQUIRED_FORM.match(_environment(postgresql)["POSTGRES_PASSWORD"])
+    init = [v for v in postgresql["volumes"] if "/docker-entrypoint-initdb.d/" in v]
+    assert len(init) == 1
+    init_script = (PROJECT_ROOT / init[0].split(":")[0]).read_text(encoding="utf-8")
+    assert "CREATE ROLE temporal LOGIN CREATEDB" in init_script
 
-    # Temporal persists to the postgresql service, once it is healthy.
+    # The schema job: Temporal's own tool, both databases, set up then migrated, once.
+    schema = services["temporal-schema"]
+    script = _command(schema)
+    for step in ("create-database", "setup-schema -v 0.0", "update-schema -d"):
+        assert f'temporal-sql-tool --db "$$db" {step}' in script, step
+    assert "temporal:temporal temporal_visibility:visibility" in script
+    assert "/etc/temporal/schema/postgresql/v12" in script
+    schema_env = _environment(schema)
+    assert schema_env["SQL_PLUGIN"] == "postgres12_pgx"
+    assert schema_env["SQL_HOST"] == "postgresql"
+    assert REQUIRED_FORM.match(schema_env["SQL_PASSWORD"])
+    assert _depends_on(schema) == {"postgresql": "service_healthy"}
+    assert schema["restart"] == "no"
+
+    # The server: the very config prod-check starts it with, mounted, on PostgreSQL.
     temporal = services["temporal"]
+    config_mount = f"./{CONFIG_DIR.relative_to(PROJECT_ROOT)}:/etc/temporal/config/dealflow:ro"
+    assert config_mount in temporal["volumes"]
+    assert (
+        f"temporal-server --root /etc/temporal --config config/dealflow "
+        f"--env {SERVER_ENV_NAME} start" in _command(temporal)
+    )
     temporal_env = _environment(temporal)
-    assert temporal_env["DB"] == "postgres12"
-    assert temporal_env["POSTGRES_SEEDS"] == "postgresql"
-    assert temporal_env["DB_PORT"] == "5432"
-    assert REQUIRED_FORM.match(temporal_env["POSTGRES_PWD"])
-    assert _depends_on(temporal) == {"postgresql": "service_healthy"}
+    assert temporal_env["TEMPORAL_DB_HOST"] == "postgresql"
+    assert REQUIRED_FORM.match(temporal_env["TEMPORAL_DB_PASSWORD"])
+    template = SERVER_CONFIG.read_text(encoding="utf-8")
+    assert template.startswith("# enable-template")
+    assert "postgres12_pgx" in template and "visibilityStore: postgres-visibility" in template
+    optional = set(re.findall(r'if env "([A-Z0-9_]+)"', template))  # blocks left out if unset
+    for match in TEMPLATE_VARIABLE.finditer(template):
+        if match["default"] is None and match["name"] not in optional:
+            assert match["name"] in temporal_env, match["name"]  # no default: compose sets it
+    dynamic = temporal_env["TEMPORAL_DYNAMIC_CONFIG"]
+    assert dynamic.startswith("/etc/temporal/config/dealflow/")
+    assert (CONFIG_DIR / dynamic.removeprefix("/etc/temporal/config/dealflow/")).is_file()
+    assert _depends_on(temporal) == {"temporal-schema": "service_completed_successfully"}
     assert "healthcheck" in temporal
 
     ui = services["temporal-ui"]
     assert _environment(ui)["TEMPORAL_ADDRESS"] == "temporal:7233"
     assert any(str(port).endswith("8080:8080") for port in ui["ports"])
 
-    # Search attributes: every one the UI filters on, registered once Temporal is up.
+    # Namespace and search attributes: every one the UI filters on, once Temporal is up.
     registrar = services["temporal-search-attributes"]
     script = _command(registrar)
+    assert "temporal operator cluster health --address temporal:7233" in script  # waits
+    assert "temporal operator namespace create" in script
     assert "temporal operator search-attribute create" in script
     assert "--address temporal:7233" in script
     for key in SEARCH_ATTRIBUTES:  # the names the workflows upsert, defined once
@@ -135,8 +175,9 @@ def test_compose_runs_dealflow_on_official_images_and_refuses_to_start_without_s
     assert "already exists" in script  # a re-run must not fail
     assert _depends_on(registrar) == {"temporal": "service_healthy"}
     assert registrar["restart"] == "no"
-    # Every shell `$` is escaped, or compose would substitute it before the shell runs.
-    assert "$" not in script.replace("$$", "")
+    for name in ("temporal-schema", "temporal", "temporal-search-attributes"):
+        # Every shell `$` is escaped, or compose would substitute it before the shell runs.
+        assert "$" not in _command(services[name]).replace("$$", ""), name
 
     # dealflow's own services: our image, the production profile, every secret required.
     for name in OUR_SERVICES:
@@ -163,7 +204,16 @@ def test_compose_runs_dealflow_on_official_images_and_refuses_to_start_without_s
     assert services["migrate"]["restart"] == "no"
     assert _command(services["worker"]) == "python worker.py"
     assert _command(services["api"]).startswith("uvicorn api.app:create_app --factory")
-    assert any(str(port).endswith("8000:8000") for port in services["api"]["ports"])
+    # Several workers and API replicas; the replicas are reached through the load balancer.
+    assert services["worker"]["deploy"]["replicas"] >= 2
+    assert services["api"]["deploy"]["replicas"] >= 2
+    assert "ports" not in services["api"]  # replicas cannot share a host port
+    lb = services["api-lb"]
+    assert any(str(port).endswith("8000:8000") for port in lb["ports"])
+    assert _depends_on(lb) == {"api": "service_healthy"}
+    lb_conf = [v for v in lb["volumes"] if v.endswith("/etc/nginx/conf.d/default.conf:ro")]
+    assert len(lb_conf) == 1
+    assert "proxy_pass" in (PROJECT_ROOT / lb_conf[0].split(":")[0]).read_text(encoding="utf-8")
     for name in ("api", "worker"):
         assert _depends_on(services[name]) == {
             "migrate": "service_completed_successfully",
@@ -179,18 +229,18 @@ def test_compose_runs_dealflow_on_official_images_and_refuses_to_start_without_s
         if rest.startswith(":-"):
             assert match["name"] not in REQUIRED_VARIABLES, match.group(0)
 
-    # Compose's own validation, where the plugin is installed.
-    docker = shutil.which("docker")
-    if _compose_plugin(docker):
-        assert docker is not None
-        env_file = tmp_path / "empty.env"
-        env_file.write_text("", encoding="utf-8")
-        base = {k: v for k, v in os.environ.items() if k not in REQUIRED_VARIABLES}
-        complete = base | {name: f"dummy-{name.lower()}" for name in REQUIRED_VARIABLES}
-        valid = _compose_config(docker, env_file, complete)
-        assert valid.returncode == 0, valid.stderr
+    # Compose's own validation, by Debian's docker-compose (scripts/dev installs it).
+    docker_compose = shutil.which("docker-compose")
+    assert docker_compose, "docker-compose is not installed (scripts/dev test installs it)"
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("", encoding="utf-8")
+    base = {k: v for k, v in os.environ.items() if k not in REQUIRED_VARIABLES}
+    complete = base | {name: f"dummy-{name.lower()}" for name in REQUIRED_VARIABLES}
+    valid = _compose_config(docker_compose, env_file, complete)
+    assert valid.returncode == 0, valid.stderr
 
-        missing = {k: v for k, v in complete.items() if k != "DEALFLOW_STRIPE_API_KEY"}
-        refused = _compose_config(docker, env_file, missing)
+    for left_out in ("DEALFLOW_STRIPE_API_KEY", "TEMPORAL_DB_PASSWORD"):
+        missing = {k: v for k, v in complete.items() if k != left_out}
+        refused = _compose_config(docker_compose, env_file, missing)
         assert refused.returncode != 0
-        assert "DEALFLOW_STRIPE_API_KEY" in refused.stderr
+        assert left_out in refused.stderr
