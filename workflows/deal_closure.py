@@ -109,6 +109,11 @@ SIGNATURE_PATCH = "signature-v1"
 CANCEL_INTERRUPTS_PATCH = "cancel-interrupts-activity"
 # Closures won before the handoff existed went on to watch the payment at closed_won.
 HANDOFF_PATCH = "handoff-v1"
+# Closures recorded before this re-read the child's park count after every await in
+# _await_child, so a child_parked signal handled during that await (the chain's "resumed" while
+# the retry was being forwarded, or a re-park while a stage was recorded) was taken as seen and
+# never shown; new ones take the count when they read the park.
+CHILD_PARK_SEEN_PATCH = "child-park-seen-when-read"
 
 # Database, rendering and closing activities: a few quick retries ride out a restart or a lock
 # timeout; the budget (RetryBudget: 10 attempts over about 5 minutes) then parks the closure in
@@ -807,8 +812,14 @@ class DealClosureWorkflow:
         # Retries counted from the moment a park became visible: one sent before it (from the
         # UI, while nothing was parked) does not count; one sent while we record it does.
         retry_mark = self._retry
+        counted_when_read = workflow.patched(CHILD_PARK_SEEN_PATCH)
+        seen_park = self._child_park_seq
+        if counted_when_read and self._child_park is not None:
+            # It parked before we began to wait (its signal came with its start): not yet shown.
+            seen_park -= 1
         while True:
-            seen_park = self._child_park_seq
+            if not counted_when_read:
+                seen_park = self._child_park_seq
             await workflow.wait_condition(
                 lambda seen_park=seen_park, withdrawn=withdrawn, mark=retry_mark: (
                     handle.done()
@@ -832,6 +843,9 @@ class DealClosureWorkflow:
                     "retry", self._retry_by
                 )
                 continue
+            # What we show is the park as of now: a signal handled while we record it (or while
+            # a later retry is forwarded) changes the count again and is shown next.
+            seen_park = self._child_park_seq
             if park is not None and park.failure is not None:
                 if shown is None:
                     shown = (self._status.stage, self._status.stage_reason)

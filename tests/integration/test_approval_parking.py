@@ -21,6 +21,8 @@ from tests.utils.approvals import click, eventually, slack_messages, slack_reque
 from tests.utils.deals import CFO, FINANCE, OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import failure_points, retry, search_attribute_stage, wait_parked
 from workflows.approval_chain import ApprovalChainWorkflow, DecisionRequest
+from workflows.deal_closure import DealClosureWorkflow
+from workflows.parking import RetryBudget
 
 CONTROLLER = "tom.becker@dealflow.example"  # the Finance Director's backup
 
@@ -72,6 +74,95 @@ async def test_a_failing_request_activity_parks_the_closure_and_one_retry_resume
             temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"])),
             "deal_closure_child_parked_then_retried",
         )
+
+
+async def _closure_events(temporal_client: Client, deal_id: str) -> list:
+    handle = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal_id))
+    return [e async for e in handle.fetch_history_events()]
+
+
+def _child_park_signals(events: list) -> int:
+    return sum(
+        1
+        for e in events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+        and e.workflow_execution_signaled_event_attributes.signal_name == "child_parked"
+    )
+
+
+def _open_record_stages(events: list) -> int:
+    """record_stage activities scheduled and not yet finished (held by a transient failure)."""
+    scheduled = {
+        e.event_id
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "record_stage"
+    }
+    for e in events:
+        for field in (
+            "activity_task_completed_event_attributes",
+            "activity_task_failed_event_attributes",
+            "activity_task_timed_out_event_attributes",
+        ):
+            if e.HasField(field):
+                scheduled.discard(getattr(e, field).scheduled_event_id)
+    return len(scheduled)
+
+
+async def test_a_child_that_parks_again_while_the_closure_records_its_resume_is_shown_parked(
+    http, auth, settings, temporal_client, sessions
+):
+    """The pinned race behind the flaky retry: a child_parked signal that the closure handles
+    while it awaits something else (here: recording the resume) must still be shown.
+
+    Held: the closure's record_stage of the resume (a transient failure, its next attempt
+    10 seconds away). Meanwhile the retried open_request fails again and the chain parks
+    again. Released: the closure must end parked on it (and take the next retry), not show
+    awaiting_approval over a parked chain whose retry the API then refuses (409 not_parked).
+    """
+    deal = await create_deal(http, auth(REP))
+    points = failure_points(settings)
+    points.arm("open_request", deal["id"])
+    # The held record's next attempt comes after this gap; everything else succeeds first time.
+    hold = RetryBudget(initial_interval_seconds=10, maximum_interval_seconds=10, maximum_attempts=3)
+    closure = temporal_client.get_workflow_handle_for(
+        DealClosureWorkflow.run, deal_closure_workflow_id(deal["id"])
+    )
+    try:
+        async with sessions() as s:
+            await start_closure(
+                temporal_client,
+                settings,
+                await deals_db.get_deal(s, deal_id=deal["id"]),
+                retry=hold,
+            )
+        await wait_parked(http, deal["id"], auth(REP), "open_request")
+        await search_attribute_stage(temporal_client, deal["id"], "needs_attention")
+        points.arm("record_stage", deal["id"], mode="transient")  # hold the resume's record
+        try:
+            await retry(http, deal["id"], auth(OPS))  # open_request is still armed: parks again
+
+            async def reparked_while_held() -> bool:
+                events = await _closure_events(temporal_client, deal["id"])
+                return _child_park_signals(events) == 3 and _open_record_stages(events) == 1
+
+            # park, resume, park again — all three in while the resume's record is held
+            assert await eventually(reparked_while_held, what="the re-park during the hold")
+        finally:
+            points.clear("record_stage", deal["id"])
+
+        async def shown_parked() -> bool:
+            status = await closure.query(DealClosureWorkflow.status)
+            return status.stage == "needs_attention" and status.parked is not None
+
+        assert await eventually(shown_parked, timeout=60, what="the closure parked again")
+        assert (await closure.query(DealClosureWorkflow.status)).parked.step == "open_request"
+    finally:
+        points.clear("open_request", deal["id"])
+    await retry(http, deal["id"], auth(OPS))  # 202: the closure knows its child is parked
+    await wait_for_stage(http, deal["id"], auth(REP), "awaiting_approval")
+    await slack_request_for(http, FINANCE, finance_step(deal["id"]))
+    await record_history(closure, "deal_closure_child_reparked_while_resume_recorded")
 
 
 async def test_a_failing_decision_record_parks_and_the_decision_answers_after_the_retry(
