@@ -28,6 +28,20 @@ from workflows.noop import NoopWorkflow
 
 T = TypeVar("T")
 
+# uvicorn closes a keep-alive connection after 5 s idle (--timeout-keep-alive); a client that
+# reuses it at that very moment reads a closed socket (httpx.ReadError), a race that shows under
+# load when rounds take longer. The load generator's connections expire sooner than the server's.
+KEEPALIVE_EXPIRY_S = 2.0
+
+
+def client_limits(connections: int = 100) -> httpx.Limits:
+    """Connection pool limits for the bench's HTTP clients (see KEEPALIVE_EXPIRY_S)."""
+    return httpx.Limits(
+        max_connections=connections,
+        max_keepalive_connections=connections,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
+    )
+
 
 class BenchError(RuntimeError):
     pass

@@ -29,7 +29,15 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bench.common import Batch, BenchError, Metric, Scenario, ms_since, wait_untimed
+from bench.common import (
+    Batch,
+    BenchError,
+    Metric,
+    Scenario,
+    client_limits,
+    ms_since,
+    wait_untimed,
+)
 from db.engine import sqlalchemy_url
 from tests.utils.deals import CFO, FINANCE, LEGAL, OPS, OTHER_REP, REP, SALES_VP
 
@@ -165,7 +173,7 @@ class ListsScenario(Scenario):
             await self._setup()
         batch = Batch()
         rng = random.Random(n)
-        limits = httpx.Limits(max_connections=self.clients, max_keepalive_connections=self.clients)
+        limits = client_limits(self.clients)
         async with httpx.AsyncClient(
             base_url=self.stack.api_url, timeout=self.cfg.run_timeout, limits=limits
         ) as self._http:

@@ -10,7 +10,7 @@ import httpx
 
 from bench.approvals import ApprovalsScenario
 from bench.closure import ClosureScenario
-from bench.common import Api, Batch, Config, Scenario, median, noop_once, run_batch
+from bench.common import Api, Batch, Config, Scenario, client_limits, median, noop_once, run_batch
 from bench.signature import SignatureScenario
 from bench.stack import BenchStack
 
@@ -32,8 +32,10 @@ async def run_scenarios(
 ) -> Results:
     sizes = cfg.round_sizes()
     async with (
-        httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http,
-        httpx.AsyncClient(base_url=stack.sandbox_url, timeout=30) as sandbox,
+        httpx.AsyncClient(base_url=stack.api_url, timeout=30, limits=client_limits()) as http,
+        httpx.AsyncClient(
+            base_url=stack.sandbox_url, timeout=30, limits=client_limits()
+        ) as sandbox,
     ):
         api = Api(stack, http, sandbox)
         results = Results(scenarios=[SCENARIOS[name](stack, api, cfg) for name in names])
