@@ -1,0 +1,54 @@
+"""A cancel while the approval chain's first activities are still under way (pinned races)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from dealflow.ids import approval_chain_workflow_id, deal_closure_workflow_id
+from tests.utils.deals import OPS, REP, create_deal, wait_for_stage
+from tests.utils.parking import failure_points
+from tests.utils.polling import eventually
+
+
+async def _attempted(client: Client, workflow_id: str, activity: str) -> bool:
+    """The activity was scheduled and has failed at least once (it is retrying)."""
+    desc = await client.get_workflow_handle(workflow_id).describe()
+    for pending in desc.raw_description.pending_activities:
+        if pending.activity_type.name == activity and pending.attempt > 1:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("activity", ["decision_stats", "resolve_person"])
+async def test_cancel_while_the_chain_retries_its_first_activity(
+    http: httpx.AsyncClient, auth, settings, temporal_client: Client, activity: str
+):
+    deal = await create_deal(http, auth(REP))
+    points = failure_points(settings)
+    points.arm(activity, deal["id"], mode="transient")
+    chain_id = approval_chain_workflow_id(deal["id"], 1)
+    try:
+        await http.post(f"/v1/deals/{deal['id']}/ready-to-close", headers=auth(REP))
+        await wait_for_stage(http, deal["id"], auth(REP), "awaiting_approval")
+        await eventually(
+            lambda: _attempted(temporal_client, chain_id, activity),
+            timeout=60,
+            what=f"{activity} retrying",
+        )
+        resp = await http.post(
+            f"/v1/deals/{deal['id']}/cancel",
+            json={"reason": "customer went dark"},
+            headers=auth(OPS),
+        )
+    finally:
+        points.clear(activity, deal["id"])
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["stage"] == "cancelled"
+    chain = await temporal_client.get_workflow_handle(chain_id).result()
+    assert chain["outcome"] == "withdrawn"
+    closure = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"]))
+    events = [e.event_type async for e in closure.fetch_history_events()]
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED in events
