@@ -52,3 +52,29 @@ async def test_cancel_while_the_chain_retries_its_first_activity(
     closure = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"]))
     events = [e.event_type async for e in closure.fetch_history_events()]
     assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED in events
+
+
+async def test_a_cancel_that_cannot_finish_in_time_answers_202_and_still_ends(
+    http: httpx.AsyncClient, auth, settings
+):
+    """The withdrawal's own step keeps failing: the API answers 202 (accepted) within its bound,
+    not a client timeout; once the step heals the deal ends cancelled without another call."""
+    deal = await create_deal(http, auth(REP))
+    points = failure_points(settings)
+    await http.post(f"/v1/deals/{deal['id']}/ready-to-close", headers=auth(REP))
+    await wait_for_stage(http, deal["id"], auth(REP), "awaiting_approval")
+    points.arm("withdraw_request", deal["id"], mode="transient")
+    try:
+        resp = await http.post(
+            f"/v1/deals/{deal['id']}/cancel",
+            json={"reason": "customer went dark"},
+            headers=auth(OPS),
+        )
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["stage"] != "cancelled"
+        again = await http.post(f"/v1/deals/{deal['id']}/cancel", headers=auth(REP))
+        assert again.status_code == 409
+    finally:
+        points.clear("withdraw_request", deal["id"])
+    final = await wait_for_stage(http, deal["id"], auth(REP), "cancelled", timeout=120)
+    assert final["stage_reason"] == "customer went dark"
