@@ -8,7 +8,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from dealflow.ids import approval_chain_workflow_id, deal_closure_workflow_id
-from tests.utils.deals import OPS, REP, create_deal, wait_for_stage
+from tests.utils.deals import OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import failure_points
 from tests.utils.polling import eventually
 
@@ -52,6 +52,17 @@ async def test_cancel_while_the_chain_retries_its_first_activity(
     closure = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"]))
     events = [e.event_type async for e in closure.fetch_history_events()]
     assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED in events
+    if activity == "decision_stats":
+        # The chain's own activity was cancelled by the withdrawal (not waited out).
+        chain_events = [
+            e.event_type
+            async for e in temporal_client.get_workflow_handle(chain_id).fetch_history_events()
+        ]
+        assert EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED in chain_events
+        await record_history(
+            temporal_client.get_workflow_handle(chain_id),
+            "approval_chain_withdrawn_while_retrying_stats",
+        )
 
 
 async def test_a_cancel_that_cannot_finish_in_time_answers_202_and_still_ends(
