@@ -13,8 +13,10 @@ Updates:  ``decide(DecisionRequest) -> ApprovalStep`` — validated: only the ho
 Signals:  ``reassign(Reassignment)`` — an approver went out of office; their pending requests go
           to the delegate (never to the deal's owner: refused and recorded).
           ``withdraw(Withdrawal)`` — the deal was cancelled; pending requests are withdrawn and
-          the chain ends. ``retry(by: str)`` — run the activity that gave up again (the closure
-          forwards its retry here; ops may also send it from the Temporal UI).
+          the chain ends (a stage's bookkeeping still running or retrying — decision_stats, the
+          late notice — is cancelled, not waited out). ``retry(by: str)`` — run the activity
+          that gave up again (the closure forwards its retry here; ops may also send it from
+          the Temporal UI).
 Queries:  ``status() -> ApprovalChainStatus`` (``parked`` while an activity waits for a retry).
 
 Failures: an activity that gives up (non-retryable, or its ``RetryBudget`` spent) parks that
