@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import timedelta
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -22,6 +30,7 @@ from dealflow.ids import (
 from dealflow.settings import Settings
 from workflows.approval_chain import ApprovalChainStatus, ApprovalChainWorkflow
 from workflows.deal_closure import (
+    CancelRequest,
     DealClosureInput,
     DealClosureOptions,
     DealClosureStatus,
@@ -156,3 +165,34 @@ async def signature_status(client: Client, status: DealClosureStatus) -> Signatu
             if err.status not in NO_ANSWER:
                 raise
     return status.signature
+
+
+# How long POST /v1/deals/{id}/cancel waits for the closure to record the cancellation before it
+# answers 202 (accepted, still ending) instead. A cancel normally ends within a second or two;
+# a withdrawal that must wait on a failing step (retrying, or parked for ops) could take
+# minutes, and a client's read timeout (typically 30 s) must not be what answers it.
+CANCEL_ANSWER_SECONDS = 20.0
+
+
+async def cancel_closure(
+    handle: WorkflowHandle, request: CancelRequest, *, answer_within: float = CANCEL_ANSWER_SECONDS
+) -> DealClosureStatus | None:
+    """Send the ``cancel`` update; its result, or None if accepted but not finished in time.
+
+    The update is accepted (validated, recorded in the history) before the wait starts, so None
+    still means the closure will end cancelled: the handler runs on without us. A refusal
+    raises ``WorkflowUpdateFailedError`` as before.
+    """
+    update = await handle.start_update(
+        DealClosureWorkflow.cancel, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+    )
+    # Not asyncio.wait_for: the SDK turns the poll's cancellation into an "RPC timed out"
+    # error, which would read as Temporal being unreachable (503) rather than our own bound.
+    poll = asyncio.ensure_future(update.result())
+    done, _ = await asyncio.wait({poll}, timeout=answer_within)
+    if poll in done:
+        return poll.result()
+    poll.cancel()
+    with contextlib.suppress(asyncio.CancelledError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        await poll
+    return None

@@ -13,8 +13,10 @@ Updates:  ``decide(DecisionRequest) -> ApprovalStep`` — validated: only the ho
 Signals:  ``reassign(Reassignment)`` — an approver went out of office; their pending requests go
           to the delegate (never to the deal's owner: refused and recorded).
           ``withdraw(Withdrawal)`` — the deal was cancelled; pending requests are withdrawn and
-          the chain ends. ``retry(by: str)`` — run the activity that gave up again (the closure
-          forwards its retry here; ops may also send it from the Temporal UI).
+          the chain ends (a stage's bookkeeping still running or retrying — decision_stats, the
+          late notice — is cancelled, not waited out). ``retry(by: str)`` — run the activity
+          that gave up again (the closure forwards its retry here; ops may also send it from
+          the Temporal UI).
 Queries:  ``status() -> ApprovalChainStatus`` (``parked`` while an activity waits for a retry).
 
 Failures: an activity that gives up (non-retryable, or its ``RetryBudget`` spent) parks that
@@ -29,6 +31,7 @@ to ``escalation_levels`` times. SLAs in business hours use the approver's time z
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
@@ -68,6 +71,11 @@ with workflow.unsafe.imports_passed_through():
 NON_RETRYABLE = ["UnknownPerson"]
 DELIVERY_RETRY: RetryPolicy = RetryBudget().policy(non_retryable=NON_RETRYABLE)
 OWNER_MAY_NOT_DECIDE = "OwnerMayNotDecide"
+
+# Replay safety: chains recorded before this let an activity with an ``interrupt`` (the first
+# stage's decision_stats) run out its retries before a withdrawal took effect, so a cancel of the
+# deal waited minutes on a failing or slow call; new ones cancel that activity at once.
+WITHDRAW_INTERRUPTS_PATCH = "withdraw-interrupts-activity"
 
 PENDING = "pending"
 DECISIONS = {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}
@@ -531,11 +539,26 @@ class ApprovalChainWorkflow:
     async def _act(self, name: str, method, arg, *, interrupt=None):  # noqa: ANN001, ANN202
         """Run an activity; when it gives up, park until ``retry``, then run it again.
 
-        ``interrupt``: a condition (the chain was withdrawn) that ends the wait without a retry;
-        the call then returns None. A request's task is cancelled instead (its stage ended).
+        ``interrupt``: a condition (the chain was withdrawn) that ends the call without a
+        result: the running activity is cancelled (even while it waits out its retries) or the
+        park ends without a retry; the call then returns None. A request's task is cancelled
+        instead (its stage ended).
         """
         while True:
             try:
+                if interrupt is not None and workflow.patched(WITHDRAW_INTERRUPTS_PATCH):
+                    if interrupt():
+                        return None  # already withdrawn: not worth starting
+                    handle = workflow.start_activity_method(method, arg, **self._options())
+                    await workflow.wait_condition(lambda h=handle: h.done() or interrupt())
+                    if not handle.done():
+                        # Withdrawn while the activity runs or waits out its retries: its
+                        # result is no longer needed, and the withdrawal must not wait for it.
+                        handle.cancel()
+                        with contextlib.suppress(ActivityError):
+                            await handle
+                        return None
+                    return await handle
                 return await workflow.execute_activity_method(method, arg, **self._options())
             except ActivityError as err:
                 if cancelled(err):
@@ -644,7 +667,7 @@ class ApprovalChainWorkflow:
             ),
         )
 
-    async def _notify_owner(self, key: str, text: str) -> None:
+    async def _notify_owner(self, key: str, text: str, *, interrupt=None) -> None:  # noqa: ANN001
         await self._act(
             "notify",
             ApprovalActivities.notify,
@@ -654,6 +677,7 @@ class ApprovalChainWorkflow:
                 text=text,
                 deal_id=self._input.deal.deal_id,
             ),
+            interrupt=interrupt,
         )
 
     async def _predict_finish(self, stage: StageSpec) -> None:
@@ -690,6 +714,7 @@ class ApprovalChainWorkflow:
                 f"Heads up: approvals for {self._input.deal.name} are expected to finish around "
                 f"{self._predicted_finish:%Y-%m-%d %H:%M} UTC, after the close-by date "
                 f"{close_by:%Y-%m-%d}.",
+                interrupt=lambda: self._withdrawal is not None,
             )
 
     def _options(self) -> dict:

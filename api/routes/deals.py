@@ -14,6 +14,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
 from api.closure import (
+    CANCEL_ANSWER_SECONDS,
+    cancel_closure,
     closure_status,
     describe_status,
     live_approval_steps,
@@ -422,7 +424,17 @@ async def ready_to_close(
     return ReadyToCloseRead(workflow_id=handle.id, run_id=run_id, status_url=f"/v1/deals/{deal.id}")
 
 
-@router.post("/{deal_id}/cancel", response_model=DealRead)
+@router.post(
+    "/{deal_id}/cancel",
+    response_model=DealRead,
+    responses={
+        202: {
+            "model": DealRead,
+            "description": "The cancel was accepted but is not recorded yet (a step it waits on "
+            "is retrying or parked): the deal as it stands; it ends cancelled on its own.",
+        }
+    },
+)
 async def cancel_deal(
     deal_id: str,
     person: CurrentPerson,
@@ -430,12 +442,17 @@ async def cancel_deal(
     settings: SettingsDep,
     temporal: TemporalDep,
     body: CancelCreate | None = None,
-) -> DealRead:
+) -> DealRead | JSONResponse:
     """Cancel the closure (owner rep, ops); answers once the cancellation is recorded.
 
     Works in every stage that has not ended, including needs_attention and declined. A draft
     has no closure: the deal itself is marked cancelled (audited), and ready-to-close then
     answers 409 — cancelling a draft means "this will not be sold", as for a closure.
+
+    Bounded: when the closure has accepted the cancel but not recorded it within
+    ``CANCEL_ANSWER_SECONDS`` (its approval chain or signature must first finish withdrawing,
+    and a step of that is retrying or parked), the answer is 202 with the deal as it stands;
+    the closure still ends cancelled, and GET shows it. A second cancel meanwhile is 409.
     """
     deal = await _deal_or_404(session, deal_id, for_update=True)
     _require_owner(person, deal, also=("ops", "admin"))
@@ -459,7 +476,7 @@ async def cancel_deal(
     # Let go of the row: the workflow records the cancellation on it before the update answers.
     await session.rollback()
     try:
-        status = await handle.execute_update(DealClosureWorkflow.cancel, request)
+        status = await cancel_closure(handle, request, answer_within=CANCEL_ANSWER_SECONDS)
     except WorkflowUpdateFailedError as err:
         raise ApiError(409, "closure_ended", str(err.cause or err)) from None
     except RPCError as err:
@@ -467,6 +484,12 @@ async def cancel_deal(
             raise ApiError(409, "closure_ended", "This deal's closure has already ended.") from None
         raise
     await session.refresh(deal)
+    if status is None:
+        # Accepted, still ending: what is known now (the live status, else the row).
+        live = await closure_status(temporal, deal.id)
+        steps = live.approval_steps if live is not None else None
+        read = await _read_deal(session, settings, deal, live, steps)
+        return JSONResponse(status_code=202, content=jsonable_encoder(read))
     return await _read_deal(session, settings, deal, status, status.approval_steps)
 
 
