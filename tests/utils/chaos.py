@@ -162,8 +162,10 @@ class DevServer:
 
 @dataclass
 class WorkerChaos:
-    """One ``python worker.py`` at a time, SIGKILLed a random 3-6 s after it starts polling
-    and replaced at once, until ``stop`` is set (the last one is then stopped gracefully).
+    """A ``python worker.py`` SIGKILLed a random 3-6 s into its working life, again and again,
+    until ``stop`` is set (the last one is then stopped gracefully). Its replacement is started
+    when it begins polling, so the replacement is importing while it works; the queue is
+    without a poller only from the kill until the replacement polls (``gaps``).
 
     The kill interval is the chaos parameter: it is drawn from a seeded generator, so a failing
     run can be repeated with the same sequence of intervals.
@@ -176,35 +178,62 @@ class WorkerChaos:
     kills: int = 0
     spawns: int = 0
     exited_alone: int = 0  # a worker started while the server was away gives up by itself
-    startup_seconds: list[float] = field(default_factory=list)  # spawn -> polling, per worker
+    gaps: list[float] = field(default_factory=list)  # kill -> the replacement polling, seconds
     _client: Client | None = field(default=None, repr=False)
 
     async def run(self, stop: asyncio.Event) -> None:
         rng = random.Random(self.seed)
         self._client = await Client.connect(self.server.address, lazy=True)
-        while not stop.is_set():
-            await self.server.up.wait()
-            proc = start_worker(self.settings, self.settings.task_queue)
-            spawned = time.monotonic()
-            self.spawns += 1
-            try:
-                if await self._until_polling(proc, stop):
-                    self.startup_seconds.append(time.monotonic() - spawned)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), rng.uniform(*self.interval))
+        current: subprocess.Popen | None = None
+        upcoming: subprocess.Popen | None = None
+        try:
+            while not stop.is_set():
+                await self.server.up.wait()
+                if current is None:  # the first worker, or after one died with the server away
+                    current = await self._started(stop)
+                    continue
+                # The replacement starts importing now, while the current one works: a worker
+                # takes seconds to start on a busy machine, and the kill below would otherwise
+                # leave the queue without a poller for all of them.
+                upcoming = self._spawn()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), rng.uniform(*self.interval))
                 if stop.is_set():
+                    break
+                self._kill(current)
+                killed_at = time.monotonic()
+                await asyncio.to_thread(current.wait)
+                current = None
+                if await self._until_polling(upcoming, stop):
+                    self.gaps.append(time.monotonic() - killed_at)
+                    current, upcoming = upcoming, None
+                else:  # the server went away meanwhile, or the run ended
+                    self._kill(upcoming)
+                    await asyncio.to_thread(upcoming.wait)
+                    upcoming = None
+        finally:
+            for proc in (current, upcoming):
+                if proc is not None and proc.poll() is None:
                     await asyncio.to_thread(_stop_gracefully, proc)
-                    return
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGKILL)
-                    self.kills += 1
-                else:
-                    self.exited_alone += 1
-                await asyncio.to_thread(proc.wait)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
+
+    def _spawn(self) -> subprocess.Popen:
+        self.spawns += 1
+        return start_worker(self.settings, self.settings.task_queue)
+
+    async def _started(self, stop: asyncio.Event) -> subprocess.Popen | None:
+        proc = self._spawn()
+        if await self._until_polling(proc, stop):
+            return proc
+        self._kill(proc)
+        await asyncio.to_thread(proc.wait)
+        return None
+
+    def _kill(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            self.kills += 1
+        else:
+            self.exited_alone += 1
 
     async def _until_polling(self, proc: subprocess.Popen, stop: asyncio.Event) -> bool:
         """Wait until the server lists this process as a poller of the workflow task queue
