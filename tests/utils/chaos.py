@@ -162,10 +162,10 @@ class DevServer:
 
 @dataclass
 class WorkerChaos:
-    """A ``python worker.py`` SIGKILLed a random 3-6 s into its working life, again and again,
-    until ``stop`` is set (the last one is then stopped gracefully). Its replacement is started
-    when it begins polling, so the replacement is importing while it works; the queue is
-    without a poller only from the kill until the replacement polls (``gaps``).
+    """``python worker.py`` processes, the polling one SIGKILLed every 3-6 s (drawn at random)
+    until ``stop`` is set; the last one is then stopped gracefully. Each replacement is started
+    when the interval before the next kill begins, so it is importing while the current one
+    works; the queue is without a poller only from a kill until the replacement polls (``gaps``).
 
     The kill interval is the chaos parameter: it is drawn from a seeded generator, so a failing
     run can be repeated with the same sequence of intervals.
