@@ -208,9 +208,12 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
                 assert stage not in DEAD_ENDS, f"{deal_id} stopped at {stage}"
                 return stage == "closed_won"
 
+            async def shown() -> dict | None:  # the row is written before the workflow shows it
+                resp = await rider.call("GET", f"/v1/deals/{deal_id}", headers=rep, accept=_ok(200))
+                return resp.json() if resp.json()["stage"] == "closed_won" else None
+
             await rider.until(won, what=f"{deal_id} closed_won")
-            resp = await rider.call("GET", f"/v1/deals/{deal_id}", headers=rep, accept=_ok(200))
-            return resp.json()
+            return await rider.until(shown, what=f"GET {deal_id} showing closed_won")
 
         quoting = asyncio.Semaphore(QUOTING_AT_ONCE)
 
