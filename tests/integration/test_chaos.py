@@ -160,14 +160,19 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
         # What approvers and signers see, read once for every deal waiting on it.
         slack = Snapshot(lambda: fetch("/_sandbox/slack/messages", "messages"))
         envelopes = Snapshot(lambda: fetch("/_sandbox/docusign/envelopes", "envelopes"))
+        inbox = Snapshot(lambda: fetch("/_sandbox/mail/messages", "messages"), every=1.0)
 
         async def requested_steps(deal_id: str, roles: tuple[str, ...]) -> list[str]:
-            """The approval steps of the deal, once each approver has its Slack request
-            (as a real approver learns of it: the button's value is the step id)."""
+            """The approval steps of the deal, once each approver has its request by Slack
+            (the button's value is the step id) or by email (its link names the step), as a
+            real approver learns of it. Deliveries are at most once: a worker killed between
+            the hand-over mark and the hand-over loses that one copy (recorded unconfirmed)."""
             wanted = {f"{deal_id}.v1.s0.{role}" for role in roles}
 
             async def delivered() -> list[str] | None:
                 seen = {_step_of(m.get("blocks") or []) for m in await slack.get()}
+                mails = [m.get("text") or "" for m in await inbox.get()]
+                seen |= {sid for sid in wanted if any(sid in text for text in mails)}
                 return sorted(wanted) if wanted <= seen else None
 
             return await rider.until(delivered, what=f"the approval requests of {deal_id}")
@@ -324,6 +329,16 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
                 "emails by recipient and subject": mail_subjects,
             }.items()
         }
+        unconfirmed: dict[tuple[str, str], set[str]] = {}
+        for deal_id in ids:
+            for sid in steps[deal_id]:
+                unconfirmed[(deal_id, sid)] = {
+                    e["channel"]
+                    for e in audits[deal_id]
+                    if e["event"] == "approval.delivery_unconfirmed"
+                    and e["detail"]["step_id"] == sid
+                    and e["detail"]["purpose"] == "request"
+                }
         figures = _report(
             capsys,
             began,
@@ -332,6 +347,7 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
             rider,
             progress,
             closed_in=round(closed_in, 1),
+            unconfirmed_requests=sum(len(c) for c in unconfirmed.values()),
             duplicates={k: v for k, v in duplicates.items() if v},
         )
         for name, value in figures.items():
@@ -363,10 +379,14 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
             assert len(steps[deal_id]) == len(_roles(ids.index(deal_id))), steps[deal_id]
             for step_id in steps[deal_id]:
                 approver = APPROVERS[step_id.rsplit(".", 1)[1]]
+                # At most once each (duplicates were asserted away above); a copy missing is
+                # one a killed worker left mid-hand-over, recorded unconfirmed in the audit.
+                lost = unconfirmed[(deal_id, step_id)]
                 post = (slack_ids[approver], step_id, "Approval needed")
-                assert posts[post] == 1, (post, posts)
+                assert posts[post] == 1 or "slack" in lost, (post, posts, lost)
                 mail = ((approver,), f"Approval needed: {names[deal_id]}")
-                assert mail_subjects[mail] == 1, (mail, mail_subjects)
+                assert mail_subjects[mail] == 1 or "email" in lost, (mail, mail_subjects, lost)
+                assert posts[post] + mail_subjects[mail] >= 1, (step_id, "never delivered")
         # --- and the chaos really happened --------------------------------------------------
         assert server.restarts == 1
         assert chaos.kills >= DEALS // 4, chaos
