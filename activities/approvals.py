@@ -1,13 +1,31 @@
 """Activities of the approval chain: the directory, Slack, email, signed links, the audit trail.
 
-Every delivery is keyed by (step, recipient, channel, purpose) in ``approval_deliveries``: a
-retried activity finds the message already sent and does not send it again. The one window no
-key can close is a crash between Slack accepting a post and our row recording it (Slack's API
-has no idempotency key); the row is written as ``sending`` first so that case is visible.
+Every delivery is keyed by (step, recipient, channel, purpose) in ``approval_deliveries`` and
+goes out at most once. Neither Slack's chat.postMessage nor SMTP has an idempotency key, so a
+worker killed after the hand-over and before our ``sent`` row cannot know whether the message
+left; resending would give the approver a second copy (seen under SIGKILL: one Message-ID three
+times). The protocol, the campaign send path's (activities/campaigns.py, ``handing_over``):
+
+1. Everything that can fail without a side effect happens first: the link token, the rendering,
+   the Slack user lookup, for email the SMTP connection up to an accepted RCPT TO.
+2. The hand-over mark: the row is set to ``sending`` and committed immediately before the
+   post (for email in the SMTP thread right before DATA), and only if no attempt took it
+   already (a conditional upsert; an attempt that finds it taken sends nothing).
+3. The post / DATA, then the row is set to ``sent`` (audited ``approval.delivered``).
+4. A failure that proves nothing left (Slack answered an error, the connection was refused,
+   SMTP refused or deferred the message) sets the row to ``failed``: the retry sends.
+   A failure that proves nothing (a timeout, a connection lost mid-transfer) leaves ``sending``.
+5. A retry that finds ``sending`` records ``unconfirmed`` (audited
+   ``approval.delivery_unconfirmed``) and sends nothing: at most once, never twice.
+
+A delivery that truly never left (a worker killed in the milliseconds between the mark and the
+request) is covered by the chain's reminder and escalation timers, which send under their own
+purpose, and by the approval page and the deal read, which show the pending request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -15,8 +33,10 @@ import logging
 import statistics
 from typing import Any
 
+from aiohttp import ClientConnectorError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from pydantic import BaseModel
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -24,6 +44,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.email import SmtpRejected, SmtpTransient
 from db.audit import append_audit
 from db.models import ApprovalDelivery, ApprovalLink, ApprovalRequest, Person
 from dealflow.faults import CrashPoints
@@ -36,6 +57,15 @@ from domain.money import format_pct
 log = logging.getLogger(__name__)
 
 UNKNOWN_PERSON = "UnknownPerson"
+
+# Delivery row states in which a message may already have left: never hand it over again.
+SETTLED = ("sending", "sent", "unconfirmed")
+# Failures that prove the message was not taken: the row goes back to ``failed``, a retry sends.
+NOT_TAKEN = (SlackApiError, ClientConnectorError, SmtpRejected, SmtpTransient)
+
+
+class HandOverTaken(Exception):
+    """Another attempt holds (or held) the hand-over mark of this delivery: send nothing."""
 
 
 class PersonInfo(BaseModel):
@@ -114,6 +144,10 @@ class ApproverStats(BaseModel):
 
 class DecisionStats(BaseModel):
     by_email: dict[str, ApproverStats]
+
+
+def _deal_of(step_id: str) -> str | None:
+    return step_id.split(".")[0] if step_id.startswith("deal_") else None
 
 
 def delivery_key(step_id: str, recipient: str, purpose: str) -> str:
@@ -370,37 +404,52 @@ class ApprovalActivities:
     async def notify(self, input: NotifyInput) -> None:
         """A Slack DM to a person (the rep), once per key."""
         self._crash.failures.check("notify", input.deal_id or input.key)
-        if await self._already_sent(input.key, input.recipient_email, "slack", "notify"):
+        key = (input.key, input.recipient_email, "slack", "notify")
+        if not await self._may_send(*key):
             return
-        await self._mark(input.key, input.recipient_email, "slack", "notify", "sending")
         channel = await self._slack_user(input.recipient_email)
-        resp = await self._slack.chat_postMessage(channel=channel, text=input.text)
-        await self._mark(
-            input.key, input.recipient_email, "slack", "notify", "sent", resp["ts"], resp["channel"]
-        )
+        try:
+            await self._hand_over(*key)
+            resp = await self._slack.chat_postMessage(channel=channel, text=input.text)
+        except HandOverTaken:
+            return
+        except NOT_TAKEN:
+            await self._mark(*key, "failed")
+            raise
+        self._crash.checkpoint("notify.after_post")
+        await self._mark(*key, "sent", resp["ts"], resp["channel"])
 
     async def _deliver_slack(
         self, step_id: str, recipient: str, purpose: str, context: dict[str, Any]
     ) -> None:
-        if await self._already_sent(step_id, recipient, "slack", purpose):
+        key = (step_id, recipient, "slack", purpose)
+        if not await self._may_send(*key):
             return
-        await self._mark(step_id, recipient, "slack", purpose, "sending")
         blocks = json.loads(
             self._templates.get_template("slack/approval_request.json.j2").render(**context)
         )
         channel = await self._slack_user(recipient)
         text = f"Approval needed: {context['summary'].name}"
-        resp = await self._slack.chat_postMessage(channel=channel, text=text, blocks=blocks)
-        await self._mark(step_id, recipient, "slack", purpose, "sent", resp["ts"], resp["channel"])
+        try:
+            await self._hand_over(*key)  # the hand-over mark, committed right before the post
+            resp = await self._slack.chat_postMessage(channel=channel, text=text, blocks=blocks)
+        except HandOverTaken:
+            return
+        except NOT_TAKEN:
+            await self._mark(*key, "failed")
+            raise
+        # The worst moment to die: Slack has the post, our row does not say so yet.
+        self._crash.checkpoint("deliver.after_slack_post")
+        await self._mark(*key, "sent", resp["ts"], resp["channel"])
         self._crash.checkpoint("deliver.after_slack")
 
     async def _deliver_email(
         self, step_id: str, recipient: str, purpose: str, context: dict[str, Any]
     ) -> None:
-        if await self._already_sent(step_id, recipient, "email", purpose):
+        key = (step_id, recipient, "email", purpose)
+        if not await self._may_send(*key):
             return
         message_id = f"<approval.{delivery_key(step_id, recipient, purpose)}@dealflow.example>"
-        await self._mark(step_id, recipient, "email", purpose, "sending", message_id)
         subject_prefix = {
             "request": "Approval needed",
             "reminder": "Reminder: approval needed",
@@ -415,8 +464,23 @@ class ApprovalActivities:
             html=self._templates.get_template("email/approval_request.html.j2").render(**context),
             message_id=message_id,
         )
-        await self._mailer.send(msg)
-        await self._mark(step_id, recipient, "email", purpose, "sent", message_id)
+        loop = asyncio.get_running_loop()
+
+        def handing_over() -> None:  # in the SMTP thread, after RCPT TO, right before DATA
+            asyncio.run_coroutine_threadsafe(self._hand_over(*key, message_id), loop).result(
+                timeout=30
+            )
+
+        try:
+            await self._mailer.send(msg, before_data=handing_over)
+        except HandOverTaken:
+            return
+        except NOT_TAKEN:
+            await self._mark(*key, "failed", message_id)
+            raise
+        # The worst moment to die: the server has the message, our row does not say so yet.
+        self._crash.checkpoint("deliver.after_email_data")
+        await self._mark(*key, "sent", message_id)
 
     async def _slack_user(self, email: str) -> str:
         if email not in self._slack_ids:
@@ -424,17 +488,78 @@ class ApprovalActivities:
             self._slack_ids[email] = resp["user"]["id"]
         return self._slack_ids[email]
 
-    async def _already_sent(self, step_id: str, recipient: str, channel: str, purpose: str) -> bool:
-        async with self._sessions() as session:
-            status = await session.scalar(
-                select(ApprovalDelivery.status).where(
-                    ApprovalDelivery.step_id == step_id,
-                    ApprovalDelivery.recipient_email == recipient,
-                    ApprovalDelivery.channel == channel,
-                    ApprovalDelivery.purpose == purpose,
+    async def _may_send(self, step_id: str, recipient: str, channel: str, purpose: str) -> bool:
+        """False if this delivery went out, or may have: a ``sending`` row left by an attempt
+        that died mid-hand-over is recorded ``unconfirmed`` (and audited) here, never resent."""
+        async with self._sessions.begin() as session:
+            row = (
+                await session.execute(
+                    select(ApprovalDelivery)
+                    .where(
+                        ApprovalDelivery.step_id == step_id,
+                        ApprovalDelivery.recipient_email == recipient,
+                        ApprovalDelivery.channel == channel,
+                        ApprovalDelivery.purpose == purpose,
+                    )
+                    .with_for_update()
                 )
+            ).scalar_one_or_none()
+            if row is None or row.status not in SETTLED:
+                return True
+            if row.status == "sending":
+                row.status = "unconfirmed"
+                log.warning(
+                    "%s delivery %s/%s left mid-hand-over: recorded unconfirmed, not resent",
+                    channel,
+                    step_id,
+                    purpose,
+                )
+                await append_audit(
+                    session,
+                    deal_id=_deal_of(step_id),
+                    actor="workflow",
+                    channel=channel,
+                    event="approval.delivery_unconfirmed"
+                    if purpose != "notify"
+                    else "notification.unconfirmed",
+                    detail={
+                        "step_id": step_id,
+                        "to": recipient,
+                        "purpose": purpose,
+                        "ref": row.external_ref,
+                    },
+                    idempotency_key=f"{step_id}/{recipient}/{channel}/{purpose}/unconfirmed",
+                )
+            return False
+
+    async def _hand_over(
+        self,
+        step_id: str,
+        recipient: str,
+        channel: str,
+        purpose: str,
+        external_ref: str | None = None,
+    ) -> None:
+        """The hand-over mark: ``sending``, committed now, unless an attempt took it already
+        (then ``HandOverTaken``: whoever holds it sent, or may have)."""
+        async with self._sessions.begin() as session:
+            stmt = insert(ApprovalDelivery).values(
+                step_id=step_id,
+                recipient_email=recipient,
+                channel=channel,
+                purpose=purpose,
+                status="sending",
+                external_ref=external_ref,
             )
-        return status == "sent"
+            taken = await session.scalar(
+                stmt.on_conflict_do_update(
+                    index_elements=["step_id", "recipient_email", "channel", "purpose"],
+                    set_={"status": "sending", "external_ref": external_ref},
+                    where=ApprovalDelivery.status.not_in(SETTLED),
+                ).returning(ApprovalDelivery.id)
+            )
+        if taken is None:
+            raise HandOverTaken(f"{channel} {step_id}/{recipient}/{purpose}")
 
     async def _mark(
         self,
@@ -468,7 +593,7 @@ class ApprovalActivities:
             if status == "sent":
                 await append_audit(
                     session,
-                    deal_id=step_id.split(".")[0] if step_id.startswith("deal_") else None,
+                    deal_id=_deal_of(step_id),
                     actor="workflow",
                     channel=channel,
                     event="approval.delivered" if purpose != "notify" else "notification.sent",

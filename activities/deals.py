@@ -11,7 +11,9 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.dialects.postgresql import insert
@@ -24,6 +26,7 @@ from db.audit import append_audit
 from db.models import Document, QuoteVersion
 from db.org import OrgDirectory
 from dealflow.faults import CrashPoints
+from dealflow.holds import HoldPoints
 from dealflow.rendering import DocumentRenderer, contract_context
 from dealflow.settings import Settings
 from domain.approval_inputs import inputs_sha256
@@ -35,6 +38,8 @@ from domain.tax import load_tax_table
 from domain.validation import validate_deal
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # ApplicationError types the workflow matches on.
 DEAL_NOT_FOUND = "DealNotFound"
@@ -154,6 +159,7 @@ class DealActivities:
         self._sessions = sessions
         self._renderer = renderer
         self._crash = crash_points
+        self._holds = HoldPoints(settings.state_dir, enabled=settings.is_sandbox)
 
     @activity.defn
     async def load_deal(self, input: LoadDealInput) -> LoadDealResult:
@@ -223,6 +229,14 @@ class DealActivities:
             version=input.version, quote=quote, terms_sha256=digest, tax_table_version=table.version
         )
 
+    async def _render(self, deal_id: str, template: str, context, title: str, created):  # noqa: ANN001
+        rendered = await asyncio.to_thread(
+            self._renderer.render, template, context, title=title, created=created
+        )
+        # Tests: a render that lasts as long as the test holds it (longer than the heartbeat).
+        await self._holds.wait("render_documents", deal_id)
+        return rendered
+
     @activity.defn
     async def render_documents(self, input: RenderDocumentsInput) -> RenderDocumentsResult:
         """Render the contract package of a quote version to HTML and PDF and store each once."""
@@ -263,9 +277,13 @@ class DealActivities:
             row = existing.get(choice.kind)
             if row is None:
                 title = f"{choice.kind.replace('_', ' ').title()} — {terms.account.name}"
-                # WeasyPrint is CPU-bound and synchronous: keep it off the worker's event loop.
-                rendered = await asyncio.to_thread(
-                    self._renderer.render, choice.template, context, title=title, created=created
+                # WeasyPrint is CPU-bound and synchronous: keep it off the worker's event loop,
+                # and heartbeat while it runs (one PDF may take longer than the heartbeat
+                # timeout when many render at once on one worker; without a beat it would time
+                # out and start over, forever).
+                rendered = await _beating(
+                    f"{i}/{len(choices)} {choice.kind} rendering",
+                    self._render(input.deal_id, choice.template, context, title, created),
                 )
                 rel = Path(input.deal_id) / f"v{input.version}"
                 pdf_ref, html_ref = rel / f"{choice.kind}.pdf", rel / f"{choice.kind}.html"
@@ -387,3 +405,23 @@ class NoopActivities:
     @activity.defn
     async def noop(self) -> None:
         return None
+
+
+# Without a heartbeat timeout on the activity (none is set): beat this often anyway.
+DEFAULT_BEAT_SECONDS = 5.0
+
+
+async def _beating(detail: str, work: Awaitable[T]) -> T:
+    """Await ``work``, heartbeating ``detail`` every third of the heartbeat timeout meanwhile."""
+    timeout = activity.info().heartbeat_timeout
+    every = timeout.total_seconds() / 3 if timeout else DEFAULT_BEAT_SECONDS
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            activity.heartbeat(detail)
+    finally:
+        # Cancelled meanwhile (the activity was): the render thread finishes on its own.
+        task.cancel()

@@ -1,13 +1,19 @@
 """Activities of the handoff: the package, CSM matching, messages, the plan, the CRM renewal.
 
 Each is safe to retry: rows are keyed by what they are (the deal, a task key, a delivery key),
-and every outbound message is written to ``handoff_deliveries`` as ``sending`` before it goes
-and ``sent`` after, so a retry after the answer never sends twice (a crash between the send and
-the row can repeat one message; its Message-ID is the same, so a mail client shows one).
+and every outbound message goes out at most once, by the approval deliveries' protocol
+(activities/approvals.py): the ``handoff_deliveries`` row is set to ``sending`` and committed
+immediately before the hand-over (the Slack post; for email right before SMTP DATA), ``sent``
+after. A failure that proves nothing left (Slack's error answer, a refused connection, an SMTP
+refusal) sets ``failed`` and the retry sends; a retry that finds ``sending`` cannot know whether
+the message left, records it ``unconfirmed`` and never sends a second copy. A message to several
+recipients takes the mark before the first one's DATA (a crash between two recipients leaves
+the rest unsent, never doubled). The handoff's reminders cover a message that never left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import tomllib
@@ -26,6 +32,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
+from activities.approvals import NOT_TAKEN, HandOverTaken
 from db import deals as deals_db
 from db import handoff as handoff_db
 from db.handoff_models import HandoffTask
@@ -515,8 +522,8 @@ class HandoffActivities:
             message_id=f"<handoff.{handoff_db.task_id(input.deal_id, 'mail', input.key)[4:]}"
             "@dealflow.example>",
         )
-        await self._mark(input, "email", "sending")
-        await self._mailer.send(msg)
+        if not await self._email_once(input.key, input.deal_id, ",".join(input.to), msg):
+            return False
         await self._mark(input, "email", "sent", msg["Message-ID"])
         return True
 
@@ -560,10 +567,10 @@ class HandoffActivities:
             message_id=f"<kickoff.{input.deal_id}@dealflow.example>",
         )
         msg.add_alternative(ics, subtype="calendar", params={"method": "REQUEST"})
-        await self._mark_raw(
-            input.key, input.deal_id, "email", ",".join(input.attendees), "sending"
-        )
-        await self._mailer.send(msg)
+        if not await self._email_once(input.key, input.deal_id, ",".join(input.attendees), msg):
+            return False
+        # The worst moment to die: the server has the invite, our row does not say so yet.
+        self._crash.checkpoint("handoff.after_invite_data")
         await self._mark_raw(
             input.key, input.deal_id, "email", ",".join(input.attendees), "sent", msg["Message-ID"]
         )
@@ -576,8 +583,14 @@ class HandoffActivities:
         if await self._sent(input.key):
             return False
         channel = self._cs().get("wins_channel", "#wins")
-        await self._mark_raw(input.key, input.deal_id, "slack", channel, "sending")
-        resp = await self._slack.chat_postMessage(channel=channel, text=input.text)
+        try:
+            await self._hand_over(input.key, input.deal_id, "slack", channel)
+            resp = await self._slack.chat_postMessage(channel=channel, text=input.text)
+        except HandOverTaken:
+            return False
+        except NOT_TAKEN:
+            await self._mark_raw(input.key, input.deal_id, "slack", channel, "failed")
+            raise
         await self._mark_raw(input.key, input.deal_id, "slack", channel, "sent", resp["ts"])
         return True
 
@@ -764,8 +777,47 @@ class HandoffActivities:
     # --- the delivery ledger -----------------------------------------------------------------
 
     async def _sent(self, key: str) -> bool:
-        async with self._sessions() as session:
-            return await handoff_db.delivery_sent(session, key) is not None
+        """True if the message went out, or may have (a hand-over left mid-way is recorded
+        ``unconfirmed`` here and never resent)."""
+        async with self._sessions.begin() as session:
+            status = await handoff_db.settle_delivery(session, key)
+        if status == "unconfirmed":
+            log.warning("handoff delivery %s left mid-hand-over: unconfirmed, not resent", key)
+        return status in handoff_db.HANDED_OVER
+
+    async def _hand_over(self, key: str, deal_id: str, channel: str, recipient: str) -> None:
+        async with self._sessions.begin() as session:
+            taken = await handoff_db.hand_over_delivery(
+                session, key, deal_id=deal_id, channel=channel, recipient=recipient[:320]
+            )
+        if not taken:
+            raise HandOverTaken(f"handoff delivery {key}")
+
+    async def _email_once(self, key: str, deal_id: str, recipient: str, msg: Any) -> bool:
+        """Send ``msg``, the hand-over mark committed before the first DATA. False: another
+        attempt holds the mark (sent, or may have)."""
+        loop = asyncio.get_running_loop()
+        transactions = 0  # recipients whose DATA was about to start
+
+        def handing_over() -> None:  # in the SMTP thread, before each recipient's DATA
+            nonlocal transactions
+            if not transactions:
+                asyncio.run_coroutine_threadsafe(
+                    self._hand_over(key, deal_id, "email", recipient), loop
+                ).result(timeout=30)
+            transactions += 1
+
+        try:
+            await self._mailer.send(msg, before_data=handing_over)
+        except HandOverTaken:
+            return False
+        except NOT_TAKEN:
+            # Refused in the first recipient's transaction: nobody has it, a retry may send.
+            # Refused for a later one: the earlier ones have it, so the mark stays (unconfirmed).
+            if transactions <= 1:
+                await self._mark_raw(key, deal_id, "email", recipient, "failed")
+            raise
+        return True
 
     async def _mark(self, input: MessageInput, channel: str, status: str, ref: str | None = None):
         await self._mark_raw(input.key, input.deal_id, channel, ",".join(input.to), status, ref)

@@ -41,9 +41,24 @@ from workflows.signature import SignatureStatus, SignatureTiming, SignatureWorkf
 
 # A query needs a worker to answer; when none does in this time, GET falls back to the database.
 QUERY_TIMEOUT = timedelta(seconds=5)
-# What a query answers when no worker is there to run it: not found, or a timeout (reported by
-# the server as DEADLINE_EXCEEDED, or by the client's own deadline as CANCELLED).
-NO_ANSWER = (RPCStatusCode.NOT_FOUND, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+# What a query answers when the workflow cannot answer now, so a read falls back to the
+# database mirror (every closure writes its stage to the deal row before it shows it):
+# - NOT_FOUND: no such workflow (yet);
+# - DEADLINE_EXCEEDED / CANCELLED: no worker answered in time (the server's deadline, or the
+#   client's own);
+# - FAILED_PRECONDITION: the server refuses to query a workflow whose last workflow task failed
+#   ("Workflow Task in failed state", WorkflowNotReadyFailure), as it is right after a worker
+#   died mid-task, until a worker runs the task again.
+NO_ANSWER = (
+    RPCStatusCode.NOT_FOUND,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.FAILED_PRECONDITION,
+)
+# A read (``closure_status(..., read=True)``) also falls back when the Temporal server cannot be
+# reached at all: the database can still answer it. A write does not: deciding from the mirror
+# what a workflow would accept is a guess, so UNAVAILABLE reaches api/unavailable.py (503).
+READ_NO_ANSWER = (*NO_ANSWER, RPCStatusCode.UNAVAILABLE)
 
 
 async def start_closure(
@@ -101,15 +116,19 @@ async def describe_status(handle: WorkflowHandle) -> WorkflowExecutionStatus | N
         raise
 
 
-async def closure_status(client: Client, deal_id: str) -> DealClosureStatus | None:
-    """The live status from the workflow's query; None when there is no closure or no answer."""
+async def closure_status(
+    client: Client, deal_id: str, *, read: bool = False
+) -> DealClosureStatus | None:
+    """The live status from the workflow's query; None when there is no closure or no answer
+    (then the caller uses the deal row). ``read``: for a read-only route, which falls back to
+    the row when Temporal is unreachable too (``READ_NO_ANSWER``)."""
     handle = client.get_workflow_handle_for(
         DealClosureWorkflow.run, deal_closure_workflow_id(deal_id)
     )
     try:
         return await handle.query(DealClosureWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
     except RPCError as err:
-        if err.status in NO_ANSWER:
+        if err.status in (READ_NO_ANSWER if read else NO_ANSWER):
             return None
         raise
 

@@ -142,6 +142,37 @@ async def delivery_sent(session: AsyncSession, key: str) -> HandoffDelivery | No
     return row if row is not None and row.status == "sent" else None
 
 
+# Delivery states in which the message may have left already: never hand it over again.
+HANDED_OVER = ("sending", "sent", "unconfirmed")
+
+
+async def settle_delivery(session: AsyncSession, key: str) -> str | None:
+    """The delivery's state for a new attempt (locked): a ``sending`` row, left by an attempt
+    that died mid-hand-over, becomes ``unconfirmed`` here (the message may have left)."""
+    row = await session.get(HandoffDelivery, key, with_for_update=True)
+    if row is None:
+        return None
+    if row.status == "sending":
+        row.status = "unconfirmed"
+    return row.status
+
+
+async def hand_over_delivery(
+    session: AsyncSession, key: str, *, deal_id: str, channel: str, recipient: str
+) -> bool:
+    """The hand-over mark (``sending``), unless an attempt took it already: True if taken now."""
+    values = {"deal_id": deal_id, "channel": channel, "recipient": recipient, "status": "sending"}
+    stmt = insert(HandoffDelivery).values(key=key, **values)
+    taken = await session.scalar(
+        stmt.on_conflict_do_update(
+            index_elements=[HandoffDelivery.key],
+            set_=values,
+            where=HandoffDelivery.status.not_in(HANDED_OVER),
+        ).returning(HandoffDelivery.key)
+    )
+    return taken is not None
+
+
 async def mark_delivery(
     session: AsyncSession,
     key: str,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -62,10 +63,13 @@ class Mailer:
             msg.add_alternative(html, subtype="html")
         return msg
 
-    async def send(self, msg: EmailMessage) -> None:
-        await asyncio.to_thread(self._send_sync, msg)
+    async def send(
+        self, msg: EmailMessage, *, before_data: Callable[[], None] | None = None
+    ) -> None:
+        """``before_data`` as ``SmtpMailer.send`` has it: the caller's hand-over mark."""
+        await asyncio.to_thread(self._send_sync, msg, before_data)
 
-    def _send_sync(self, msg: EmailMessage) -> None:
+    def _send_sync(self, msg: EmailMessage, before_data: Callable[[], None] | None = None) -> None:
         # The transport writes messages with the compat32 wire policy (campaign mail is built
         # for it). A modern EmailMessage re-serialized that way can mangle its headers (a
         # non-ASCII From name swallows the address), so it goes over in its own SMTP form,
@@ -73,4 +77,6 @@ class Mailer:
         wire = email.message_from_bytes(msg.as_bytes(policy=policy.SMTP))
         # One recipient per approval message; one SMTP transaction per recipient if ever more.
         for _, rcpt in getaddresses([str(v) for v in msg.get_all("To", [])]):
-            self._transport.send(wire, mail_from=self._from_address, rcpt=rcpt)
+            self._transport.send(
+                wire, mail_from=self._from_address, rcpt=rcpt, before_data=before_data
+            )

@@ -918,8 +918,11 @@ class DealClosureWorkflow:
             policy.maximum_attempts = attempts
         options: dict = {"start_to_close_timeout": timeout, "retry_policy": policy}
         if heartbeat:
-            # Rendering a large package takes a while; the heartbeat lets a dead worker be noticed
-            # sooner than the full timeout would.
-            options["start_to_close_timeout"] = timeout * 4
+            # Rendering a large package takes a while, longer still when many deals render at
+            # once on one worker; the activity beats while each PDF renders, so the heartbeat
+            # timeout notices a dead worker within one activity timeout, and the overall bound
+            # can be generous (a package that is slow is not stuck). Timeouts are not part of
+            # the commands a history is replayed against: changing them is replay-safe.
+            options["start_to_close_timeout"] = timeout * 10
             options["heartbeat_timeout"] = timeout
         return options

@@ -295,7 +295,7 @@ async def get_deal(
 ) -> DealRead:
     """The deal and its live closure state (owner, the deal's approvers, ops)."""
     deal = await _deal_or_404(session, deal_id)
-    live = await closure_status(temporal, deal.id) if deal.stage != "draft" else None
+    live = await closure_status(temporal, deal.id, read=True) if deal.stage != "draft" else None
     steps = await live_approval_steps(temporal, live) if live is not None else []
     allowed = (
         (deal.owner_email == person.email)

@@ -133,3 +133,55 @@ async def test_worker_dies_right_after_delivering_an_escalation_which_is_not_sen
     escalation_mails = [m for m in await mails_to(http, CONTROLLER) if sid in (m.get("text") or "")]
     assert len(escalation_mails) == 1
     await _assert_mail_unique(http, FINANCE)
+
+
+async def _audit_events(http, auth, deal_id: str) -> list[dict]:
+    resp = await http.get(f"/v1/deals/{deal_id}/audit", headers=auth(REP))
+    assert resp.status_code == 200, resp.text
+    return resp.json()["events"]
+
+
+async def _request_mails(http, sid: str) -> list[dict]:
+    return [m for m in await mails_to(http, FINANCE) if sid in (m.get("text") or "")]
+
+
+async def test_worker_dies_after_the_slack_post_before_its_row_says_sent_no_second_post(
+    http, auth, temporal_client, settings, sessions
+):
+    # SLA of an hour: no reminder or escalation during the test, only the request.
+    deal, queue, sid = await _start(http, auth, temporal_client, settings, sessions, 3600)
+    doomed = start_worker(settings, queue, crash_at="deliver.after_slack_post")
+    assert await wait_exit(doomed) == 86  # Slack has the post; the row still says sending
+    survivor = start_worker(settings, queue)
+    try:
+        # The retried delivery ran to its end: the chain then waits on its reminder timer.
+        await _waiting_on_a_timer(temporal_client, deal["id"])
+        await eventually(lambda: _request_mails(http, sid), what="the request email")
+    finally:
+        stop(survivor)
+    assert await _posts(http, FINANCE, sid) == Counter({"Approval needed": 1})
+    assert len(await _request_mails(http, sid)) == 1  # the email had not left: sent once
+    events = await _audit_events(http, auth, deal["id"])
+    unconfirmed = [e for e in events if e["event"] == "approval.delivery_unconfirmed"]
+    assert [(e["channel"], e["detail"]["purpose"]) for e in unconfirmed] == [("slack", "request")]
+    delivered = [e["channel"] for e in events if e["event"] == "approval.delivered"]
+    assert delivered == ["email"]
+
+
+async def test_worker_dies_after_handing_the_email_over_before_its_row_says_sent_no_second_mail(
+    http, auth, temporal_client, settings, sessions
+):
+    deal, queue, sid = await _start(http, auth, temporal_client, settings, sessions, 3600)
+    doomed = start_worker(settings, queue, crash_at="deliver.after_email_data")
+    assert await wait_exit(doomed) == 86  # the SMTP server has the message; the row says sending
+    survivor = start_worker(settings, queue)
+    try:
+        await _waiting_on_a_timer(temporal_client, deal["id"])
+    finally:
+        stop(survivor)
+    assert await _posts(http, FINANCE, sid) == Counter({"Approval needed": 1})
+    mails = await _request_mails(http, sid)
+    assert len(mails) == 1, [m["message_id"] for m in mails]
+    events = await _audit_events(http, auth, deal["id"])
+    unconfirmed = [e for e in events if e["event"] == "approval.delivery_unconfirmed"]
+    assert [(e["channel"], e["detail"]["purpose"]) for e in unconfirmed] == [("email", "request")]
