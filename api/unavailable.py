@@ -35,7 +35,10 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, TemporalUnavailable | WorkflowUpdateRPCTimeoutOrCancelledError):
         return True
     if isinstance(exc, RPCError):
-        return exc.status in UNAVAILABLE_STATUSES
+        # A connection that drops mid-call (the server stopping) surfaces as UNKNOWN with the
+        # transport's message rather than UNAVAILABLE; other UNKNOWNs are real errors.
+        transport = exc.status == RPCStatusCode.UNKNOWN and "transport error" in str(exc).lower()
+        return exc.status in UNAVAILABLE_STATUSES or transport
     return isinstance(exc, RuntimeError) and str(exc).startswith(_CONNECT_FAILED)
 
 

@@ -202,7 +202,11 @@ async def api_url(
 
 @pytest.fixture
 async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+    # uvicorn closes a keep-alive connection idle for 5 s; reusing one at that moment reads a
+    # closed socket (httpx.ReadError), e.g. after a test spent a while in the browser. Ours
+    # expire first.
+    limits = httpx.Limits(keepalive_expiry=2.0)
+    async with httpx.AsyncClient(base_url=api_url, timeout=30, limits=limits) as client:
         yield client
 
 

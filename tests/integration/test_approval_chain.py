@@ -442,4 +442,8 @@ async def test_rep_is_warned_in_slack_when_approvals_will_finish_after_close_by(
         ]
 
     assert await eventually(warned, what="early warning to the rep")
-    assert await mails_to(http, REP) == []  # the warning goes to Slack, not email
+    # The warning goes to Slack, not email (other tests' deals may mail the rep: look at this one).
+    about_this_deal = [
+        m for m in await mails_to(http, REP) if deal["name"] in (m.get("subject") or "")
+    ]
+    assert about_this_deal == []

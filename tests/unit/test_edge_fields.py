@@ -185,6 +185,8 @@ def test_a_malformed_link_token_is_invalid_not_an_exception(mangle):
         (RPCError("deadline", RPCStatusCode.DEADLINE_EXCEEDED, b""), True),
         (RuntimeError("Failed client connect: Server connection error: ..."), True),
         (TemporalUnavailable("signal refused"), True),
+        (RPCError("error trying to connect: transport error", RPCStatusCode.UNKNOWN, b""), True),
+        (RPCError("something else went wrong", RPCStatusCode.UNKNOWN, b""), False),
         (RPCError("no such workflow", RPCStatusCode.NOT_FOUND, b""), False),
         (RPCError("bad request", RPCStatusCode.INVALID_ARGUMENT, b""), False),
         (RuntimeError("a bug"), False),
