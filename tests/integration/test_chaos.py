@@ -28,7 +28,7 @@ from db.engine import make_engine
 from db.models import Deal
 from dealflow.ids import deal_closure_workflow_id
 from dealflow.settings import Settings
-from dealflow.stack import free_port
+from dealflow.stack import drop_database, free_port, migrate, with_database
 from dealflow.tools import TEMPORAL, find_tool
 from sandbox.server import run_sandbox
 from tests.utils.chaos import (
@@ -100,7 +100,13 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
     server = DevServer(binary, tmp_path)
     stripe = StripeRecorder(stripe_mock)
     api_port = free_port()
+    # A database of its own on the session's server: twenty won deals (and their handoffs,
+    # which take CSM capacity) must not change what the tests after this one find.
+    db_name = f"dealflow_chaos_{run}"
+    own_database = with_database(database_url, db_name)
+    await asyncio.to_thread(migrate, own_database)
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(drop_database, database_url, db_name)
         stack.push_async_callback(server.stop)
         await server.start()
         stack.push_async_callback(stripe.aclose)
@@ -114,7 +120,7 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
         stripe_url = await stack.enter_async_context(serve(stripe.app, free_port()))
         settings = Settings(
             profile="sandbox",
-            database_url=database_url,
+            database_url=own_database,
             temporal_address=server.address,
             task_queue=f"chaos-{run}",
             state_dir=tmp_path / "state",
@@ -196,7 +202,7 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
 
             return await rider.until(sent, what=f"the envelope of {deal_id}")
 
-        engine = make_engine(database_url)
+        engine = make_engine(own_database)
         stack.push_async_callback(engine.dispose)
 
         async def stages() -> dict[str, str]:
