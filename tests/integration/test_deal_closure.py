@@ -225,8 +225,12 @@ async def test_cancel_ends_the_closure_once(http, auth, temporal_client: Client)
     resp = await http.post(
         f"/v1/deals/{deal['id']}/cancel", json={"reason": "customer went dark"}, headers=auth(OPS)
     )
-    assert resp.status_code == 200, resp.text
-    assert resp.json()["stage"] == "cancelled"
+    # 200 once the cancellation is recorded; 202 when it was not recorded within the route's
+    # bound (a busy worker): the closure still ends cancelled on its own.
+    assert resp.status_code in (200, 202), resp.text
+    if resp.status_code == 200:
+        assert resp.json()["stage"] == "cancelled"
+    await wait_for_stage(http, deal["id"], auth(REP), "cancelled")
     again = await http.post(f"/v1/deals/{deal['id']}/cancel", headers=auth(REP))
     assert again.status_code == 409
     restart = await http.post(f"/v1/deals/{deal['id']}/ready-to-close", headers=auth(REP))
