@@ -48,6 +48,7 @@ from activities.email import SmtpRejected, SmtpTransient
 from db.audit import append_audit
 from db.models import ApprovalDelivery, ApprovalLink, ApprovalRequest, Person
 from dealflow.faults import CrashPoints
+from dealflow.holds import HoldPoints
 from dealflow.links import make_token
 from dealflow.mailer import Mailer
 from dealflow.settings import Settings
@@ -179,6 +180,7 @@ class ApprovalActivities:
         self._slack = slack
         self._mailer = mailer
         self._crash = crash_points
+        self._holds = HoldPoints(settings.state_dir, enabled=settings.is_sandbox)
         self._templates = Environment(
             loader=FileSystemLoader(settings.templates_dir),
             undefined=StrictUndefined,
@@ -250,6 +252,7 @@ class ApprovalActivities:
     async def open_request(self, input: OpenRequestInput) -> None:
         """Write the request row (once) and audit it."""
         self._crash.failures.check("open_request", input.deal_id)
+        await self._holds.wait("open_request", input.deal_id)  # tests pin races here
         step = input.step
         async with self._sessions.begin() as session:
             stmt = insert(ApprovalRequest).values(

@@ -77,6 +77,14 @@ OWNER_MAY_NOT_DECIDE = "OwnerMayNotDecide"
 # deal waited minutes on a failing or slow call; new ones cancel that activity at once.
 WITHDRAW_INTERRUPTS_PATCH = "withdraw-interrupts-activity"
 
+# Replay safety: a stage that ends (a withdrawal, or a decision that settles it) cancels its
+# request tasks. When the activity a request task awaits completes in the same workflow task as
+# that signal or update, the SDK hands the task the activity's result and the cancellation is
+# lost (a completed activity wins over a cancel request): the request went on to deliver and wait
+# for its reminder while the stage waited for it to end, so the chain, and a cancel of the deal,
+# hung for good. New chains stop such a request at its next activity instead.
+STAGE_END_STOPS_REQUESTS_PATCH = "stage-end-stops-requests"
+
 PENDING = "pending"
 DECISIONS = {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}
 
@@ -174,6 +182,9 @@ class ApprovalChainWorkflow:
         self._retry = 0
         self._parked: ParkedFailure | None = None
         self._parks_open = 0
+        # Request tasks whose stage ended: cancelled, and stopped at their next activity should
+        # a completed activity swallow that cancellation (STAGE_END_STOPS_REQUESTS_PATCH).
+        self._stopped: set[asyncio.Task] = set()
         for c in input.carried:
             self._steps[c.step_id] = ApprovalStep(
                 step_id=c.step_id,
@@ -249,6 +260,8 @@ class ApprovalChainWorkflow:
         await workflow.wait_condition(lambda: decided() is not None)
         outcome = decided()
         assert outcome is not None
+        if workflow.patched(STAGE_END_STOPS_REQUESTS_PATCH):
+            self._stopped.update(tasks)
         for task in tasks:
             task.cancel()
         # Collect them (a cancelled delivery raises); their outcome is already in the steps.
@@ -545,6 +558,7 @@ class ApprovalChainWorkflow:
         instead (its stage ended).
         """
         while True:
+            self._stop_if_stage_ended()
             try:
                 if interrupt is not None and workflow.patched(WITHDRAW_INTERRUPTS_PATCH):
                     if interrupt():
@@ -558,8 +572,11 @@ class ApprovalChainWorkflow:
                         with contextlib.suppress(ActivityError):
                             await handle
                         return None
-                    return await handle
-                return await workflow.execute_activity_method(method, arg, **self._options())
+                    result = await handle
+                else:
+                    result = await workflow.execute_activity_method(method, arg, **self._options())
+                self._stop_if_stage_ended()
+                return result
             except ActivityError as err:
                 if cancelled(err):
                     raise
@@ -574,16 +591,27 @@ class ApprovalChainWorkflow:
                 if not await self._park(failure, interrupt):
                     return None
 
+    def _stop_if_stage_ended(self) -> None:
+        """End a request task of a stage that ended, even if its cancellation was swallowed."""
+        if asyncio.current_task() in self._stopped:
+            raise asyncio.CancelledError()
+
     async def _park(self, failure: ParkedFailure, interrupt) -> bool:  # noqa: ANN001
         """Wait for a retry (True) or the interrupt (False); the closure is told either way."""
         seen = self._retry  # before the park is visible: a retry from then on counts
+        task = asyncio.current_task()
         self._parked = failure
         self._parks_open += 1
         await self._tell_parent(failure)
         try:
             await workflow.wait_condition(
-                lambda: self._retry > seen or (interrupt is not None and interrupt())
+                lambda: (
+                    self._retry > seen
+                    or (interrupt is not None and interrupt())
+                    or task in self._stopped  # its cancellation was swallowed by the signal
+                )
             )
+            self._stop_if_stage_ended()
         except asyncio.CancelledError:
             # The request's stage ended (a decision elsewhere, a withdrawal): no longer parked.
             await self._unpark()

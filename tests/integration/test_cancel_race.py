@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
+from sqlalchemy import select
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
+from temporalio.worker import Worker
 
+from api.closure import start_closure
+from db import deals as deals_db
+from db.models import ApprovalRequest
+from dealflow.holds import HoldPoints
 from dealflow.ids import approval_chain_workflow_id, deal_closure_workflow_id
 from tests.utils.deals import OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import failure_points
 from tests.utils.polling import eventually
+from worker import WORKFLOWS, build_activities
+from workflows.approval_chain import ApprovalChainWorkflow, Withdrawal
 
 
 async def _attempted(client: Client, workflow_id: str, activity: str) -> bool:
@@ -89,3 +102,91 @@ async def test_a_cancel_that_cannot_finish_in_time_answers_202_and_still_ends(
         points.clear("withdraw_request", deal["id"])
     final = await wait_for_stage(http, deal["id"], auth(REP), "cancelled", timeout=120)
     assert final["stage_reason"] == "customer went dark"
+
+
+async def test_a_withdrawal_landing_with_a_finished_activity_still_ends_the_chain(
+    http: httpx.AsyncClient, auth, settings, sessions, temporal_client: Client
+):
+    """The chain's withdraw signal and the completion of the activity its request task awaits
+    arrive in ONE workflow task (no workflow worker polls while both happen). The SDK then hands
+    the task the activity's result and drops its cancellation; the chain must still end withdrawn
+    at once, without delivering the request (it used to deliver and wait for the reminder, and
+    the deal's cancel hung)."""
+    deal = await create_deal(http, auth(REP))
+    deal_id = deal["id"]
+    queue = f"stage-end-race-{uuid.uuid4().hex[:8]}"
+    on_queue = settings.model_copy(update={"task_queue": queue})
+    holds = HoldPoints(settings.state_dir, enabled=True)
+    holds.arm("open_request", deal_id)
+    chain = temporal_client.get_workflow_handle(approval_chain_workflow_id(deal_id, 1))
+    closure = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal_id))
+    activities = Worker(
+        temporal_client,
+        task_queue=queue,
+        activities=build_activities(on_queue, sessions),
+        activity_executor=ThreadPoolExecutor(max_workers=2),
+    )
+    try:
+        async with activities:
+            async with Worker(temporal_client, task_queue=queue, workflows=list(WORKFLOWS)):
+                async with sessions() as s:
+                    row = await deals_db.get_deal(s, deal_id=deal_id)
+                    await start_closure(temporal_client, on_queue, row)
+                await eventually(
+                    lambda: _true(holds.reached("open_request", deal_id)),
+                    timeout=60,
+                    what="open_request held",
+                )
+            # No workflow worker now: the signal and the completion wait for the same task.
+            await chain.signal(
+                ApprovalChainWorkflow.withdraw, Withdrawal(by=OPS, reason="customer went dark")
+            )
+            holds.release("open_request", deal_id)
+            await eventually(
+                lambda: _completed(chain, "open_request"), timeout=60, what="open_request done"
+            )
+            async with Worker(temporal_client, task_queue=queue, workflows=list(WORKFLOWS)):
+                status = await eventually(
+                    lambda: _result_if_done(chain), timeout=60, what="the chain to end"
+                )
+    finally:
+        holds.release("open_request", deal_id)
+        with contextlib.suppress(RPCError):
+            await closure.terminate("test over")
+    assert status["outcome"] == "withdrawn"
+    assert [s["status"] for s in status["steps"]] == ["withdrawn"]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        async for e in chain.fetch_history_events()
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert "deliver" not in scheduled
+    assert scheduled[-1] == "withdraw_request"
+    async with sessions() as s:
+        rows = (
+            await s.scalars(select(ApprovalRequest).where(ApprovalRequest.deal_id == deal_id))
+        ).all()
+    assert [r.status for r in rows] == ["withdrawn"]
+    await record_history(chain, "approval_chain_withdrawn_as_its_request_opened")
+
+
+async def _true(value: bool) -> bool | None:
+    return True if value else None
+
+
+async def _completed(handle: WorkflowHandle, activity: str) -> bool | None:
+    names: dict[int, str] = {}
+    async for e in handle.fetch_history_events():
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            names[e.event_id] = e.activity_task_scheduled_event_attributes.activity_type.name
+        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            if names.get(e.activity_task_completed_event_attributes.scheduled_event_id) == activity:
+                return True
+    return None
+
+
+async def _result_if_done(handle: WorkflowHandle) -> dict | None:
+    desc = await handle.describe()
+    if desc.status != WorkflowExecutionStatus.COMPLETED:
+        return None
+    return await handle.result()
