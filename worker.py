@@ -28,6 +28,7 @@ from activities.docusign import DocuSignClient, SignatureActivities
 from activities.handoff import HandoffActivities
 from db.engine import make_engine, make_sessionmaker
 from dealflow.faults import CrashPoints, FailurePoints
+from dealflow.heartbeat import PulseInterceptor
 from dealflow.logging import configure_logging
 from dealflow.mailer import Mailer
 from dealflow.rendering import DocumentRenderer
@@ -145,6 +146,8 @@ def build_worker(client: Client, settings: Settings, sessions: async_sessionmake
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
         activities=build_activities(settings, sessions),
+        # Every running activity heartbeats: a killed worker is noticed in seconds.
+        interceptors=[PulseInterceptor()],
         # Rendering runs in threads via asyncio.to_thread; this executor is for any sync activity.
         activity_executor=ThreadPoolExecutor(max_workers=8),
     )

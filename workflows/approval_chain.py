@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         RetryBudget,
         cancelled,
         describe_failure,
+        worker_loss_timeout,
     )
 
 # Messaging and DB writes: quick retries ride out a blip; Slack's rate limits (HTTP 429) are
@@ -746,9 +747,9 @@ class ApprovalChainWorkflow:
             )
 
     def _options(self) -> dict:
+        timeout = timedelta(seconds=self._input.options.activity_timeout_seconds)
         return {
-            "start_to_close_timeout": timedelta(
-                seconds=self._input.options.activity_timeout_seconds
-            ),
+            "start_to_close_timeout": timeout,
+            "heartbeat_timeout": worker_loss_timeout(timeout),
             "retry_policy": self._input.options.retry.policy(non_retryable=NON_RETRYABLE),
         }

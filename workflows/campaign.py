@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         retry_budget,
     )
     from dealflow.ids import SA_CAMPAIGN_STATUS
+    from workflows.parking import worker_loss_timeout
 
 __all__ = [
     "BounceRecorded",
@@ -340,6 +341,7 @@ class CampaignWorkflow:
                 CampaignActivities.record_attention,
                 RecordAttentionInput(campaign_id=self._input.campaign_id, attention=attention),
                 start_to_close_timeout=self._timeout(),
+                heartbeat_timeout=worker_loss_timeout(self._timeout()),
                 retry_policy=retry_budget(ATTENTION_RETRY, self._input.options.timing),
             )
         except ActivityError as err:
@@ -393,10 +395,13 @@ class CampaignWorkflow:
     def _options(self, *, heartbeat: bool = False, retry: RetryPolicy | None = None) -> dict:
         timeout = self._timeout()
         policy = retry_budget(retry or CAMPAIGN_RETRY, self._input.options.timing)
-        options: dict = {"start_to_close_timeout": timeout, "retry_policy": policy}
+        options: dict = {
+            "start_to_close_timeout": timeout,
+            "heartbeat_timeout": worker_loss_timeout(timeout),
+            "retry_policy": policy,
+        }
         if heartbeat:
             # Preflight, enrolment and fan-out page through many contacts: a longer budget,
-            # with a heartbeat per page so a dead worker is noticed (and the retry resumes).
+            # with a heartbeat per page (its cursor, which the retry resumes from).
             options["start_to_close_timeout"] = timeout * 40
-            options["heartbeat_timeout"] = timeout
         return options

@@ -85,6 +85,7 @@ with workflow.unsafe.imports_passed_through():
         cancelled,
         describe_failure,
         park_reason,
+        worker_loss_timeout,
     )
     from workflows.signature import (
         OfflineSignature,
@@ -916,13 +917,15 @@ class DealClosureWorkflow:
         policy = self._input.options.retry.policy(non_retryable=NON_RETRYABLE)
         if attempts is not None:
             policy.maximum_attempts = attempts
-        options: dict = {"start_to_close_timeout": timeout, "retry_policy": policy}
+        options: dict = {
+            "start_to_close_timeout": timeout,
+            "heartbeat_timeout": worker_loss_timeout(timeout),
+            "retry_policy": policy,
+        }
         if heartbeat:
             # Rendering a large package takes a while, longer still when many deals render at
-            # once on one worker; the activity beats while each PDF renders, so the heartbeat
-            # timeout notices a dead worker within one activity timeout, and the overall bound
-            # can be generous (a package that is slow is not stuck). Timeouts are not part of
-            # the commands a history is replayed against: changing them is replay-safe.
+            # once on one worker; the activity beats while each PDF renders (and the worker's
+            # pulse between), so the heartbeat timeout notices a dead worker in seconds and the
+            # overall bound can be generous (a package that is slow is not stuck).
             options["start_to_close_timeout"] = timeout * 10
-            options["heartbeat_timeout"] = timeout
         return options

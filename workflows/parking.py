@@ -24,6 +24,19 @@ from temporalio.exceptions import (
     ChildWorkflowError,
 )
 
+# How long a killed worker's running activity goes unnoticed: every activity gets this heartbeat
+# timeout and the worker's PulseInterceptor (dealflow/heartbeat.py) beats while it runs, so a
+# retry starts this long after the kill instead of after the start-to-close timeout (30 s and
+# more). Long enough that a busy event loop (2 cores, PDFs rendering) does not miss a beat:
+# the pulse comes every third of it. Timeouts are not part of the commands a history is replayed
+# against, so changing them is replay-safe.
+WORKER_LOSS_TIMEOUT = timedelta(seconds=8)
+
+
+def worker_loss_timeout(start_to_close: timedelta) -> timedelta:
+    """The heartbeat timeout for an activity: WORKER_LOSS_TIMEOUT, never above its own bound."""
+    return min(start_to_close, WORKER_LOSS_TIMEOUT)
+
 
 class RetryBudget(BaseModel):
     """How long an activity's unexpected errors are retried before the workflow parks.

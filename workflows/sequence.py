@@ -81,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
     from dealflow.ids import SA_CAMPAIGN_STATUS
     from domain.schedule import next_send_time
     from domain.variants import assign_variant
+    from workflows.parking import worker_loss_timeout
 
 # The messages, status and routing live with the activities' models (see there, for why); they
 # are re-exported here, where a reader of this workflow looks for them.
@@ -547,7 +548,11 @@ class SequenceWorkflow:
         while True:
             try:
                 return await workflow.execute_activity_method(
-                    activity, arg, start_to_close_timeout=self._timeout(), retry_policy=policy
+                    activity,
+                    arg,
+                    start_to_close_timeout=self._timeout(),
+                    heartbeat_timeout=worker_loss_timeout(self._timeout()),
+                    retry_policy=policy,
                 )
             except ActivityError as err:
                 if not await self._park(activity.__name__, err):
@@ -598,6 +603,7 @@ class SequenceWorkflow:
                     attention=attention,
                 ),
                 start_to_close_timeout=self._timeout(),
+                heartbeat_timeout=worker_loss_timeout(self._timeout()),
                 retry_policy=retry_budget(ATTENTION_RETRY, self._input.timing),
             )
         except ActivityError as err:

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         RetryBudget,
         cancelled,
         describe_failure,
+        worker_loss_timeout,
     )
 
 # DocuSign calls: retried patiently (their API has rate limits and brief outages), at twice the
@@ -419,10 +420,10 @@ class SignatureWorkflow:
         return add_business_hours(start, 8 * t.reminder_business_days, "UTC")
 
     def _options(self) -> dict:
+        timeout = timedelta(seconds=self._input.timing.activity_timeout_seconds)
         return {
-            "start_to_close_timeout": timedelta(
-                seconds=self._input.timing.activity_timeout_seconds
-            ),
+            "start_to_close_timeout": timeout,
+            "heartbeat_timeout": worker_loss_timeout(timeout),
             "retry_policy": self._input.retry.policy(
                 non_retryable=NON_RETRYABLE, scale=DOCUSIGN_SCALE
             ),

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from temporalio.worker import Worker
 
 from db.campaign_models import CampaignContact
+from dealflow.heartbeat import PulseInterceptor
 from tests.utils.campaigns import (
     campaign_mail,
     campaign_payload,
@@ -59,6 +60,7 @@ async def _scheduled_but_not_sent(
             temporal_client,
             task_queue=queue,
             activities=build_activities(queue_settings, sessions),
+            interceptors=[PulseInterceptor()],
         )
 
     async with Worker(temporal_client, task_queue=queue, workflows=list(WORKFLOWS)):

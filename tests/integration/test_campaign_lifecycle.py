@@ -13,6 +13,7 @@ import pytest
 from temporalio.worker import Worker
 
 from dealflow.faults import FailurePoints
+from dealflow.heartbeat import PulseInterceptor
 from dealflow.ids import campaign_workflow_id, sequence_workflow_id
 from tests.utils.campaigns import (
     campaign_mail,
@@ -97,6 +98,7 @@ class _PinnedPreflight:
             self.client,
             task_queue=self.queue,
             activities=build_activities(self.settings, self.sessions),
+            interceptors=[PulseInterceptor()],
         )
 
 

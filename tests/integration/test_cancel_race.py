@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from api.closure import start_closure
 from db import deals as deals_db
 from db.models import ApprovalRequest
+from dealflow.heartbeat import PulseInterceptor
 from dealflow.holds import HoldPoints
 from dealflow.ids import approval_chain_workflow_id, deal_closure_workflow_id
 from tests.utils.deals import OPS, REP, create_deal, record_history, wait_for_stage
@@ -124,6 +125,7 @@ async def test_a_withdrawal_landing_with_a_finished_activity_still_ends_the_chai
         temporal_client,
         task_queue=queue,
         activities=build_activities(on_queue, sessions),
+        interceptors=[PulseInterceptor()],
         activity_executor=ThreadPoolExecutor(max_workers=2),
     )
     try:
