@@ -7,14 +7,30 @@ Signals:  ``details_updated(int)`` — the rep or CSM supplied package fields (P
           waiting in ``needs_attention`` builds the package again.
           ``item_done(ItemDone)`` — an onboarding item was marked done (the API has already
           written the row; this stops its reminder and escalation).
+          ``retry(by: str)`` — run the activity that parked the handoff again
+          (``POST /v1/handoffs/{deal}/retry`` or the Temporal UI).
 Updates:  ``reassign(Reassign) -> HandoffStatus`` — another CSM (the CS lead, admin); a handoff
           waiting for a CSM goes on, open items of the old CSM move to the new one.
+          ``cancel(CancelHandoff) -> HandoffStatus`` — ops or an admin end the handoff
+          (``POST /v1/handoffs/{deal}/cancel``); refused (``HandoffEnded``) once cancelled.
 Queries:  ``status() -> HandoffStatus`` — what ``GET /v1/handoffs/{deal}`` shows.
 
 Statuses: collecting -> (needs_attention while a required field or the CSM is missing) ->
 kickoff_scheduled -> onboarding -> live (every item done). Reminders, escalations and the renewal
 alerts are durable timers in one loop; the workflow continues as new before the long wait for
-the renewal alerts and after each alert, so its history stays small for a multi-year term.
+the renewal alerts and after each alert, so its history stays small for a multi-year term. It
+ends after the last alert once no open item has a reminder or escalation to come.
+
+Parking (``handoff-park-and-retry``): an activity that spent its ``RetryBudget`` or failed with
+an error no retry fixes parks the handoff in ``needs_attention`` (``parked`` says which and why)
+until ``retry``; then only it runs again, and the status it had comes back.
+
+Cancel — what cancels a handoff: only ops or an admin, with a reason, when the customer success
+work must stop although the deal stays won (a rescinded contract, a deal won in error). From any
+status while the workflow runs (waiting, parked, onboarding, live with renewal alerts to come):
+the running activity or park is interrupted, every open task of the deal is closed
+(``cancel_tasks``: items and renewal alerts ``cancelled``), the reason goes in the timeline, and
+the workflow ends ``cancelled`` (no timer is left).
 """
 
 from __future__ import annotations
