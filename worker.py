@@ -135,6 +135,7 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         handoff.renewal_alert_task,
         handoff.move_items,
         handoff.mirror,
+        handoff.cancel_tasks,
         handoff.open_crm_renewal,
         *build_campaign_activities(settings, sessions, crash_points),
     ]

@@ -51,6 +51,7 @@ from dealflow.settings import Settings
 from domain import handoff as rules
 from domain.approval_policy import load_policy, to_reference
 from domain.money import plain_decimal
+from workflows.parking import RetryBudget
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class HandoffTiming(BaseModel):
     renewal_spacing_seconds: float | None = None
     # Continue-as-new past this many history events: a handoff waits for months.
     history_limit: int = 2000
+    # Each activity's retry budget; spent (or a non-retryable error), the handoff parks in
+    # needs_attention until a retry (workflows/parking.py). Tests shorten it.
+    retry: RetryBudget = RetryBudget()
 
 
 class StartHandoffInput(BaseModel):
@@ -205,10 +209,17 @@ class TaskUpdate(BaseModel):
 class MirrorInput(BaseModel):
     deal_id: str
     status: str
+    status_reason: str | None = None
     csm_email: str | None = None
     csm_reason: str | None = None
     kickoff_at: dt.datetime | None = None
     renewal_at: dt.datetime | None = None
+
+
+class CancelTasksInput(BaseModel):
+    deal_id: str
+    reason: str
+    by: str
 
 
 class RenewalInput(BaseModel):
@@ -321,6 +332,7 @@ class HandoffActivities:
     @activity.defn
     async def load_package(self, input: LoadPackageInput) -> PackageResult:
         """The package from the deal, its latest quote and what the rep or CSM supplied."""
+        self._crash.failures.check("load_package", input.deal_id)
         cfg = self._onboarding()
         deal_id = input.deal_id
         async with self._sessions() as session:
@@ -423,6 +435,7 @@ class HandoffActivities:
     @activity.defn
     async def assign_csm(self, input: AssignInput) -> AssignResult:
         """Match (or, on reassignment, check) the CSM; nobody fits: a task for the CS lead."""
+        self._crash.failures.check("assign_csm", input.deal_id)
         cs = self._cs()
         lead = cs.get("lead")
         async with self._sessions.begin() as session:
@@ -508,6 +521,7 @@ class HandoffActivities:
     @activity.defn
     async def send_message(self, input: MessageInput) -> bool:
         """One email (the package, a part of it, a reminder, an alert) once per key."""
+        self._crash.failures.check("send_message", input.deal_id)
         if await self._sent(input.key):
             return False
         text = self._templates.get_template(input.template).render(**input.context)
@@ -530,6 +544,7 @@ class HandoffActivities:
     @activity.defn
     async def send_kickoff(self, input: KickoffInput) -> bool:
         """The kickoff invite: an iCalendar REQUEST (RFC 5546) to every attendee, once."""
+        self._crash.failures.check("send_kickoff", input.deal_id)
         if await self._sent(input.key):
             return False
         cal = Calendar()
@@ -580,6 +595,7 @@ class HandoffActivities:
     @activity.defn
     async def post_win(self, input: WinInput) -> bool:
         """The win announcement in the wins channel, once."""
+        self._crash.failures.check("post_win", input.deal_id)
         if await self._sent(input.key):
             return False
         channel = self._cs().get("wins_channel", "#wins")
@@ -596,6 +612,7 @@ class HandoffActivities:
 
     @activity.defn
     async def record_won(self, input: LearningInput) -> None:
+        self._crash.failures.check("record_won", input.deal_id)
         async with self._sessions.begin() as session:
             deal = await deals_db.get_deal(session, deal_id=input.deal_id)
             if deal is not None:
@@ -604,6 +621,7 @@ class HandoffActivities:
     @activity.defn
     async def plan_onboarding(self, input: PlanInput) -> PlanResult:
         """Kickoff slot, plan items (rows in handoff_tasks) with due dates, renewal alerts."""
+        self._crash.failures.check("plan_onboarding", input.deal_id)
         cfg = self._onboarding()
         cs = self._cs()
         t = input.timing
@@ -699,6 +717,7 @@ class HandoffActivities:
     @activity.defn
     async def renewal_alert_task(self, input: MessageInput) -> str:
         """The renewal alert as a task for each recipient (the CSM and the rep)."""
+        self._crash.failures.check("renewal_alert_task", input.deal_id)
         async with self._sessions.begin() as session:
             for who in input.to:
                 await handoff_db.ensure_task(
@@ -716,6 +735,7 @@ class HandoffActivities:
     @activity.defn
     async def move_items(self, input: MoveItemsInput) -> list[str]:
         """A reassignment moves every open item and alert of the old CSM to the new one."""
+        self._crash.failures.check("move_items", input.deal_id)
         async with self._sessions.begin() as session:
             rows = (
                 await session.execute(
@@ -735,14 +755,37 @@ class HandoffActivities:
             return moved
 
     @activity.defn
+    async def cancel_tasks(self, input: CancelTasksInput) -> list[str]:
+        """A cancelled handoff closes every open task of the deal (items, renewal alerts, the CS
+        lead's assignment task): ``cancelled`` in ``GET /v1/tasks``. Repeating changes nothing."""
+        self._crash.failures.check("cancel_tasks", input.deal_id)
+        async with self._sessions.begin() as session:
+            rows = (
+                await session.execute(
+                    select(HandoffTask)
+                    .where(HandoffTask.deal_id == input.deal_id, HandoffTask.status == "open")
+                    .with_for_update()
+                )
+            ).scalars()
+            closed = []
+            for row in rows:
+                row.status = "cancelled"
+                row.detail = f"{row.detail or ''} (cancelled: {input.reason})".strip()[:2000]
+                closed.append(row.id)
+            return closed
+
+    @activity.defn
     async def mirror(self, input: MirrorInput) -> None:
+        self._crash.failures.check("mirror", input.deal_id)
         values = input.model_dump(exclude={"deal_id"}, exclude_none=True)
+        values["status_reason"] = input.status_reason  # cleared when the handoff goes on
         async with self._sessions.begin() as session:
             await handoff_db.upsert_handoff(session, input.deal_id, **values)
 
     @activity.defn
     async def open_crm_renewal(self, input: RenewalInput) -> str:
         """The renewal opportunity in the CRM, upserted by a key of its own (safe to repeat)."""
+        self._crash.failures.check("open_crm_renewal", input.deal_id)
         body = {
             "inputs": [
                 {

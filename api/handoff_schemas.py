@@ -48,6 +48,17 @@ class ReassignCreate(_In):
     reason: Text
 
 
+class HandoffCancelCreate(_In):
+    reason: Text
+
+
+class HandoffRetryRead(BaseModel):
+    status: Literal["retry requested"]
+    step: str
+    error_type: str | None
+    error: str
+
+
 class LostCreate(_In):
     reason: Text
     competitor: Short | None = None
@@ -67,6 +78,11 @@ class HandoffRead(BaseModel):
     renewal: dict[str, Any] | None = None
     timeline: list[dict[str, Any]] = []
     workflow_id: str | None = None
+    parked: dict[str, Any] | None = Field(
+        default=None,
+        description="While an activity that gave up waits for POST .../retry: the step, "
+        "error_type, message, since.",
+    )
 
 
 class HandoffItemRead(BaseModel):

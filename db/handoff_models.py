@@ -31,6 +31,7 @@ class Handoff(Base):
 
     deal_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     status: Mapped[str] = mapped_column(String(32))
+    status_reason: Mapped[str | None] = mapped_column(Text)  # why it waits (a park, a field)
     csm_email: Mapped[str | None] = mapped_column(String(320), index=True)
     csm_reason: Mapped[str | None] = mapped_column(Text)
     kickoff_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -7,14 +7,30 @@ Signals:  ``details_updated(int)`` — the rep or CSM supplied package fields (P
           waiting in ``needs_attention`` builds the package again.
           ``item_done(ItemDone)`` — an onboarding item was marked done (the API has already
           written the row; this stops its reminder and escalation).
+          ``retry(by: str)`` — run the activity that parked the handoff again
+          (``POST /v1/handoffs/{deal}/retry`` or the Temporal UI).
 Updates:  ``reassign(Reassign) -> HandoffStatus`` — another CSM (the CS lead, admin); a handoff
           waiting for a CSM goes on, open items of the old CSM move to the new one.
+          ``cancel(CancelHandoff) -> HandoffStatus`` — ops or an admin end the handoff
+          (``POST /v1/handoffs/{deal}/cancel``); refused (``HandoffEnded``) once cancelled.
 Queries:  ``status() -> HandoffStatus`` — what ``GET /v1/handoffs/{deal}`` shows.
 
 Statuses: collecting -> (needs_attention while a required field or the CSM is missing) ->
 kickoff_scheduled -> onboarding -> live (every item done). Reminders, escalations and the renewal
 alerts are durable timers in one loop; the workflow continues as new before the long wait for
-the renewal alerts and after each alert, so its history stays small for a multi-year term.
+the renewal alerts and after each alert, so its history stays small for a multi-year term. It
+ends after the last alert once no open item has a reminder or escalation to come.
+
+Parking (``handoff-park-and-retry``): an activity that spent its ``RetryBudget`` or failed with
+an error no retry fixes parks the handoff in ``needs_attention`` (``parked`` says which and why)
+until ``retry``; then only it runs again, and the status it had comes back.
+
+Cancel — what cancels a handoff: only ops or an admin, with a reason, when the customer success
+work must stop although the deal stays won (a rescinded contract, a deal won in error). From any
+status while the workflow runs (waiting, parked, onboarding, live with renewal alerts to come):
+the running activity or park is interrupted, every open task of the deal is closed
+(``cancel_tasks``: items and renewal alerts ``cancelled``), the reason goes in the timeline, and
+the workflow ends ``cancelled`` (no timer is left).
 """
 
 from __future__ import annotations
@@ -25,7 +41,7 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.handoff import (
@@ -33,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         NOT_A_CSM,
         AssignInput,
         AssignResult,
+        CancelTasksInput,
         HandoffActivities,
         HandoffTiming,
         KickoffInput,
@@ -49,7 +66,29 @@ with workflow.unsafe.imports_passed_through():
         WinInput,
     )
     from dealflow.ids import SA_HANDOFF_STATUS
+    from workflows.parking import (
+        ParkedFailure,
+        cancelled,
+        describe_failure,
+        park_reason,
+    )
 
+# Handoffs recorded before park-and-retry failed after RETRY's 50 attempts; new ones spend the
+# timing's RetryBudget, then park in needs_attention until a ``retry`` (workflows/parking.py).
+PARK_PATCH = "handoff-park-and-retry"
+
+# Before this patch the workflow ended at the last renewal alert, even with items still open
+# whose reminder or escalation was yet to come; new ones wait for those first.
+FOLLOW_UP_PATCH = "handoff-items-after-last-alert"
+
+# Errors no retry can fix: they park at once.
+NON_RETRYABLE = [DEAL_NOT_FOUND, NOT_A_CSM, "CrmRejected"]
+
+# Writing needs_attention itself while parking: two quick tries, then show it anyway (query and
+# search attribute) — a park must not wait out a whole budget to become visible.
+PARK_RECORD_ATTEMPTS = 2
+
+# The policy of handoffs recorded before park-and-retry (kept for their replay).
 # Database, mail, Slack and CRM calls: quick retries ride out a restart or a blip; the interval
 # grows to a minute and the attempts are capped at 50 (about 45 minutes) so a broken outside
 # system shows as a failed activity in the UI instead of a silent retry forever. Business errors
@@ -59,8 +98,12 @@ RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=50,
-    non_retryable_error_types=[DEAL_NOT_FOUND, NOT_A_CSM, "CrmRejected"],
+    non_retryable_error_types=NON_RETRYABLE,
 )
+
+
+class _Cancelled(Exception):
+    """Raised inside the run when a cancel was accepted: the run ends the handoff cancelled."""
 
 
 # A signature slower than this is a risk worth a line in the package (a hesitant customer).
@@ -106,7 +149,7 @@ class ItemView(BaseModel):
     escalate_to: str | None = None
     due_at: datetime
     remind_at: datetime
-    status: str = "open"  # open | done | overdue
+    status: str = "open"  # open | done | overdue | cancelled
     reminded_at: datetime | None = None
     escalated_to: str | None = None
     done_at: datetime | None = None
@@ -140,6 +183,8 @@ class HandoffStatus(BaseModel):
     renewal: RenewalView | None = None
     timeline: list[TimelineEntry] = []
     run: int = 1  # which run of the workflow (continue-as-new) this is
+    parked: ParkedFailure | None = None  # while an activity that gave up waits for a retry
+    cancelled_by: str | None = None
 
 
 class HandoffInput(BaseModel):
@@ -162,6 +207,11 @@ class Reassign(BaseModel):
     by: str
 
 
+class CancelHandoff(BaseModel):
+    reason: str
+    by: str
+
+
 @workflow.defn(name="Handoff")
 class HandoffWorkflow:
     @workflow.init
@@ -171,14 +221,21 @@ class HandoffWorkflow:
         self._details_revision = 0
         self._changed = False  # a signal or update arrived: the loop looks again
         self._did_work = False  # this run sent something: continuing as new is worth it
+        self._retry = 0  # retry signals so far; a park waits for one more
+        self._retry_by: str | None = None
+        self._cancel: CancelHandoff | None = None
+        self._finishing = False  # ending cancelled: nothing interrupts that
 
     @workflow.run
     async def run(self, input: HandoffInput) -> HandoffStatus:
-        if input.state is None:
-            await self._collect_and_kick_off()
-        else:
-            self._note("run.continued", f"run {self._s.run}")
-        return await self._follow_up()
+        try:
+            if input.state is None:
+                await self._collect_and_kick_off()
+            else:
+                self._note("run.continued", f"run {self._s.run}")
+            return await self._follow_up()
+        except _Cancelled:
+            return await self._end_cancelled()
 
     # --- collecting, CSM, kickoff ------------------------------------------------------------
 
@@ -206,7 +263,10 @@ class HandoffWorkflow:
             s.missing = pkg.missing
             await self._set_status("needs_attention", "; ".join(m["message"] for m in pkg.missing))
             seen = pkg.details_revision
-            await workflow.wait_condition(lambda seen=seen: self._details_revision > seen)
+            await workflow.wait_condition(
+                lambda seen=seen: self._details_revision > seen or self._cancel is not None
+            )
+            self._checkpoint()
             self._note("details.updated", f"revision {self._details_revision}")
             await self._set_status("collecting", None)
             pkg = await self._load()
@@ -226,7 +286,10 @@ class HandoffWorkflow:
                 s.missing = [{"field": "csm", "message": assigned.reason}]
                 self._note("csm.none_fits", f"{assigned.reason}; task {assigned.lead_task_id}")
                 await self._set_status("needs_attention", f"No CSM: {assigned.reason}")
-                await workflow.wait_condition(lambda: self._s.csm is not None)
+                await workflow.wait_condition(
+                    lambda: self._s.csm is not None or self._cancel is not None
+                )
+                self._checkpoint()
                 s.missing = []
             else:
                 s.csm = CsmView(
@@ -390,8 +453,10 @@ class HandoffWorkflow:
                     await self._renewal_alert(alert)
                     if any(a.sent_at is None for a in s.renewal.alerts):
                         return await self._continue_as_new()
-            if all(a.sent_at is not None for a in s.renewal.alerts):
-                await workflow.wait_condition(workflow.all_handlers_finished)
+            if all(a.sent_at is not None for a in s.renewal.alerts) and not (
+                self._items_pending() and workflow.patched(FOLLOW_UP_PATCH)
+            ):
+                await self._handlers_finished()
                 return s
             pending = [a.due_at for a in s.renewal.alerts if a.sent_at is None]
             for item in s.items:
@@ -408,10 +473,27 @@ class HandoffWorkflow:
             self._changed = False
             try:
                 await workflow.wait_condition(
-                    lambda: self._changed, timeout=max(wake - now, timedelta(milliseconds=1))
+                    lambda: self._changed or self._cancel is not None,
+                    timeout=max(wake - now, timedelta(milliseconds=1)),
                 )
             except TimeoutError:
                 pass
+            self._checkpoint()
+
+    def _items_pending(self) -> bool:
+        """An open item still has its reminder or its escalation to come."""
+        return any(
+            i.done_at is None and (i.reminded_at is None or i.escalated_to is None)
+            for i in self._s.items
+        )
+
+    async def _handlers_finished(self) -> None:
+        """Wait for running handlers before the run ends; a cancel accepted meanwhile wins (its
+        handler waits for the run to end cancelled, so waiting for it would never end)."""
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() or self._cancel is not None
+        )
+        self._checkpoint()
 
     async def _renewal_alert(self, alert: AlertView) -> None:
         s = self._s
@@ -474,7 +556,7 @@ class HandoffWorkflow:
         )
 
     async def _continue_as_new(self) -> HandoffStatus:
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._handlers_finished()
         self._s.run += 1
         self._s.timeline = self._s.timeline[-50:]  # the recent past; the audit trail has it all
         workflow.continue_as_new(
@@ -492,6 +574,25 @@ class HandoffWorkflow:
     @workflow.signal
     def details_updated(self, revision: int) -> None:
         self._details_revision = max(self._details_revision, revision)
+
+    @workflow.signal
+    def retry(self, by: str) -> None:
+        """Ops fixed what made an activity give up; run it again (``POST .../retry``)."""
+        self._retry += 1
+        self._retry_by = by
+        self._note("retry", f"requested by {by}")
+
+    @workflow.update
+    async def cancel(self, request: CancelHandoff) -> HandoffStatus:
+        """End the handoff ``cancelled``: every timer stops, open items and alerts close."""
+        self._cancel = request
+        await workflow.wait_condition(lambda: self._s.status == "cancelled")
+        return self._s
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelHandoff) -> None:
+        if self._s.status == "cancelled" or self._cancel is not None:
+            raise ApplicationError("the handoff is already cancelled", type="HandoffEnded")
 
     @workflow.signal
     def item_done(self, done: ItemDone) -> None:
@@ -516,6 +617,7 @@ class HandoffWorkflow:
                 reason=request.reason,
                 by=request.by,
             ),
+            park=False,
         )
         old = s.csm.email if s.csm else None
         assert assigned.csm_email is not None
@@ -529,18 +631,19 @@ class HandoffWorkflow:
             await self._act(
                 HandoffActivities.move_items,
                 MoveItemsInput(deal_id=s.deal_id, from_email=old, to_email=assigned.csm_email),
+                park=False,
             )
             for item in s.items:
                 if item.owner_email == old and item.done_at is None:
                     item.owner_email = assigned.csm_email
         self._note("csm.reassigned", f"{old} -> {assigned.csm_email}: {request.reason}")
-        await self._mirror()
+        await self._mirror(park=False)
         self._changed = True
         return s
 
     @reassign.validator
     def _validate_reassign(self, request: Reassign) -> None:
-        if self._s.status in ("live", "cancelled"):
+        if self._s.status in ("live", "cancelled") or self._cancel is not None:
             raise ApplicationError(f"the handoff is {self._s.status}", type="HandoffEnded")
 
     @workflow.query
@@ -558,30 +661,142 @@ class HandoffWorkflow:
         workflow.upsert_search_attributes([SA_HANDOFF_STATUS.value_set(status)])
         await self._mirror()
 
-    async def _mirror(self) -> None:
+    async def _show_status(self, status: str, reason: str | None) -> None:
+        """Like ``_set_status`` for a park and its end: the mirror row gets two quick tries (the
+        mirror may be what fails); the query and the search attribute change regardless."""
+        self._s.status, self._s.status_reason = status, reason
+        self._note(f"status.{status}", reason)
+        workflow.upsert_search_attributes([SA_HANDOFF_STATUS.value_set(status)])
+        options = self._options()
+        options["retry_policy"] = self._input.timing.retry.model_copy(
+            update={"maximum_attempts": PARK_RECORD_ATTEMPTS}
+        ).policy(non_retryable=NON_RETRYABLE)
+        try:
+            await workflow.execute_activity_method(
+                HandoffActivities.mirror, self._mirror_input(), **options
+            )
+        except ActivityError as err:
+            self._note("status.not_recorded", f"{status}: {describe_failure(err)[1]}")
+
+    async def _mirror(self, *, park: bool = True) -> None:
+        await self._act(HandoffActivities.mirror, self._mirror_input(), park=park)
+
+    def _mirror_input(self) -> MirrorInput:
         s = self._s
-        await self._act(
-            HandoffActivities.mirror,
-            MirrorInput(
-                deal_id=s.deal_id,
-                status=s.status,
-                csm_email=s.csm.email if s.csm else None,
-                csm_reason=s.csm.reason if s.csm else None,
-                kickoff_at=s.kickoff.at if s.kickoff else None,
-                renewal_at=(
-                    datetime.combine(s.renewal.term_end, datetime.min.time()).replace(
-                        tzinfo=workflow.now().tzinfo
-                    )
-                    if s.renewal
-                    else None
-                ),
+        return MirrorInput(
+            deal_id=s.deal_id,
+            status=s.status,
+            status_reason=s.status_reason,
+            csm_email=s.csm.email if s.csm else None,
+            csm_reason=s.csm.reason if s.csm else None,
+            kickoff_at=s.kickoff.at if s.kickoff else None,
+            renewal_at=(
+                datetime.combine(s.renewal.term_end, datetime.min.time()).replace(
+                    tzinfo=workflow.now().tzinfo
+                )
+                if s.renewal
+                else None
             ),
         )
 
-    async def _act(self, fn: Any, arg: Any) -> Any:
-        return await workflow.execute_activity_method(
-            fn,
-            arg,
-            start_to_close_timeout=timedelta(seconds=self._input.timing.activity_timeout_seconds),
-            retry_policy=RETRY,
+    def _options(self) -> dict[str, Any]:
+        return {
+            "start_to_close_timeout": timedelta(
+                seconds=self._input.timing.activity_timeout_seconds
+            ),
+            "retry_policy": self._input.timing.retry.policy(non_retryable=NON_RETRYABLE),
+        }
+
+    # --- park and retry, cancel ----------------------------------------------------------------
+
+    async def _act(self, fn: Any, arg: Any, *, park: bool = True) -> Any:
+        """Run one activity; when it gives up, park until a ``retry``, then run it again.
+
+        ``park=False`` (the reassign update's calls): the failure goes to the caller instead,
+        and a cancel does not interrupt the call (an update handler must not raise _Cancelled).
+        """
+        if not workflow.patched(PARK_PATCH):
+            return await workflow.execute_activity_method(
+                fn,
+                arg,
+                start_to_close_timeout=timedelta(
+                    seconds=self._input.timing.activity_timeout_seconds
+                ),
+                retry_policy=RETRY,
+            )
+        while True:
+            if park:
+                self._checkpoint()
+            try:
+                return await self._run_activity(fn, arg, interruptible=park)
+            except ActivityError as err:
+                if not park or cancelled(err):
+                    raise
+                await self._park(fn.__name__, err)
+
+    async def _run_activity(self, fn: Any, arg: Any, *, interruptible: bool) -> Any:
+        """The activity, cancelled at once when the handoff is (a cancel never waits out a
+        retry budget)."""
+        if not interruptible or self._finishing:
+            return await workflow.execute_activity_method(fn, arg, **self._options())
+        handle = workflow.start_activity_method(fn, arg, **self._options())
+        await workflow.wait_condition(lambda: handle.done() or self._cancel is not None)
+        if not handle.done():
+            handle.cancel()
+        try:
+            return await handle
+        except ActivityError:
+            if self._cancel is not None and not self._finishing:
+                raise _Cancelled() from None
+            raise
+
+    async def _park(self, step: str, err: BaseException) -> None:
+        """Show needs_attention with the error; wait for a retry (or a cancel)."""
+        s = self._s
+        error_type, message = describe_failure(err)
+        failure = ParkedFailure(
+            step=step,
+            error_type=error_type,
+            message=message,
+            since=workflow.now(),
+            workflow_id=workflow.info().workflow_id,
         )
+        resume = (s.status, s.status_reason)
+        reason = park_reason(failure)
+        seen = self._retry  # before the park is visible: a retry sent while recording it counts
+        s.parked = failure
+        self._note("step.failed", reason)
+        await self._show_status("needs_attention", reason)
+        await workflow.wait_condition(
+            lambda: self._retry > seen or (self._cancel is not None and not self._finishing)
+        )
+        s.parked = None
+        self._checkpoint()
+        self._note("step.retried", f"{step}, requested by {self._retry_by}")
+        await self._show_status(*resume)
+
+    def _checkpoint(self) -> None:
+        if self._cancel is not None and not self._finishing:
+            raise _Cancelled()
+
+    async def _end_cancelled(self) -> HandoffStatus:
+        """Close every open item and renewal alert, record why, end ``cancelled``."""
+        s = self._s
+        request = self._cancel
+        assert request is not None
+        self._finishing = True
+        s.parked = None
+        s.cancelled_by = request.by
+        closed: list[str] = await self._act(
+            HandoffActivities.cancel_tasks,
+            CancelTasksInput(deal_id=s.deal_id, reason=request.reason, by=request.by),
+        )
+        for item in s.items:
+            if item.done_at is None:
+                item.status = "cancelled"
+        self._note(
+            "handoff.cancelled", f"by {request.by}: {request.reason} ({len(closed)} tasks closed)"
+        )
+        await self._set_status("cancelled", request.reason)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return s

@@ -8,22 +8,33 @@ contact and success goals before the deal is won and the handoff never waits for
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import functools
 import tomllib
 from pathlib import Path
 
 from fastapi import APIRouter
-from temporalio.client import Client, WorkflowUpdateFailedError
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.closure import NO_ANSWER, QUERY_TIMEOUT, closure_status
-from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep
+from api.closure import CANCEL_ANSWER_SECONDS, NO_ANSWER, QUERY_TIMEOUT, closure_status
+from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import ApiError
 from api.handoff_schemas import (
+    HandoffCancelCreate,
     HandoffItemRead,
     HandoffPatch,
     HandoffRead,
+    HandoffRetryRead,
     LostCreate,
     LostRead,
     ReassignCreate,
@@ -37,7 +48,13 @@ from db.models import Deal, Person
 from dealflow.ids import deal_closure_workflow_id, handoff_workflow_id
 from dealflow.settings import Settings
 from workflows.deal_closure import CancelRequest, DealClosureWorkflow, LostInfo
-from workflows.handoff import HandoffStatus, HandoffWorkflow, ItemDone, Reassign
+from workflows.handoff import (
+    CancelHandoff,
+    HandoffStatus,
+    HandoffWorkflow,
+    ItemDone,
+    Reassign,
+)
 
 router = APIRouter(prefix="/v1/handoffs", tags=["handoffs"])
 lost_router = APIRouter(prefix="/v1/deals", tags=["deals"])
@@ -94,6 +111,7 @@ def _read(live: HandoffStatus) -> HandoffRead:
         renewal=body["renewal"],
         timeline=body["timeline"],
         workflow_id=handoff_workflow_id(live.deal_id),
+        parked=body["parked"],
     )
 
 
@@ -133,6 +151,7 @@ async def get_handoff(
     return HandoffRead(
         deal_id=deal_id,
         status=mirror.status,
+        status_reason=mirror.status_reason,
         live=False,
         csm={"email": mirror.csm_email, "reason": mirror.csm_reason} if mirror.csm_email else None,
         kickoff={"at": mirror.kickoff_at.isoformat()} if mirror.kickoff_at else None,
@@ -214,6 +233,110 @@ async def reassign(
             raise ApiError(404, "no_handoff", f"Deal {deal_id} has no handoff.") from None
         raise
     return _read(status)
+
+
+@router.post("/{deal_id}/retry", status_code=202, response_model=HandoffRetryRead)
+async def retry_handoff(
+    deal_id: str, person: CurrentPerson, session: SessionDep, temporal: TemporalDep
+) -> HandoffRetryRead:
+    """Run the activity that parked the handoff (needs_attention) again (ops, admin).
+
+    The same as the ``retry`` signal sent from the Temporal UI. 409 ``not_parked`` when
+    nothing waits for a retry.
+    """
+    await _deal_or_404(session, deal_id)
+    require_role(person, "ops", "admin")
+    live, exists = await live_handoff(temporal, deal_id)
+    if live is None or live.parked is None:
+        status = live.status if live is not None else None
+        if live is None and not exists:
+            raise ApiError(404, "no_handoff", f"Deal {deal_id} has no handoff.")
+        raise ApiError(
+            409,
+            "not_parked",
+            "Nothing to retry: the handoff is not waiting for a retry.",
+            [{"status": status}],
+        )
+    parked = live.parked
+    await append_audit(
+        session,
+        deal_id=deal_id,
+        actor=person.email,
+        channel="api",
+        event="handoff.retry_requested",
+        detail={"step": parked.step, "error": parked.message},
+    )
+    await session.commit()
+    await temporal.get_workflow_handle(handoff_workflow_id(deal_id)).signal(
+        HandoffWorkflow.retry, person.email
+    )
+    return HandoffRetryRead(
+        status="retry requested",
+        step=parked.step,
+        error_type=parked.error_type,
+        error=parked.message,
+    )
+
+
+@router.post(
+    "/{deal_id}/cancel",
+    response_model=HandoffRead,
+    responses={
+        202: {
+            "model": HandoffRead,
+            "description": "The cancel was accepted but is not recorded yet (closing the open "
+            "tasks is retrying or parked): the handoff as it stands; it ends cancelled.",
+        }
+    },
+)
+async def cancel_handoff(
+    deal_id: str,
+    body: HandoffCancelCreate,
+    person: CurrentPerson,
+    session: SessionDep,
+    temporal: TemporalDep,
+) -> HandoffRead | JSONResponse:
+    """Cancel the handoff (ops, admin): its timers stop, open items and renewal alerts close
+    (``cancelled`` in ``GET /v1/tasks``), the reason goes in the timeline, the status ends
+    ``cancelled``. 409 ``handoff_ended`` when it already ended (cancelled, or finished after
+    its last renewal alert). The deal stays won (stage ``handoff``)."""
+    await _deal_or_404(session, deal_id)
+    require_role(person, "ops", "admin")
+    _, exists = await live_handoff(temporal, deal_id)
+    if not exists:
+        raise ApiError(404, "no_handoff", f"Deal {deal_id} has no handoff.")
+    handle = temporal.get_workflow_handle(handoff_workflow_id(deal_id))
+    request = CancelHandoff(reason=body.reason, by=person.email)
+    await append_audit(
+        session,
+        deal_id=deal_id,
+        actor=person.email,
+        channel="api",
+        event="handoff.cancel_requested",
+        detail={"reason": body.reason},
+    )
+    try:
+        update = await handle.start_update(
+            HandoffWorkflow.cancel, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+        )
+    except WorkflowUpdateFailedError as err:
+        raise ApiError(409, "handoff_ended", str(err.cause or err)) from None
+    except RPCError as err:
+        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise ApiError(409, "handoff_ended", "This handoff has already ended.") from None
+        raise
+    await session.commit()  # accepted: the request is on record
+    # Bounded like the deal's cancel: accepted but not ended in time answers 202 as it stands.
+    poll = asyncio.ensure_future(update.result())
+    done, _ = await asyncio.wait({poll}, timeout=CANCEL_ANSWER_SECONDS)
+    if poll in done:
+        return _read(poll.result())
+    poll.cancel()
+    with contextlib.suppress(asyncio.CancelledError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        await poll
+    now, _ = await live_handoff(temporal, deal_id)
+    read = _read(now) if now is not None else HandoffRead(deal_id=deal_id, status=None, live=False)
+    return JSONResponse(status_code=202, content=jsonable_encoder(read))
 
 
 def item_read(task: HandoffTask) -> HandoffItemRead:
