@@ -71,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         cancelled,
         describe_failure,
         park_reason,
+        worker_loss_timeout,
     )
 
 # Handoffs recorded before park-and-retry failed after RETRY's 50 attempts; new ones spend the
@@ -700,10 +701,10 @@ class HandoffWorkflow:
         )
 
     def _options(self) -> dict[str, Any]:
+        timeout = timedelta(seconds=self._input.timing.activity_timeout_seconds)
         return {
-            "start_to_close_timeout": timedelta(
-                seconds=self._input.timing.activity_timeout_seconds
-            ),
+            "start_to_close_timeout": timeout,
+            "heartbeat_timeout": worker_loss_timeout(timeout),
             "retry_policy": self._input.timing.retry.policy(non_retryable=NON_RETRYABLE),
         }
 
@@ -719,10 +720,7 @@ class HandoffWorkflow:
             return await workflow.execute_activity_method(
                 fn,
                 arg,
-                start_to_close_timeout=timedelta(
-                    seconds=self._input.timing.activity_timeout_seconds
-                ),
-                retry_policy=RETRY,
+                **{**self._options(), "retry_policy": RETRY},
             )
         while True:
             if park:
