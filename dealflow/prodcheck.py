@@ -584,9 +584,15 @@ async def amain(args: argparse.Namespace) -> int:  # noqa: ARG001
             fig.seconds["stack_up"] = time.monotonic() - started
             apis = Apis(stack, fig)
             try:
+                mark = time.monotonic()
                 runs = [await phase_product(stack, apis, fig)]
+                fig.seconds["phase 1 (product)"] = time.monotonic() - mark
+                mark = time.monotonic()
                 runs.append(await phase_faults(stack, apis, fig))
+                fig.seconds["phase 2 (faults)"] = time.monotonic() - mark
+                mark = time.monotonic()
                 await count_duplicates(stack, apis, fig, runs)
+                fig.seconds["phase 3 (counting)"] = time.monotonic() - mark
             finally:
                 await apis.close()
     except CheckFailed as err:
