@@ -78,8 +78,12 @@ LARGE_DEAL = {  # 250 x 450 + 5,000 = 117,500 before discount: DealAmount >= 100
 INVALID_DEAL = {"signers": [], "account": {"region": None}}  # US without a state, no signer
 
 
+_T0 = time.monotonic()
+
+
 def say(msg: str) -> None:
-    print(msg, flush=True)
+    # Seconds since the start on every line: where a slow run spent its time, from CI's log.
+    print(f"[{time.monotonic() - _T0:6.1f}s] {msg}" if msg else "", flush=True)
 
 
 class CheckFailed(AssertionError):
