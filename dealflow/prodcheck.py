@@ -6,18 +6,20 @@ On the stack of ``dealflow/prodstack.py`` (PostgreSQL, the schema tool, the real
 visibility, two workers, two API processes, the sandbox, stripe-mock):
 
 1. **The product.** A small deal ready-to-close -> awaiting_signature -> every signer signs in
-   the DocuSign sandbox -> closed_won (CRM, Stripe invoice). A large deal (>= 100,000) that waits
-   for approvals, and an invalid one that waits in needs_attention. A campaign (3 contacts x 2
-   email steps): one contact replies (stopped after step 1), the campaign is paused and resumed,
-   and finishes. The visibility queries ops use find exactly those workflows:
-   ``DealStage = "needs_attention"``, ``DealAmount >= 100000``, ``CampaignId = "..."``.
+   the DocuSign sandbox -> closed_won (CRM, Stripe invoice) -> handoff. A large deal
+   (>= 100,000) that waits for approvals, and an invalid one that waits in needs_attention. A
+   campaign (3 contacts x 2 email steps): one contact replies (stopped after step 1), the
+   campaign is paused and resumed, and finishes. The visibility queries ops use find exactly
+   those workflows: ``DealStage = "needs_attention"``, ``DealAmount >= 100000``,
+   ``CampaignId = "..."``.
 2. **Faults, while 4 deals and a 10-contact campaign are in flight.** The Temporal server is
    stopped (the APIs answer 503 with Retry-After meanwhile) and started again; one worker is
    SIGKILLed (not restarted: the other one finishes everything); one API process is SIGKILLed
-   (requests go to the other) and started again. Then every deal is signed and reaches
-   closed_won, and the campaign completes.
+   (requests go to the other) and started again. Then every deal is signed, is won (it passes
+   closed_won and goes on to handoff), and the campaign completes.
 3. **Nothing twice**, counted in the sandboxes: one envelope per deal, no CRM note twice, no
-   Slack post twice, every email's Message-ID once and exactly the sends expected.
+   Slack post twice, every email's Message-ID once and exactly the sends expected; every won
+   deal's handoff started.
 
 Every request of the check goes to the two API processes in turn; one that cannot be reached
 (the killed one) is retried on the other, as a load balancer would. Waits are on conditions,
@@ -54,6 +56,13 @@ T = TypeVar("T")
 
 # Hang guards (how long a step may take before the check calls it stuck), not expectations.
 STEP_GUARD = 240.0
+# A won deal is closed_won, then, about a tenth of a second later, handoff (the closure starts
+# the handoff right after recording closed_won): either is won. Waiting for closed_won alone
+# misses that window as often as not and then waits out the hang guard on a deal that is done.
+WON = frozenset({"closed_won", "handoff"})
+# uvicorn closes a keep-alive connection idle for 5 s; reusing one at that moment reads a closed
+# socket (httpx.ReadError, which would count as a failover). Ours expire first.
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2.0)
 SMALL_DEAL = {  # 2 x 99 USD: no approval rule fires, ready-to-close goes to the signature
     "discount_pct": "0",
     "line_items": [
@@ -69,8 +78,12 @@ LARGE_DEAL = {  # 250 x 450 + 5,000 = 117,500 before discount: DealAmount >= 100
 INVALID_DEAL = {"signers": [], "account": {"region": None}}  # US without a state, no signer
 
 
+_T0 = time.monotonic()
+
+
 def say(msg: str) -> None:
-    print(msg, flush=True)
+    # Seconds since the start on every line: where a slow run spent its time, from CI's log.
+    print(f"[{time.monotonic() - _T0:6.1f}s] {msg}" if msg else "", flush=True)
 
 
 class CheckFailed(AssertionError):
@@ -85,6 +98,7 @@ def check(condition: bool, message: str) -> None:
 @dataclass
 class Figures:
     deals_closed_won: int = 0
+    handoffs: int = 0  # won deals whose handoff started
     sends: int = 0
     replies: int = 0
     unconfirmed: int = 0  # sends a killed worker left mid-hand-over, recorded, not resent
@@ -102,9 +116,14 @@ class Apis:
     def __init__(self, stack: ProdStack, figures: Figures) -> None:
         self.stack = stack
         self.figures = figures
-        self.clients = [httpx.AsyncClient(base_url=url, timeout=30) for url in stack.api_urls]
+        self.clients = [
+            httpx.AsyncClient(base_url=url, timeout=30, limits=CLIENT_LIMITS)
+            for url in stack.api_urls
+        ]
         self._turn = itertools.cycle(range(len(self.clients)))
-        self.sandbox = httpx.AsyncClient(base_url=stack.sandbox_url, timeout=30)
+        self.sandbox = httpx.AsyncClient(
+            base_url=stack.sandbox_url, timeout=30, limits=CLIENT_LIMITS
+        )
         with SANDBOX_FILE.open("rb") as fh:
             keys = {k["email"]: k["key"] for k in tomllib.load(fh)["api_keys"]}
         self.headers = {"Authorization": f"Bearer {keys[REP]}"}
@@ -168,15 +187,42 @@ async def create_deal(apis: Apis, tag: str, **overrides: Any) -> str:
     return deal_id
 
 
-async def deal_at(apis: Apis, deal_id: str, stages: set[str], stack: ProdStack) -> dict:
+async def deal_where(
+    apis: Apis, deal_id: str, what: str, ok: Callable[[dict], bool], stack: ProdStack
+) -> dict:
+    """Poll ``GET /v1/deals/{id}`` (through either API process) until ``ok(deal)``."""
+
     async def probe() -> dict | None:
         resp = await apis.request("GET", f"/v1/deals/{deal_id}")
         if resp.status_code != 200:
             return None  # 503 while the server restarts: ask again
         deal = resp.json()
-        return deal if deal["stage"] in stages else None
+        return deal if ok(deal) else None
 
-    return await until(f"deal {deal_id} in {sorted(stages)}", probe, stack)
+    return await until(f"deal {deal_id} {what}", probe, stack)
+
+
+async def deal_at(apis: Apis, deal_id: str, stages: set[str], stack: ProdStack) -> dict:
+    return await deal_where(
+        apis, deal_id, f"in {sorted(stages)}", lambda d: d["stage"] in stages, stack
+    )
+
+
+def won(deal: dict) -> bool:
+    """Won: closed_won or already handoff, with the CRM deal and the invoice, and closed_won on
+    the timeline (a deal in handoff went through it)."""
+    billing, crm = deal.get("billing") or {}, deal.get("crm") or {}
+    return (
+        deal["stage"] in WON
+        and bool(billing.get("stripe_invoice_id"))
+        and crm.get("status") == "closed_won"
+        and any(e["event"] == "stage.closed_won" for e in deal.get("timeline") or [])
+    )
+
+
+def handed_over(deal: dict) -> bool:
+    """The closure started the handoff: stage handoff, and the handoff has its own record."""
+    return deal["stage"] == "handoff" and bool((deal.get("handoff") or {}).get("status"))
 
 
 async def envelopes(apis: Apis, deal_id: str) -> list[dict]:
@@ -187,7 +233,12 @@ async def envelopes(apis: Apis, deal_id: str) -> list[dict]:
 
 
 async def sign_and_close(apis: Apis, deal_id: str, stack: ProdStack) -> dict:
-    """Every signer views and signs in routing order; then the deal must reach closed_won."""
+    """Every signer views and signs in routing order, back to back; then the deal is won.
+
+    Back to back on purpose: the Connect events then land while the signature tracking is
+    re-reading the envelope, the case the ``signature-hint-during-read`` patch fixed (a hint
+    that arrives during a read causes another read). Without it the last event is lost and the
+    deal waits for the 900 s poll, past the hang guard."""
     await deal_at(apis, deal_id, {"awaiting_signature"}, stack)
 
     async def sent() -> dict | None:
@@ -195,37 +246,12 @@ async def sign_and_close(apis: Apis, deal_id: str, stack: ProdStack) -> dict:
         return found[0] if found else None
 
     envelope = await until(f"envelope of {deal_id}", sent, stack)
-    # One action at a time, each seen on the deal before the next (as a person signs, seconds
-    # apart): firing them back to back trips a race in the signature tracking (a state fetch
-    # begun before the last signature overrides the envelope-completed event that arrives
-    # while it runs; the 900 s poll recovers it): see README, "Production".
+    path = f"/_sandbox/docusign/envelopes/{envelope['envelope_id']}/recipients/"
     for r in sorted(envelope["recipients"], key=lambda r: r["routing_order"]):
-        for action, shown in (("view", "delivered"), ("sign", "completed")):
-            path = f"/_sandbox/docusign/envelopes/{envelope['envelope_id']}/recipients/"
+        for action in ("view", "sign"):
             resp = await apis.sandbox.post(f"{path}{r['email']}/{action}", json={})
             check(resp.status_code == 200, f"DocuSign {action}: {resp.status_code} {resp.text}")
-
-            async def seen(email: str = r["email"], shown: str = shown) -> bool | None:
-                resp = await apis.request("GET", f"/v1/deals/{deal_id}")
-                if resp.status_code != 200:
-                    return None
-                deal = resp.json()
-                if deal["stage"] == "closed_won":
-                    return True
-                sig = deal.get("signature") or {}
-                status = {x["email"]: x["status"] for x in sig.get("recipients") or []}
-                return True if status.get(email) in (shown, "completed") else None
-
-            await until(f"{r['email']} {shown} on {deal_id}", seen, stack)
-
-    async def closed() -> dict | None:
-        deal = await deal_at(apis, deal_id, {"closed_won"}, stack)
-        billing, crm = deal.get("billing") or {}, deal.get("crm") or {}
-        if billing.get("stripe_invoice_id") and crm.get("status") == "closed_won":
-            return deal
-        return None
-
-    return await until(f"deal {deal_id} closed_won with CRM and invoice", closed, stack)
+    return await deal_where(apis, deal_id, "won with CRM deal and invoice", won, stack)
 
 
 # --- campaigns -----------------------------------------------------------------------------
@@ -316,6 +342,8 @@ async def phase_product(stack: ProdStack, apis: Apis, fig: Figures) -> dict[str,
 
     deal = await sign_and_close(apis, small, stack)
     say(f"    {small}: closed_won, invoice {deal['billing']['stripe_invoice_id']}")
+    deal = await deal_where(apis, small, "in handoff", handed_over, stack)
+    say(f"    {small}: handoff started (status {deal['handoff']['status']})")
     await deal_at(apis, large, {"awaiting_approval"}, stack)
     say(f"    {large}: awaiting_approval (approvals planned)")
     await deal_at(apis, invalid, {"needs_attention"}, stack)
@@ -453,7 +481,7 @@ async def phase_faults(stack: ProdStack, apis: Apis, fig: Figures) -> dict[str, 
 
     for deal_id in deals:
         await sign_and_close(apis, deal_id, stack)
-    say(f"    {len(deals)} deals closed_won (one started after the outage)")
+    say(f"    {len(deals)} deals won (one started after the outage)")
     await campaign_done(apis, campaign_id, stack)
     got = {c: len(await mail_to(apis, c)) for c in contacts}
     check(all(n <= 2 for n in got.values()), f"an email twice after the faults: {got}")
@@ -477,13 +505,16 @@ async def phase_faults(stack: ProdStack, apis: Apis, fig: Figures) -> dict[str, 
     return {"deals": deals, "campaigns": {campaign_id: contacts}}
 
 
-async def count_duplicates(apis: Apis, fig: Figures, runs: list[dict]) -> None:
+async def count_duplicates(stack: ProdStack, apis: Apis, fig: Figures, runs: list[dict]) -> None:
     say("==> 3. nothing twice (counted in the sandboxes)")
     deals = [d for run in runs for d in run["deals"]]
     envelopes_twice = 0
     notes_twice = 0
     invoices: list[str] = []
     for deal_id in deals:
+        # Every won deal goes on to its handoff (its messages are among the emails below).
+        await deal_where(apis, deal_id, "in handoff", handed_over, stack)
+        fig.handoffs += 1
         envelopes_twice += len(await envelopes(apis, deal_id)) - 1
         crm = await apis.sandbox_get(f"/_sandbox/crm/deals/{deal_id}")
         bodies = [json.dumps(n.get("properties", n), sort_keys=True) for n in crm["notes"]]
@@ -529,7 +560,8 @@ def report(stack: ProdStack | None, fig: Figures, ok: bool) -> None:
         builds = ", ".join(f"{k} {v:.0f}s" for k, v in stack.build_seconds.items())
         say(f"  tools (build or found): {builds}")
         say(f"  PostgreSQL: {stack.database}; Temporal at {stack.temporal_address}")
-    say(f"  deals closed_won: {fig.deals_closed_won}; campaign sends: {fig.sends}")
+    say(f"  deals closed_won: {fig.deals_closed_won} (handoff started: {fig.handoffs})")
+    say(f"  campaign sends: {fig.sends}")
     say(f"  replies routed: {fig.replies}")
     say(f"  sends recorded unconfirmed (not resent) after the worker kill: {fig.unconfirmed}")
     say(f"  faults injected: {len(fig.faults)}")
@@ -556,9 +588,15 @@ async def amain(args: argparse.Namespace) -> int:  # noqa: ARG001
             fig.seconds["stack_up"] = time.monotonic() - started
             apis = Apis(stack, fig)
             try:
+                mark = time.monotonic()
                 runs = [await phase_product(stack, apis, fig)]
+                fig.seconds["phase 1 (product)"] = time.monotonic() - mark
+                mark = time.monotonic()
                 runs.append(await phase_faults(stack, apis, fig))
-                await count_duplicates(apis, fig, runs)
+                fig.seconds["phase 2 (faults)"] = time.monotonic() - mark
+                mark = time.monotonic()
+                await count_duplicates(stack, apis, fig, runs)
+                fig.seconds["phase 3 (counting)"] = time.monotonic() - mark
             finally:
                 await apis.close()
     except CheckFailed as err:

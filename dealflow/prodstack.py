@@ -26,6 +26,10 @@ In order:
    processes** (uvicorn, each on its own port), as separate processes with the production layout
    of ``bench.stack`` (whose ``Child`` this reuses).
 
+What does not depend on each other starts side by side, to keep the check cheap enough for CI:
+the sandbox and stripe-mock start first and come up during the rest, dealflow's Alembic
+migration runs beside Temporal's schema tool, and the API processes start together.
+
 The faults the check injects are methods here, so the check reads as a story.
 """
 
@@ -596,17 +600,74 @@ async def prod_stack(
 
             stack.callback(drop_all)
 
-        # 2. Temporal's schema, by its own tool
-        say(f"==> temporal-sql-tool: create and migrate {temporal_db}, {visibility_db}")
-        await setup_temporal_schema(
-            sql_bin,
-            pg,
-            {"temporal": temporal_db, "visibility": visibility_db},
-            log_dir / "schema.log",
+        # The sandbox and stripe-mock need nothing of the rest: they start now and come up while
+        # the schemas are migrated (their readiness is awaited below, before the workers).
+        sandbox_ready = state_dir / "sandbox-ready.json"
+        api_ports = [free_port() for _ in range(apis)]
+        api_urls = [f"http://127.0.0.1:{p}" for p in api_ports]
+        sandbox = await Child.start(
+            "sandbox",
+            [
+                sys.executable,
+                "-m",
+                "bench.sandbox_proc",
+                "--state-dir",
+                str(state_dir / "sandbox"),
+                "--ready-file",
+                str(sandbox_ready),
+                # Slack clicks and DocuSign Connect go to the first API (a load balancer's job
+                # in production; the check kills the second one).
+                "--interactions-url",
+                f"{api_urls[0]}/v1/webhooks/slack/interactions",
+                "--connect-url",
+                f"{api_urls[0]}/v1/webhooks/docusign",
+            ],
+            dict(os.environ, PYTHONUNBUFFERED="1"),
+            log_dir,
         )
-        say("==> dealflow database: alembic upgrade head")
-        database_url = await asyncio.to_thread(with_database, pg.server_url, dealflow_db)
-        await asyncio.to_thread(migrate, database_url)
+        stack.push_async_callback(sandbox.stop)
+
+        stripe_port = free_port()
+        stripe = await Child.start(
+            "stripe-mock",
+            [
+                str(stripe_bin),
+                "-http-addr",
+                f"127.0.0.1:{stripe_port}",
+                "-https-addr",
+                "127.0.0.1:0",
+            ],
+            dict(os.environ),
+            log_dir,
+        )
+        stack.push_async_callback(stripe.stop)
+
+        # 2. Temporal's schema, by its own tool, and dealflow's (Alembic) side by side
+        say(f"==> temporal-sql-tool: create and migrate {temporal_db}, {visibility_db}")
+        say(f"==> dealflow database {dealflow_db}: alembic upgrade head (meanwhile)")
+
+        async def dealflow_schema() -> str:
+            url = await asyncio.to_thread(with_database, pg.server_url, dealflow_db)
+            await asyncio.to_thread(migrate, url)
+            return url
+
+        # Both run to their end; then the first failure is raised as it is (a StackError is the
+        # check's "stack broke", exit 2).
+        done = await asyncio.gather(
+            setup_temporal_schema(
+                sql_bin,
+                pg,
+                {"temporal": temporal_db, "visibility": visibility_db},
+                log_dir / "schema.log",
+            ),
+            dealflow_schema(),
+            return_exceptions=True,
+        )
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        database_url = done[1]
+        assert isinstance(database_url, str)
 
         # 3. The real server
         ports = ServerPorts()
@@ -643,9 +704,6 @@ async def prod_stack(
             temporal_address, namespace=NAMESPACE, data_converter=DATA_CONVERTER, lazy=True
         )
 
-        sandbox_ready = state_dir / "sandbox-ready.json"
-        api_ports = [free_port() for _ in range(apis)]
-        api_urls = [f"http://127.0.0.1:{p}" for p in api_ports]
         prod = ProdStack(
             client=client,
             temporal_address=temporal_address,
@@ -674,49 +732,15 @@ async def prod_stack(
         say(f"==> namespace {NAMESPACE!r} and search attributes (operator API)")
         await register_namespace_and_search_attributes(client)
 
-        # 5. The rest, as in bench.stack
+        # 5. The rest, as in bench.stack (the sandbox and stripe-mock were started above)
         say("==> sandbox, stripe-mock")
-        sandbox = await Child.start(
-            "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "bench.sandbox_proc",
-                "--state-dir",
-                str(state_dir / "sandbox"),
-                "--ready-file",
-                str(sandbox_ready),
-                # Slack clicks and DocuSign Connect go to the first API (a load balancer's job
-                # in production; the check kills the second one).
-                "--interactions-url",
-                f"{api_urls[0]}/v1/webhooks/slack/interactions",
-                "--connect-url",
-                f"{api_urls[0]}/v1/webhooks/docusign",
-            ],
-            dict(os.environ, PYTHONUNBUFFERED="1"),
-            log_dir,
-        )
-        prod.others.append(sandbox)
 
         async def sandbox_up() -> dict | None:
             return json.loads(sandbox_ready.read_text()) if sandbox_ready.exists() else None
 
         sb = await until("sandbox", sandbox_up, START_TIMEOUT, (sandbox,))
         prod.sandbox_url = sb["http_url"]
-        stripe_port = free_port()
-        stripe = await Child.start(
-            "stripe-mock",
-            [
-                str(stripe_bin),
-                "-http-addr",
-                f"127.0.0.1:{stripe_port}",
-                "-https-addr",
-                "127.0.0.1:0",
-            ],
-            dict(os.environ),
-            log_dir,
-        )
-        prod.others.append(stripe)
+        prod.others += [sandbox, stripe]
 
         async def stripe_up() -> bool | None:
             return True if await asyncio.to_thread(port_is_open, stripe_port) else None
@@ -744,8 +768,8 @@ async def prod_stack(
         say(f"==> {workers} worker process(es), {apis} API process(es)")
         for i in range(workers):
             await prod.start_worker(i)
-        for i in range(apis):
-            await prod.start_api(i)
+        # The API processes import and come up side by side (each waits for its /healthz).
+        await asyncio.gather(*(prod.start_api(i) for i in range(apis)))
 
         async def noop() -> bool | None:
             await client.execute_workflow(
