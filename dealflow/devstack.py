@@ -288,6 +288,20 @@ def _print_banner(ports: Ports) -> None:
     say("")
 
 
+# The whole suite runs in this many pytest processes (pytest-xdist), each with its own stack
+# (PostgreSQL, Temporal dev server, sandbox, stripe-mock, worker, API on free ports): much of a
+# test's time is waiting on workflows, so two processes on two cores finish in well under the
+# time of one. A file's tests stay in one process (--dist loadfile: module fixtures, ordering).
+# `./scripts/dev test <pytest args>` (a file, -k, -n) runs exactly those, in one process.
+TEST_PROCESSES = os.environ.get("DEALFLOW_TEST_PROCESSES", "2")
+
+
+def _parallel(pytest_args: list[str]) -> list[str]:
+    if pytest_args or TEST_PROCESSES in ("", "0", "1"):
+        return pytest_args
+    return ["-n", TEST_PROCESSES, "--dist", "loadfile"]
+
+
 def test(args: argparse.Namespace) -> int:
     try:
         temporal_bin = ensure_tool(TEMPORAL)
@@ -308,7 +322,7 @@ def test(args: argparse.Namespace) -> int:
             return code
     say("==> tests (real Temporal dev server, real PostgreSQL, sandbox servers)")
     return subprocess.call(
-        [PY, "-m", "pytest", "-p", "no:cacheprovider", *args.pytest_args],
+        [PY, "-m", "pytest", "-p", "no:cacheprovider", *_parallel(args.pytest_args)],
         cwd=PROJECT_ROOT,
         env=env,
     )
