@@ -21,8 +21,14 @@ from dealflow.ids import (
     sequence_workflow_id,
 )
 from dealflow.settings import Settings
-from workflows.campaign import CampaignInput, CampaignOptions, CampaignStatus, CampaignWorkflow
-from workflows.sequence import SequenceStatus, SequenceWorkflow, TaskDone
+from workflows.campaign import (
+    BounceRecorded,
+    CampaignInput,
+    CampaignOptions,
+    CampaignStatus,
+    CampaignWorkflow,
+)
+from workflows.sequence import ContactHold, SequenceStatus, SequenceWorkflow, TaskDone
 
 log = logging.getLogger("dealflow.api")
 
@@ -90,6 +96,29 @@ async def signal_or_log(client: Client, workflow_id: str, signal: Any, arg: Any)
     except RPCError as err:
         log.info("could not signal %s: %s", workflow_id, err)
         return False
+
+
+async def tell_bounce(client: Client, campaign_id: str, message_id: str) -> None:
+    """A hard bounce of one of the campaign's sends is recorded: it re-checks its bounce rate."""
+    await signal_or_log(
+        client,
+        campaign_workflow_id(campaign_id),
+        CampaignWorkflow.bounce_recorded,
+        BounceRecorded(message_id=message_id),
+    )
+
+
+async def tell_unsubscribed(
+    client: Client, campaign_ids: list[str], email: str, *, how: str
+) -> None:
+    """The address unsubscribed (already recorded): each of these sequences of it stops."""
+    for campaign_id in campaign_ids:
+        await signal_or_log(
+            client,
+            sequence_workflow_id(campaign_id, email),
+            SequenceWorkflow.contact_hold,
+            ContactHold(kind="stop", reason=f"unsubscribed ({how})", outcome="unsubscribed"),
+        )
 
 
 async def tell_campaign(client: Client, campaign_id: str, state: CampaignState) -> None:

@@ -19,13 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
 from activities.email import UnsubscribeRequest, read_unsubscribe_token
-from api.campaigns import signal_or_log
+from api.campaigns import signal_or_log, tell_bounce, tell_unsubscribed
 from db import campaigns as campaigns_db
 from db.campaign_models import CampaignSend, InboundMessage
-from dealflow.ids import campaign_workflow_id, sequence_workflow_id
+from dealflow.ids import sequence_workflow_id
 from dealflow.settings import Settings
 from domain.replies import Classification
-from workflows.campaign import BounceRecorded, CampaignWorkflow
 from workflows.sequence import (
     ContactHold,
     ReplyEvent,
@@ -273,20 +272,11 @@ async def tell_workflows(temporal: Client, recorded: InboundRecorded) -> None:
             ),
         )
         if classification.kind == "bounce" and match.replied_to:
-            await signal_or_log(
-                temporal,
-                campaign_workflow_id(match.campaign_id),
-                CampaignWorkflow.bounce_recorded,
-                BounceRecorded(message_id=match.replied_to),
-            )
+            await tell_bounce(temporal, match.campaign_id, match.replied_to)
     if unsub is not None:
-        for campaign_id in recorded.stopped_elsewhere:
-            await signal_or_log(
-                temporal,
-                sequence_workflow_id(campaign_id, unsub.contact_email),
-                SequenceWorkflow.contact_hold,
-                ContactHold(kind="stop", reason="unsubscribed (mailto)", outcome="unsubscribed"),
-            )
+        await tell_unsubscribed(
+            temporal, recorded.stopped_elsewhere, unsub.contact_email, how="mailto"
+        )
     for campaign_id, email, until in recorded.colleagues:
         await signal_or_log(
             temporal,

@@ -17,7 +17,6 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, EmailStr
 from slack_sdk.signature import SignatureVerifier
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -28,6 +27,7 @@ from api.access import deal_or_404, owns_or_operates
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import ApiError
 from api.fields import BoundedText
+from api.pages import page_env
 from db import approvals as approvals_db
 from db import deals as deals_db
 from db.audit import append_audit, deal_events, verify_chain
@@ -135,18 +135,11 @@ async def post_decision(
 # --- the signed link page --------------------------------------------------------------------
 
 
-def _page_env(settings: Settings) -> Environment:
-    return Environment(
-        loader=FileSystemLoader(settings.templates_dir),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",)),
-    )
-
-
 def _page(settings: Settings, status: int, **context: Any) -> HTMLResponse:
     context.setdefault("outcome", None)
     context.setdefault("refused", False)
     context.setdefault("summary", None)
-    html = _page_env(settings).get_template("approvals/link_page.html.j2").render(**context)
+    html = page_env(settings).get_template("approvals/link_page.html.j2").render(**context)
     return HTMLResponse(html, status_code=status)
 
 

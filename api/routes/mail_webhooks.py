@@ -37,17 +37,17 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
 from activities.email import read_unsubscribe_token
 from api import inbound_mail
 from api.campaign_schemas import DeliveryEventCreate, InboundParts, InboundRaw
-from api.campaigns import signal_or_log
+from api.campaigns import signal_or_log, tell_bounce, tell_unsubscribed
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
+from api.pages import page_env
 from db import campaigns as campaigns_db
-from dealflow.ids import campaign_workflow_id, sequence_workflow_id
+from dealflow.ids import sequence_workflow_id
 from dealflow.limits import (
     MAX_DECODED_TEXT,
     MAX_INBOUND_MAIL_BODY,
@@ -64,9 +64,7 @@ from domain.replies import (
     storable,
     strip_quoted,
 )
-from workflows.campaign import BounceRecorded, CampaignWorkflow
 from workflows.sequence import (
-    ContactHold,
     DeliveryEvent,
     SequenceWorkflow,
 )
@@ -353,12 +351,7 @@ async def delivery_events(
             ),
         )
         if send.bounce_type == "hard":
-            await signal_or_log(
-                temporal,
-                campaign_workflow_id(send.campaign_id),
-                CampaignWorkflow.bounce_recorded,
-                BounceRecorded(message_id=send.message_id),
-            )
+            await tell_bounce(temporal, send.campaign_id, send.message_id)
     return {"recorded": True, "matched": matched, "action": action}
 
 
@@ -366,18 +359,10 @@ async def delivery_events(
 _MAX_UNSUBSCRIBE_TOKEN = 1000
 
 
-@functools.cache
-def _page_env(templates_dir: str) -> Environment:
-    return Environment(
-        loader=FileSystemLoader(templates_dir),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",)),
-    )
-
-
 def _unsubscribe_page(settings: Settings, status: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("done", False)
     context.setdefault("problem", None)
-    page = _page_env(str(settings.templates_dir)).get_template("unsubscribe/page.html.j2")
+    page = page_env(settings).get_template("unsubscribe/page.html.j2")
     return HTMLResponse(page.render(**context), status_code=status)
 
 
@@ -435,13 +420,7 @@ async def unsubscribe(
         source=f"link:{source}:{req.campaign_id}",
     )
     await session.commit()
-    for campaign_id in stopped:
-        await signal_or_log(
-            temporal,
-            sequence_workflow_id(campaign_id, req.contact_email),
-            SequenceWorkflow.contact_hold,
-            ContactHold(kind="stop", reason=f"unsubscribed ({source})", outcome="unsubscribed"),
-        )
+    await tell_unsubscribed(temporal, stopped, req.contact_email, how=source)
     if from_page:
         return _unsubscribe_page(
             settings, done=True, email=req.contact_email, sender=req.sender_email
