@@ -13,10 +13,10 @@ from temporalio.client import (
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.workflow_start import start_or_find
 from db.models import Deal
 from db.org import OrgDirectory
 from dealflow.ids import (
@@ -68,43 +68,38 @@ async def start_closure(
 
     ``retry``: the activities' retry budget (default ``RetryBudget()``; tests shorten it).
     """
-    workflow_id = deal_closure_workflow_id(deal.id)
-    try:
-        handle = await client.start_workflow(
-            DealClosureWorkflow.run,
-            DealClosureInput(
-                deal_id=deal.id,
-                owner_email=deal.owner_email,
-                options=DealClosureOptions(
-                    activity_timeout_seconds=settings.activity_timeout_seconds,
-                    approval_sla_override_seconds=settings.approval_sla_override_seconds,
-                    signature=signature_timing(settings),
-                    public_base_url=settings.public_base_url,
-                    finance_email=OrgDirectory.load(settings.org_directory_path).approver_of.get(
-                        "finance_director"
-                    ),
-                    payment_grace_seconds=settings.payment_grace_days * 86400.0,
-                    retry=retry or RetryBudget(),
+    # A closure that ended (e.g. cancelled) stays ended: ready-to-close cannot silently start
+    # the process over for the same deal (start_or_find rejects a duplicate id).
+    return await start_or_find(
+        client,
+        DealClosureWorkflow.run,
+        DealClosureInput(
+            deal_id=deal.id,
+            owner_email=deal.owner_email,
+            options=DealClosureOptions(
+                activity_timeout_seconds=settings.activity_timeout_seconds,
+                approval_sla_override_seconds=settings.approval_sla_override_seconds,
+                signature=signature_timing(settings),
+                public_base_url=settings.public_base_url,
+                finance_email=OrgDirectory.load(settings.org_directory_path).approver_of.get(
+                    "finance_director"
                 ),
+                payment_grace_seconds=settings.payment_grace_days * 86400.0,
+                retry=retry or RetryBudget(),
             ),
-            id=workflow_id,
-            task_queue=settings.task_queue,
-            # A closure that ended (e.g. cancelled) stays ended: ready-to-close cannot silently
-            # start the process over for the same deal.
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(SA_DEAL_ID, deal.id),
-                    SearchAttributePair(SA_CUSTOMER, deal.account_name),
-                    SearchAttributePair(SA_DEAL_STAGE, "quoting"),
-                    SearchAttributePair(SA_DEAL_AMOUNT, 0.0),
-                    SearchAttributePair(SA_OWNER_EMAIL, deal.owner_email),
-                ]
-            ),
-        )
-        return handle, True
-    except WorkflowAlreadyStartedError:
-        return client.get_workflow_handle(workflow_id), False
+        ),
+        id=deal_closure_workflow_id(deal.id),
+        task_queue=settings.task_queue,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(SA_DEAL_ID, deal.id),
+                SearchAttributePair(SA_CUSTOMER, deal.account_name),
+                SearchAttributePair(SA_DEAL_STAGE, "quoting"),
+                SearchAttributePair(SA_DEAL_AMOUNT, 0.0),
+                SearchAttributePair(SA_OWNER_EMAIL, deal.owner_email),
+            ]
+        ),
+    )
 
 
 async def describe_status(handle: WorkflowHandle) -> WorkflowExecutionStatus | None:

@@ -7,16 +7,23 @@ the two cannot leave a deal without its record (which would let a retry create a
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.errors import ApiError
 from db.models import IdempotencyRecord
+from dealflow import limits
 
 MAX_KEY_LENGTH = 200
+# The header every create route takes (``idempotency_key: IdempotencyKey = None``).
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=limits.IDEMPOTENCY_KEY)
+]
 
 
 def request_digest(body_json: str) -> str:
@@ -129,3 +136,28 @@ class IdempotentCreate:
         """After an IntegrityError: a concurrent request with the same key won; answer as it."""
         await self._session.rollback()
         return await self.replay()
+
+
+async def open_create(
+    session: AsyncSession,
+    *,
+    person_email: str,
+    key: str | None,
+    request: Request,
+    body: BaseModel,
+) -> tuple[IdempotentCreate, JSONResponse | None]:
+    """The opening of every idempotent create route: check the key (400), then the stored
+    answer when this is a retry of a request already made (422 if the key was used otherwise).
+
+    create, replayed = await open_create(session, person_email=..., key=..., request=..., body=...)
+    if replayed is not None:
+        return replayed
+    """
+    create = IdempotentCreate(
+        session,
+        person_email=person_email,
+        key=key,
+        path=request.url.path,
+        body_json=body.model_dump_json(),
+    )
+    return create, await create.replay()

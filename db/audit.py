@@ -126,3 +126,11 @@ async def verify_chain(session: AsyncSession) -> ChainCheck:
         prev = row.hash
         checked += 1
     return ChainCheck(True, checked)
+
+
+async def deal_events(session: AsyncSession, *, deal_id: str) -> list[AuditEvent]:
+    """Every audit event of one deal, oldest first (the chain order)."""
+    events = await session.scalars(
+        select(AuditEvent).where(AuditEvent.deal_id == deal_id).order_by(AuditEvent.id)
+    )
+    return list(events.all())

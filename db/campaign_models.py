@@ -288,3 +288,17 @@ class RepNotification(Base):
     slack_channel: Mapped[str | None] = mapped_column(String(64))
     slack_ts: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[dt.datetime] = _now()
+
+
+# The lists' keyset indexes (migration 20261201_0005, GET /v1/campaigns and /v1/tasks), declared
+# here too so Alembic autogenerate and ``alembic check`` see the schema the migrations build.
+Index("ix_i9_campaigns_created_at_id", Campaign.created_at, Campaign.id)
+Index("ix_i9_campaigns_owner_created_at_id", Campaign.owner_email, Campaign.created_at, Campaign.id)
+Index("ix_i9_campaigns_status_created_at_id", Campaign.status, Campaign.created_at, Campaign.id)
+Index(
+    "ix_i9_campaign_tasks_owner_status_sort",
+    RepTask.owner_email,
+    RepTask.status,
+    func.coalesce(RepTask.due_at, RepTask.created_at),
+    RepTask.id,
+)

@@ -17,20 +17,22 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, EmailStr
 from slack_sdk.signature import SignatureVerifier
-from sqlalchemy import select, update
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.access import deal_or_404, owns_or_operates
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import ApiError
 from api.fields import BoundedText
+from api.pages import page_env
+from db import approvals as approvals_db
 from db import deals as deals_db
-from db.audit import append_audit, verify_chain
-from db.models import ApprovalLink, ApprovalRequest, AuditEvent, Person
+from db.audit import append_audit, deal_events, verify_chain
+from db.models import ApprovalLink
+from db.org import get_person
 from dealflow import limits
 from dealflow.links import InvalidToken, parse_token
 from dealflow.settings import Settings
@@ -79,7 +81,7 @@ async def decide(
     channel: str,
 ) -> ApprovalStep:
     """Send the decision to the chain that holds the step; map its refusals to API errors."""
-    row = await session.get(ApprovalRequest, step_id)
+    row = await approvals_db.get_step(session, step_id=step_id)
     if row is None:
         raise ApiError(404, "not_found", f"Approval step {step_id} does not exist.")
     handle = temporal.get_workflow_handle_for(ApprovalChainWorkflow.run, row.workflow_id)
@@ -133,18 +135,11 @@ async def post_decision(
 # --- the signed link page --------------------------------------------------------------------
 
 
-def _page_env(settings: Settings) -> Environment:
-    return Environment(
-        loader=FileSystemLoader(settings.templates_dir),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",)),
-    )
-
-
 def _page(settings: Settings, status: int, **context: Any) -> HTMLResponse:
     context.setdefault("outcome", None)
     context.setdefault("refused", False)
     context.setdefault("summary", None)
-    html = _page_env(settings).get_template("approvals/link_page.html.j2").render(**context)
+    html = page_env(settings).get_template("approvals/link_page.html.j2").render(**context)
     return HTMLResponse(html, status_code=status)
 
 
@@ -158,7 +153,7 @@ async def _link(
         status = 403 if str(err) == "expired" else 404
         message = "This link has expired." if status == 403 else "This link is not valid."
         return None, message, status
-    link = await session.get(ApprovalLink, token_id)
+    link = await approvals_db.get_link(session, token_id=token_id)
     if link is None:
         return None, "This link is not valid.", 404
     if link.used_at is not None:
@@ -171,7 +166,7 @@ async def _link(
 
 
 async def _page_context(session: SessionDep, link: ApprovalLink) -> dict[str, Any]:
-    req = await session.get(ApprovalRequest, link.step_id)
+    req = await approvals_db.get_step(session, step_id=link.step_id)
     assert req is not None
     deal = await deals_db.get_deal(session, deal_id=req.deal_id)
     qv = await deals_db.get_quote_version(session, deal_id=req.deal_id, version=req.quote_version)
@@ -242,13 +237,9 @@ async def link_decision(
         return answer(status, problem, code="link_unusable", refused=True)
     assert link is not None
     # Spend the link first, atomically: of two racing submissions only one gets this far.
-    spent = await session.execute(
-        update(ApprovalLink)
-        .where(ApprovalLink.token_id == link.token_id, ApprovalLink.used_at.is_(None))
-        .values(used_at=dt.datetime.now(dt.UTC))
-        .returning(ApprovalLink.token_id)
-    )
-    if spent.first() is None:
+    if not await approvals_db.spend_link(
+        session, token_id=link.token_id, at=dt.datetime.now(dt.UTC)
+    ):
         await session.rollback()
         return answer(409, "This link has already been used.", code="link_used", refused=True)
     await session.commit()
@@ -266,9 +257,7 @@ async def link_decision(
         return answer(err.status, err.message, code=err.code, refused=True)
     except Exception:
         # Not a refusal but a failure to reach the workflow: give the link back.
-        await session.execute(
-            update(ApprovalLink).where(ApprovalLink.token_id == link.token_id).values(used_at=None)
-        )
+        await approvals_db.give_link_back(session, token_id=link.token_id)
         await session.commit()
         raise
     verb = {
@@ -298,7 +287,7 @@ async def slack_interactions(
         raise ApiError(400, "bad_payload", "Not a Slack block_actions payload.") from None
     if action.get("action_id") not in ("approve", "reject", "request_changes"):
         return JSONResponse({})  # e.g. the "Open in browser" URL button: nothing to do
-    person = await session.scalar(select(Person).where(Person.slack_user_id == user_id))
+    person = await approvals_db.person_by_slack_user(session, slack_user_id=user_id)
     if person is None:
         return _ephemeral("Your Slack account is not linked to a dealflow approver.")
     work = asyncio.ensure_future(
@@ -358,10 +347,10 @@ async def out_of_office(
     """Mark an approver out of office; their pending requests move to the delegate."""
     if person.email != email and "admin" not in person.roles:
         raise ApiError(403, "forbidden", "Only the approver or an admin may set this.")
-    approver = await session.get(Person, email)
+    approver = await get_person(session, email=email)
     if approver is None:
         raise ApiError(404, "not_found", f"{email} is not in the org directory.")
-    delegate = await session.get(Person, str(body.delegate_email))
+    delegate = await get_person(session, email=str(body.delegate_email))
     if delegate is None or delegate.email == email:
         raise ApiError(
             422,
@@ -377,7 +366,7 @@ async def out_of_office(
             "until must be in the future.",
             [{"field": "until", "message": "in the past"}],
         )
-    approver.ooo_until, approver.ooo_delegate_email = until, delegate.email
+    approvals_db.set_out_of_office(approver, until=until, delegate_email=delegate.email)
     await append_audit(
         session,
         deal_id=None,
@@ -386,13 +375,7 @@ async def out_of_office(
         event="approver.out_of_office",
         detail={"approver": email, "until": until.isoformat(), "delegate": delegate.email},
     )
-    pending = (
-        await session.execute(
-            select(ApprovalRequest.step_id, ApprovalRequest.workflow_id).where(
-                ApprovalRequest.holder_email == email, ApprovalRequest.status == "pending"
-            )
-        )
-    ).all()
+    pending = await approvals_db.pending_steps_held_by(session, email=email)
     await session.commit()
     for workflow_id in sorted({w for _, w in pending}):
         await temporal.get_workflow_handle(workflow_id).signal(
@@ -417,16 +400,10 @@ async def out_of_office(
 @router.get("/v1/deals/{deal_id}/audit")
 async def deal_audit(deal_id: str, person: CurrentPerson, session: SessionDep) -> dict[str, Any]:
     """Every audited event of the deal, and whether the hash chain verifies."""
-    deal = await deals_db.get_deal(session, deal_id=deal_id)
-    if deal is None:
-        raise ApiError(404, "not_found", f"Deal {deal_id} does not exist.")
-    if deal.owner_email != person.email and not {"ops", "admin"} & set(person.roles):
+    deal = await deal_or_404(session, deal_id)
+    if not owns_or_operates(person, deal):
         raise ApiError(403, "forbidden", "Only the owner and ops may read the audit trail.")
-    events = (
-        await session.scalars(
-            select(AuditEvent).where(AuditEvent.deal_id == deal_id).order_by(AuditEvent.id)
-        )
-    ).all()
+    events = await deal_events(session, deal_id=deal_id)
     check = await verify_chain(session)
     return {
         "deal_id": deal_id,

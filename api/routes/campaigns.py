@@ -9,21 +9,19 @@ send sees the new status. The campaign workflow is then told, and fans the chang
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
-from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
+from temporalio.service import RPCError
 
-from activities.campaigns import CampaignState, RetryRequest, SequenceTiming
+from activities.campaigns import CampaignState
 from activities.email import variant_names
 from api import idempotency
+from api.access import campaign_or_404, contact_or_404, require_campaign_owner
 from api.campaign_schemas import (
     CampaignCreate,
     CampaignCreated,
@@ -35,130 +33,35 @@ from api.campaign_schemas import (
     TaskDoneCreate,
     VariantRead,
 )
+from api.campaigns import (
+    live_campaign,
+    live_sequence,
+    parked_sequence_contacts,
+    signal_retry,
+    start_campaign,
+    tell_campaign,
+    tell_task_done,
+)
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import ApiError
+from api.idempotency import IdempotencyKey
 from db import campaigns as campaigns_db
 from db.campaign_models import Campaign
 from db.contact_deals import contact_deal_history
 from db.models import Person
-from dealflow import limits
 from dealflow.ids import (
-    SA_CAMPAIGN_ID,
-    SA_CAMPAIGN_STATUS,
     campaign_workflow_id,
     sequence_workflow_id,
 )
 from dealflow.settings import Settings
 from domain.variants import pick_winner
-from workflows.campaign import CampaignInput, CampaignOptions, CampaignStatus, CampaignWorkflow
-from workflows.sequence import SequenceStatus, SequenceWorkflow, TaskDone
+from workflows.campaign import CampaignStatus
+from workflows.sequence import TaskDone
 
 log = logging.getLogger("dealflow.api")
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 suppressions_router = APIRouter(prefix="/v1/suppressions", tags=["campaigns"])
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", max_length=limits.IDEMPOTENCY_KEY)
-]
-# A query needs a worker to answer; when none does in this time, reads fall back to the DB.
-QUERY_TIMEOUT = timedelta(seconds=5)
-# The campaign's live view is extra detail on a read the tables already answer: don't wait long.
-CAMPAIGN_QUERY_TIMEOUT = timedelta(seconds=2)
-
-
-# --- the Temporal side ------------------------------------------------------------------------
-
-
-def campaign_options(settings: Settings, campaign: Campaign) -> CampaignOptions:
-    """The workflow's timing, from Settings and (sandbox only) the campaign's test mode."""
-    test = (campaign.options or {}).get("test_mode")
-    timing = SequenceTiming(
-        activity_timeout_seconds=settings.activity_timeout_seconds,
-        test_mode=test is not None,
-        wait_day_seconds=float(test["wait_day_seconds"]) if test else 0.0,
-        reply_window_seconds=(
-            float(test["reply_window_seconds"])
-            if test
-            else settings.campaign_reply_window_days * 86400.0
-        ),
-        auto_reply_default_pause_days=settings.campaign_auto_reply_default_pause_days,
-        auto_reply_max_pause_days=settings.campaign_auto_reply_max_pause_days,
-        # Test mode: retries a tenth of a second apart (same attempt budget), so a failure
-        # that outlasts the budget parks within seconds.
-        retry_initial_seconds=0.1 if test else None,
-        retry_max_interval_seconds=0.5 if test else None,
-    )
-    return CampaignOptions(
-        task_queue=settings.task_queue,
-        activity_timeout_seconds=settings.activity_timeout_seconds,
-        batch_size=settings.campaign_enrol_batch_size,
-        batches_per_run=settings.campaign_batches_per_run,
-        progress_interval_seconds=1.0 if test else settings.campaign_progress_interval_seconds,
-        hard_bounce_threshold=settings.campaign_hard_bounce_threshold,
-        hard_bounce_min_sends=settings.campaign_hard_bounce_min_sends,
-        timing=timing,
-    )
-
-
-async def start_campaign(
-    client: Client, settings: Settings, campaign: Campaign
-) -> tuple[WorkflowHandle, bool]:
-    """Start the campaign workflow, or find the one already started. (handle, started_now)."""
-    workflow_id = campaign_workflow_id(campaign.id)
-    try:
-        handle = await client.start_workflow(
-            CampaignWorkflow.run,
-            CampaignInput(
-                campaign_id=campaign.id,
-                owner_email=campaign.owner_email,
-                state=CampaignState(status="active", version=campaign.state_version),
-                options=campaign_options(settings, campaign),
-            ),
-            id=workflow_id,
-            task_queue=settings.task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(SA_CAMPAIGN_ID, campaign.id)]
-            ),
-        )
-        return handle, True
-    except WorkflowAlreadyStartedError:
-        return client.get_workflow_handle(workflow_id), False
-
-
-async def tell_campaign(client: Client, campaign_id: str, state: CampaignState) -> None:
-    """Signal the campaign workflow; the database already holds the truth, so failures log."""
-    handle = client.get_workflow_handle(campaign_workflow_id(campaign_id))
-    try:
-        await handle.signal(CampaignWorkflow.state_changed, state)
-    except RPCError as err:
-        log.warning("campaign %s not told of %s: %s", campaign_id, state.status, err)
-
-
-async def live_campaign(client: Client, campaign_id: str) -> CampaignStatus | None:
-    """The campaign workflow's own view, when it answers in time; the tables answer the rest."""
-    handle = client.get_workflow_handle_for(CampaignWorkflow.run, campaign_workflow_id(campaign_id))
-    try:
-        return await handle.query(CampaignWorkflow.status, rpc_timeout=CAMPAIGN_QUERY_TIMEOUT)
-    except (RPCError, WorkflowQueryFailedError) as err:
-        # No worker free to answer (a busy one times out as CANCELLED), or no workflow.
-        log.info("campaign %s: no live status (%s)", campaign_id, err)
-        return None
-
-
-async def live_sequence(client: Client, campaign_id: str, email: str) -> SequenceStatus | None:
-    """The sequence's status query; None when it cannot answer (the database view is used)."""
-    handle = client.get_workflow_handle_for(
-        SequenceWorkflow.run, sequence_workflow_id(campaign_id, email)
-    )
-    try:
-        return await handle.query(SequenceWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
-    except (RPCError, WorkflowQueryFailedError) as err:
-        if not (isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND):
-            log.info("sequence %s/%s: no live status (%s)", campaign_id, email, err)
-        return None
-
-
 # --- reads ------------------------------------------------------------------------------------
 
 
@@ -256,23 +159,6 @@ def _attention_reason(attention: dict[str, Any]) -> str:
     return f"{attention.get('activity')} failed: {attention.get('error')}"
 
 
-async def _campaign_or_404(
-    session: SessionDep, campaign_id: str, *, lock: str | None = None
-) -> Campaign:
-    campaign = await campaigns_db.get_campaign(session, campaign_id=campaign_id, lock=lock)
-    if campaign is None:
-        raise ApiError(404, "not_found", f"Campaign {campaign_id} does not exist.")
-    return campaign
-
-
-def _require_owner(person: Person, campaign: Campaign, *, also: tuple[str, ...] = ()) -> None:
-    if campaign.owner_email == person.email and "rep" in person.roles:
-        return
-    if also and set(also) & set(person.roles):
-        return
-    raise ApiError(403, "forbidden", "Only the campaign's owner may do this.")
-
-
 # --- routes -----------------------------------------------------------------------------------
 
 
@@ -287,18 +173,14 @@ async def create_campaign(
 ) -> Any:
     """Create a draft campaign owned by the calling rep (contacts merged by address)."""
     require_role(person, "rep")
-    create = idempotency.IdempotentCreate(
-        session,
-        person_email=person.email,
-        key=idempotency_key,
-        path=request.url.path,
-        body_json=body.model_dump_json(),
-    )
     if body.test_mode is not None and not settings.is_sandbox:
         raise ApiError(
             422, "invalid_request", "test_mode is only available in the sandbox profile."
         )
-    if (replayed := await create.replay()) is not None:
+    create, replayed = await idempotency.open_create(
+        session, person_email=person.email, key=idempotency_key, request=request, body=body
+    )
+    if replayed is not None:
         return replayed
     options: dict[str, Any] = {
         "pause_company_on_reply": (
@@ -344,8 +226,8 @@ async def get_campaign(
     temporal: TemporalDep,
 ) -> CampaignRead:
     """Counts, per-step and per-variant stats, the preflight report (owner, ops, admin)."""
-    campaign = await _campaign_or_404(session, campaign_id)
-    _require_owner(person, campaign, also=("ops", "admin"))
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign, also=("ops", "admin"))
     live = await live_campaign(temporal, campaign.id) if campaign.launched_at else None
     return await campaign_read(session, settings, campaign, live)
 
@@ -362,8 +244,8 @@ async def launch_campaign(
 
     Launching again while it runs answers 202 with the same campaign workflow, never a second.
     """
-    campaign = await _campaign_or_404(session, campaign_id, lock="update")
-    _require_owner(person, campaign)
+    campaign = await campaign_or_404(session, campaign_id, lock="update")
+    require_campaign_owner(person, campaign)
     if campaign.status == "draft":
         await campaigns_db.upsert_mailbox(
             session,
@@ -410,8 +292,8 @@ async def _change_status(
     verb: str,
     also: tuple[str, ...] = (),
 ) -> CampaignRead:
-    campaign = await _campaign_or_404(session, campaign_id)
-    _require_owner(person, campaign, also=also)
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign, also=also)
     changed = await campaigns_db.set_campaign_status(
         session,
         campaign_id=campaign.id,
@@ -513,11 +395,9 @@ async def get_contact(
     temporal: TemporalDep,
 ) -> ContactRead:
     """The contact's step, next send time and history with reasons (live when possible)."""
-    campaign = await _campaign_or_404(session, campaign_id)
-    _require_owner(person, campaign, also=("ops", "admin"))
-    contact = await campaigns_db.get_contact(session, campaign_id=campaign.id, email=email)
-    if contact is None:
-        raise ApiError(404, "not_found", f"{email} is not a contact of campaign {campaign_id}.")
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign, also=("ops", "admin"))
+    contact = await contact_or_404(session, campaign, email)
     workflow_id = sequence_workflow_id(campaign.id, contact.email)
     live = (
         await live_sequence(temporal, campaign.id, contact.email)
@@ -585,30 +465,8 @@ async def _parked_sequences(temporal: Client, session: SessionDep, campaign_id: 
     """Contacts whose sequence is parked: as recorded on their rows, and as the search
     attribute says (a park whose database record failed is still found)."""
     emails = dict.fromkeys(await campaigns_db.parked_contacts(session, campaign_id=campaign_id))
-    prefix = sequence_workflow_id(campaign_id, "")
-    query = (
-        f'CampaignId = "{campaign_id}" AND {SA_CAMPAIGN_STATUS.name} = "needs_attention" '
-        'AND ExecutionStatus = "Running"'
-    )
-    try:
-        async for execution in temporal.list_workflows(query):
-            if execution.id.startswith(prefix):
-                emails.setdefault(execution.id.removeprefix(prefix))
-    except RPCError as err:
-        log.warning("campaign %s: parked sequences not listed (%s)", campaign_id, err)
+    emails.update(dict.fromkeys(await parked_sequence_contacts(temporal, campaign_id)))
     return list(emails)
-
-
-async def _signal_retry(temporal: Client, workflow_id: str, by: str) -> bool:
-    try:
-        await temporal.get_workflow_handle(workflow_id).signal("retry", RetryRequest(by=by))
-        return True
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise ApiError(
-            503, "temporal_unavailable", f"The retry could not be sent ({err.message})."
-        ) from None
 
 
 @router.post("/{campaign_id}/retry", status_code=202, response_model=RetryRead)
@@ -617,8 +475,8 @@ async def retry_campaign(
 ) -> RetryRead:
     """Run the failed step again: of the campaign, if it is parked in needs_attention, and of
     every sequence of it that is parked (owner, ops, admin). 409 when nothing is parked."""
-    campaign = await _campaign_or_404(session, campaign_id)
-    _require_owner(person, campaign, also=("ops", "admin"))
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign, also=("ops", "admin"))
     live = await live_campaign(temporal, campaign.id) if campaign.launched_at else None
     if live is not None:
         campaign_parked = live.attention is not None
@@ -633,13 +491,13 @@ async def retry_campaign(
             [{"status": campaign.status}],
         )
     by = person.email
-    retried_campaign = campaign_parked and await _signal_retry(
+    retried_campaign = campaign_parked and await signal_retry(
         temporal, campaign_workflow_id(campaign.id), by
     )
     retried = [
         email
         for email in contacts
-        if await _signal_retry(temporal, sequence_workflow_id(campaign.id, email), by)
+        if await signal_retry(temporal, sequence_workflow_id(campaign.id, email), by)
     ]
     log.info(
         "campaign %s: retry by %s (campaign %s, %d sequences)",
@@ -660,18 +518,16 @@ async def retry_contact(
     temporal: TemporalDep,
 ) -> RetryRead:
     """Run the failed step of this contact's parked sequence again (owner, ops, admin)."""
-    campaign = await _campaign_or_404(session, campaign_id)
-    _require_owner(person, campaign, also=("ops", "admin"))
-    contact = await campaigns_db.get_contact(session, campaign_id=campaign.id, email=email)
-    if contact is None:
-        raise ApiError(404, "not_found", f"{email} is not a contact of campaign {campaign_id}.")
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign, also=("ops", "admin"))
+    contact = await contact_or_404(session, campaign, email)
     live = (
         await live_sequence(temporal, campaign.id, contact.email)
         if contact.status not in ("pending", "excluded")
         else None
     )
     parked = live.attention is not None if live is not None else contact.attention is not None
-    if not parked or not await _signal_retry(
+    if not parked or not await signal_retry(
         temporal, sequence_workflow_id(campaign.id, contact.email), person.email
     ):
         raise ApiError(
@@ -694,17 +550,14 @@ async def task_done(
     body: TaskDoneCreate | None = None,
 ) -> dict[str, Any]:
     """The rep marks a LinkedIn or call task done; the sequence moves on."""
-    campaign = await _campaign_or_404(session, campaign_id)
-    _require_owner(person, campaign)
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign)
     if not 0 <= step < len(campaign.steps) or campaign.steps[step]["channel"] == "email":
         raise ApiError(404, "not_found", f"Step {step} of this campaign is not a task.")
-    handle = temporal.get_workflow_handle(sequence_workflow_id(campaign.id, email))
-    try:
-        await handle.signal(SequenceWorkflow.task_done, TaskDone(step_index=step, by=person.email))
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(409, "sequence_ended", "This contact's sequence has ended.") from None
-        raise
+    if not await tell_task_done(
+        temporal, campaign.id, email, TaskDone(step_index=step, by=person.email)
+    ):
+        raise ApiError(409, "sequence_ended", "This contact's sequence has ended.")
     return {"campaign_id": campaign.id, "email": email.lower(), "step": step, "status": "done"}
 
 

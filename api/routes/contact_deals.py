@@ -16,11 +16,11 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
+from api.access import campaign_or_404, contact_or_404, require_campaign_owner
+from api.deal_read import deal_read
 from api.deps import CurrentPerson, SessionDep, SettingsDep
 from api.errors import ApiError
 from api.list_schemas import ContactDealCreate
-from api.routes.campaigns import router as campaigns_router
-from api.routes.deals import _read_deal
 from api.schemas import DealCreate, DealRead, TimelineRead
 from db import campaigns as campaigns_db
 from db import deals as deals_db
@@ -35,7 +35,7 @@ from db.contact_deals import (
 from dealflow.limits import MAX_REPLY_IN_DEAL_NOTES
 
 # Under /v1/campaigns, but its own router: the campaign routes module is not touched.
-router = APIRouter(prefix=campaigns_router.prefix, tags=["campaigns"])
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 
 
 def _notes(campaign: Campaign, contact: CampaignContact, reply: InboundMessage | None) -> str:
@@ -117,7 +117,7 @@ async def _answer(
 ) -> JSONResponse:
     deal = await deals_db.get_deal(session, deal_id=link.deal_id)
     assert deal is not None  # the link's foreign key cascades: no link without its deal
-    read = await _read_deal(session, settings, deal, None)
+    read = await deal_read(session, settings, deal, None)
     read.timeline = [TimelineRead(**timeline_entry(link, campaign_name)), *read.timeline]
     return JSONResponse(jsonable_encoder(read), status_code=status)
 
@@ -137,14 +137,9 @@ async def contact_to_deal(
     body: ContactDealCreate | None = None,
 ) -> Any:
     """Turn a campaign contact into a draft deal (201); again for the same contact, 200."""
-    campaign = await campaigns_db.get_campaign(session, campaign_id=campaign_id)
-    if campaign is None:
-        raise ApiError(404, "not_found", f"Campaign {campaign_id} does not exist.")
-    if campaign.owner_email != person.email or "rep" not in person.roles:
-        raise ApiError(403, "forbidden", "Only the campaign's owner may do this.")
-    contact = await campaigns_db.get_contact(session, campaign_id=campaign.id, email=email)
-    if contact is None:
-        raise ApiError(404, "not_found", f"{email} is not a contact of campaign {campaign_id}.")
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign)
+    contact = await contact_or_404(session, campaign, email)
     existing = await deal_for_contact(session, campaign_id=campaign.id, contact_email=contact.email)
     if existing is not None:
         return await _answer(session, settings, existing, campaign.name, 200)

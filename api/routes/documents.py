@@ -7,10 +7,10 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from api.access import approvers_of, owns_or_operates
 from api.closure import closure_status
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
-from api.routes.deals import approvers_of
 from db import deals as deals_db
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
@@ -32,8 +32,7 @@ async def download_document(
     deal = await deals_db.get_deal(session, deal_id=doc.deal_id)
     assert deal is not None
     if not (
-        deal.owner_email == person.email
-        or {"ops", "admin"} & set(person.roles)
+        owns_or_operates(person, deal)
         or person.email
         in await approvers_of(session, deal.id, await closure_status(temporal, deal.id))
     ):

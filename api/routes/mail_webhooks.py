@@ -5,10 +5,11 @@ the HMAC-SHA256 of ``"<t>.<raw body>"`` keyed with the mail webhook secret; a si
 than five minutes (or from the future by as much) or that does not match is 401.
 
 What must hold the moment a webhook answers is written to PostgreSQL in its transaction: the
-contact's hold (stop, or pause until a date), the suppression, the reply itself. The send checks
-those in the transaction that sends, so a reply that arrived just before a due send stops it.
-Then the sequence is signalled, which makes its own state, status query and side effects (the
-rep's Slack message and task) catch up.
+contact's hold (stop, or pause until a date), the suppression, the reply itself (for an inbound
+message that transaction is ``api/inbound_mail.py``). The send checks those in the transaction
+that sends, so a reply that arrived just before a due send stops it. Then the sequence is
+signalled, which makes its own state, status query and side effects (the rep's Slack message and
+task) catch up.
 
 Anyone can send us mail, so nothing here runs unbounded work on the event loop: the body is read
 up to its limit, and the signature check, the JSON decoding, the MIME parse and the classifier
@@ -29,25 +30,24 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import getaddresses, parseaddr
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
-from temporalio.client import Client
-from temporalio.service import RPCError
 
 from activities.email import read_unsubscribe_token
+from api import inbound_mail
 from api.campaign_schemas import DeliveryEventCreate, InboundParts, InboundRaw
+from api.campaigns import signal_or_log, tell_bounce, tell_unsubscribed
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
+from api.pages import page_env
 from db import campaigns as campaigns_db
-from db.campaign_models import CampaignSend, InboundMessage
-from dealflow.ids import campaign_workflow_id, sequence_workflow_id
+from dealflow.ids import sequence_workflow_id
 from dealflow.limits import (
     MAX_DECODED_TEXT,
     MAX_INBOUND_MAIL_BODY,
@@ -57,7 +57,6 @@ from dealflow.limits import (
 )
 from dealflow.settings import Settings
 from domain.replies import (
-    Classification,
     classify_message,
     classify_parts,
     parse_raw,
@@ -65,14 +64,9 @@ from domain.replies import (
     storable,
     strip_quoted,
 )
-from workflows.campaign import BounceRecorded, CampaignWorkflow
 from workflows.sequence import (
-    ContactHold,
     DeliveryEvent,
-    ReplyEvent,
     SequenceWorkflow,
-    auto_reply_resume_at,
-    reply_route,
 )
 
 log = logging.getLogger("dealflow.api")
@@ -81,7 +75,6 @@ router = APIRouter(tags=["mail webhooks"])
 
 SIGNATURE_HEADER = "x-dealflow-signature"
 SIGNATURE_TOLERANCE_SECONDS = 300
-_TOKEN_IN_SUBJECT = re.compile(r"unsubscribe\s+([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)", re.I)
 _HEX_MAC = re.compile(r"[0-9a-fA-F]{64}")
 # Longer than any real header carrying a timestamp and a few signatures (key rotation).
 _MAX_SIGNATURE_HEADER = 1000
@@ -287,16 +280,6 @@ def _get(msg: EmailMessage, name: str) -> str:
         return ""
 
 
-async def _signal(client: Client, workflow_id: str, signal: Any, arg: Any) -> bool:
-    """Signal a workflow; a closed or unknown one is logged (the database holds the truth)."""
-    try:
-        await client.get_workflow_handle(workflow_id).signal(signal, arg)
-        return True
-    except RPCError as err:
-        log.info("could not signal %s: %s", workflow_id, err)
-        return False
-
-
 @router.post("/v1/webhooks/email/inbound")
 async def inbound_email(
     request: Request, session: SessionDep, settings: SettingsDep, temporal: TemporalDep
@@ -309,202 +292,9 @@ async def inbound_email(
         existing = await campaigns_db.find_inbound(session, message_id=msg.message_id)
         if existing is not None and existing.response is not None:
             return JSONResponse(existing.response, headers={"Idempotent-Replayed": "true"})
-    classification = msg.classification
-    # The List-Unsubscribe mailto carries the token in its subject: that is an unsubscribe,
-    # whatever the text says, and it names the address and sender exactly.
-    token = _TOKEN_IN_SUBJECT.search(msg.subject or "")
-    unsub = (
-        read_unsubscribe_token(settings.secret("link_signing_key"), token.group(1))
-        if token
-        else None
-    )
-    if unsub is not None:
-        classification = Classification("unsubscribe", "list_unsubscribe_mailto_token")
-
-    match = None
-    if unsub is not None:
-        match = await campaigns_db.match_reply(
-            session, thread_ids=[], from_email=unsub.contact_email
-        )
-    if match is None:
-        match = await campaigns_db.match_reply(
-            session, thread_ids=msg.thread, from_email=msg.from_email
-        )
-    route = reply_route(classification.kind, classification.bounce_type)
-    inbound = InboundMessage(
-        id=campaigns_db.new_inbound_id(),
-        message_id=msg.message_id,
-        from_email=msg.from_email,
-        subject=msg.subject,
-        text=msg.text,
-        kind=classification.kind,
-        rule=classification.rule,
-        classification=classification.as_json(),
-        campaign_id=match.campaign_id if match else None,
-        contact_email=match.contact_email if match else None,
-        matched_by=("token" if unsub else match.matched_by) if match else None,
-        replied_to=match.replied_to if match else None,
-        step_index=match.step_index if match else None,
-        variant=match.variant if match else None,
-    )
-    session.add(inbound)
-    action = "recorded"
-    resume_at = None
-    stopped_elsewhere: list[str] = []
-    colleagues: list[tuple[str, str, datetime]] = []
-    if unsub is not None:
-        stopped_elsewhere = await campaigns_db.unsubscribe(
-            session,
-            sender_email=unsub.sender_email,
-            contact_email=unsub.contact_email,
-            source=f"mailto:{inbound.id}",
-        )
-        action = "stopped and suppressed (unsubscribed)"
-    elif match is not None:
-        contact = await campaigns_db.get_contact(
-            session, campaign_id=match.campaign_id, email=match.contact_email
-        )
-        assert contact is not None
-        kind = classification.kind.replace("_", " ")
-        if route.action == "pause":
-            resume_at = auto_reply_resume_at(
-                classification.return_date,
-                now,
-                contact.timezone,
-                contact.country,
-                default_days=settings.campaign_auto_reply_default_pause_days,
-                max_days=settings.campaign_auto_reply_max_pause_days,
-            )
-            await campaigns_db.hold_contact(
-                session,
-                campaign_id=match.campaign_id,
-                email=match.contact_email,
-                hold="paused",
-                until=resume_at,
-                reason=f"auto-reply ({classification.rule}); resumes {resume_at.isoformat()}",
-            )
-            action = f"paused until {resume_at.isoformat()}"
-        else:
-            await campaigns_db.hold_contact(
-                session,
-                campaign_id=match.campaign_id,
-                email=match.contact_email,
-                hold="stopped",
-                reason=f"replied: {kind} (rule {classification.rule})",
-                outcome=route.outcome,
-            )
-            action = "stopped"
-        if route.suppress:
-            await campaigns_db.add_suppression(
-                session,
-                kind="email",
-                value=match.contact_email,
-                reason=route.suppress,
-                sender_email="*" if route.suppress_all_senders else match.sender_email,
-                source=f"reply:{inbound.id}",
-            )
-            action += f" and suppressed ({route.suppress})"
-        if classification.kind == "bounce" and match.replied_to:
-            send = await session.get(CampaignSend, match.replied_to)
-            if send is not None and send.bounce_type is None:
-                send.bounce_type = classification.bounce_type or "hard"
-        await campaigns_db.append_event(
-            session,
-            campaign_id=match.campaign_id,
-            contact_email=match.contact_email,
-            event="reply.received",
-            step_index=match.step_index,
-            detail=f"{classification.kind} (rule {classification.rule}) from {msg.from_email}: "
-            f"{action}",
-        )
-        if classification.kind in campaigns_db.HUMAN_KINDS and match.pause_company:
-            until = now + timedelta(days=settings.campaign_company_pause_days)
-            for email in await campaigns_db.pause_colleagues(
-                session,
-                campaign_id=match.campaign_id,
-                company=match.company_key,
-                except_email=match.contact_email,
-                until=until,
-                reason=f"{msg.from_email} at the same company replied",
-            ):
-                colleagues.append((match.campaign_id, email, until))
-    elif classification.kind in campaigns_db.HUMAN_KINDS and msg.from_email:
-        # Someone we never mailed, at a company we are mailing: pause that company.
-        until = now + timedelta(days=settings.campaign_company_pause_days)
-        domain = campaigns_db.email_domain(msg.from_email)
-        for campaign_id, company, pause in await campaigns_db.colleagues_by_domain(
-            session, domain=domain
-        ):
-            if not pause:
-                continue
-            for email in await campaigns_db.pause_colleagues(
-                session,
-                campaign_id=campaign_id,
-                company=company,
-                except_email=None,
-                until=until,
-                reason=f"{msg.from_email} at the same company replied",
-            ):
-                colleagues.append((campaign_id, email, until))
-    response: dict[str, Any] = {
-        "classification": classification.as_json(),
-        "matched": (
-            {"campaign_id": match.campaign_id, "contact_email": match.contact_email}
-            if match
-            else None
-        ),
-        "inbound_id": inbound.id,
-        "action": action,
-        "paused_colleagues": [
-            {"campaign_id": c, "contact_email": e, "until": u.isoformat()} for c, e, u in colleagues
-        ],
-    }
-    inbound.action = action
-    inbound.response = response
-    await session.commit()
-
-    # Committed: every later send sees the hold. Now let the workflows catch up.
-    if match is not None and unsub is None:
-        await _signal(
-            temporal,
-            sequence_workflow_id(match.campaign_id, match.contact_email),
-            SequenceWorkflow.reply,
-            ReplyEvent(
-                inbound_id=inbound.id,
-                kind=classification.kind,
-                rule=classification.rule,
-                from_email=msg.from_email,
-                received_at=now,
-                bounce_type=classification.bounce_type,
-                return_date=classification.return_date,
-                resume_at=resume_at,
-            ),
-        )
-        if classification.kind == "bounce" and match.replied_to:
-            await _signal(
-                temporal,
-                campaign_workflow_id(match.campaign_id),
-                CampaignWorkflow.bounce_recorded,
-                BounceRecorded(message_id=match.replied_to),
-            )
-    if unsub is not None:
-        for campaign_id in stopped_elsewhere:
-            await _signal(
-                temporal,
-                sequence_workflow_id(campaign_id, unsub.contact_email),
-                SequenceWorkflow.contact_hold,
-                ContactHold(kind="stop", reason="unsubscribed (mailto)", outcome="unsubscribed"),
-            )
-    for campaign_id, email, until in colleagues:
-        await _signal(
-            temporal,
-            sequence_workflow_id(campaign_id, email),
-            SequenceWorkflow.contact_hold,
-            ContactHold(
-                kind="pause", reason=f"{msg.from_email} at the same company replied", until=until
-            ),
-        )
-    return JSONResponse(response)
+    recorded = await inbound_mail.record_inbound(session, settings, msg, now=now)
+    await inbound_mail.tell_workflows(temporal, recorded)
+    return JSONResponse(recorded.response)
 
 
 @router.post("/v1/webhooks/email/events")
@@ -549,7 +339,7 @@ async def delivery_events(
             if event.type == "bounce"
             else "the recipient marked our email as spam"
         )
-        await _signal(
+        await signal_or_log(
             temporal,
             sequence_workflow_id(send.campaign_id, send.contact_email),
             SequenceWorkflow.delivery_event,
@@ -561,12 +351,7 @@ async def delivery_events(
             ),
         )
         if send.bounce_type == "hard":
-            await _signal(
-                temporal,
-                campaign_workflow_id(send.campaign_id),
-                CampaignWorkflow.bounce_recorded,
-                BounceRecorded(message_id=send.message_id),
-            )
+            await tell_bounce(temporal, send.campaign_id, send.message_id)
     return {"recorded": True, "matched": matched, "action": action}
 
 
@@ -574,18 +359,10 @@ async def delivery_events(
 _MAX_UNSUBSCRIBE_TOKEN = 1000
 
 
-@functools.cache
-def _page_env(templates_dir: str) -> Environment:
-    return Environment(
-        loader=FileSystemLoader(templates_dir),
-        autoescape=select_autoescape(enabled_extensions=("html.j2",)),
-    )
-
-
 def _unsubscribe_page(settings: Settings, status: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("done", False)
     context.setdefault("problem", None)
-    page = _page_env(str(settings.templates_dir)).get_template("unsubscribe/page.html.j2")
+    page = page_env(settings).get_template("unsubscribe/page.html.j2")
     return HTMLResponse(page.render(**context), status_code=status)
 
 
@@ -643,13 +420,7 @@ async def unsubscribe(
         source=f"link:{source}:{req.campaign_id}",
     )
     await session.commit()
-    for campaign_id in stopped:
-        await _signal(
-            temporal,
-            sequence_workflow_id(campaign_id, req.contact_email),
-            SequenceWorkflow.contact_hold,
-            ContactHold(kind="stop", reason=f"unsubscribed ({source})", outcome="unsubscribed"),
-        )
+    await tell_unsubscribed(temporal, stopped, req.contact_email, how=source)
     if from_page:
         return _unsubscribe_page(
             settings, done=True, email=req.contact_email, sender=req.sender_email

@@ -14,10 +14,10 @@ from fastapi.responses import JSONResponse
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.docusign import KEY_FIELD, connect_event_key, store_document
+from api.access import deal_or_404, require_deal_owner
 from api.closure import closure_status
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
-from api.routes.deals import _deal_or_404, _require_owner
 from db.audit import append_audit
 from dealflow import limits
 from dealflow.ids import deal_closure_workflow_id, signature_workflow_id
@@ -117,8 +117,8 @@ async def offline_signature(
     temporal: TemporalDep,
 ) -> dict[str, Any]:
     """Upload a wet-signed PDF: the envelope is voided and signature completes as ``wet``."""
-    deal = await _deal_or_404(session, deal_id)
-    _require_owner(person, deal)
+    deal = await deal_or_404(session, deal_id)
+    require_deal_owner(person, deal)
     data = await file.read(MAX_UPLOAD_BYTES + 1)
     if len(data) > MAX_UPLOAD_BYTES:
         raise ApiError(422, "file_too_large", "The PDF is larger than 25 MB.")
@@ -156,7 +156,7 @@ async def retry_closing(
     """Ops: after fixing what made closing fail, resume the saga where it stopped."""
     if not {"ops", "admin"} & set(person.roles):
         raise ApiError(403, "forbidden", "Only ops may retry closing.")
-    deal = await _deal_or_404(session, deal_id)
+    deal = await deal_or_404(session, deal_id)
     if deal.stage == "draft":
         raise ApiError(409, "no_closure", "This deal has no closure to retry.")
     await append_audit(

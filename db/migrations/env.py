@@ -8,14 +8,14 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from db.engine import sqlalchemy_url
-from db.models import Base
+from db.registry import metadata
 from dealflow.settings import Settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _url() -> str:

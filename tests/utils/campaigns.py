@@ -188,7 +188,7 @@ async def launch_on_queue(
 
     For tests that control the worker themselves (crash tests, the in-flight race tests).
     """
-    from api.routes.campaigns import start_campaign
+    from api.campaigns import start_campaign
     from db import campaigns as campaigns_db
 
     resp = await http.post("/v1/campaigns", json=payload, headers=headers)
