@@ -15,8 +15,6 @@ from api import idempotency
 from api.access import approvers_of, deal_or_404, owns_or_operates, require_deal_owner
 
 # The retry route (another branch edits it now) still calls these by their old names.
-from api.access import deal_or_404 as _deal_or_404
-from api.access import require_deal_owner as _require_owner
 from api.closure import (
     CANCEL_ANSWER_SECONDS,
     cancel_closure,
@@ -323,8 +321,8 @@ async def retry_deal(
     The same as the ``retry`` signal sent from the Temporal UI; a child's failure (approval
     chain, signature) is forwarded to the child. 409 when nothing is parked.
     """
-    deal = await _deal_or_404(session, deal_id)
-    _require_owner(person, deal, also=("ops", "admin"))
+    deal = await deal_or_404(session, deal_id)
+    require_deal_owner(person, deal, also=("ops", "admin"))
     live = await closure_status(temporal, deal.id) if deal.stage != "draft" else None
     if live is None or live.parked is None:
         stage = live.stage if live is not None else deal.stage

@@ -26,6 +26,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.access import deal_or_404
 from api.closure import CANCEL_ANSWER_SECONDS, NO_ANSWER, QUERY_TIMEOUT, closure_status
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import ApiError
@@ -86,13 +87,6 @@ async def live_handoff(client: Client, deal_id: str) -> tuple[HandoffStatus | No
         raise
 
 
-async def _deal_or_404(session: SessionDep, deal_id: str, *, for_update: bool = False) -> Deal:
-    deal = await deals_db.get_deal(session, deal_id=deal_id, for_update=for_update)
-    if deal is None:
-        raise ApiError(404, "not_found", f"Deal {deal_id} does not exist.")
-    return deal
-
-
 def _is_owner(person: Person, deal: Deal) -> bool:
     return deal.owner_email == person.email and "rep" in person.roles
 
@@ -131,7 +125,7 @@ async def get_handoff(
     temporal: TemporalDep,
 ) -> HandoffRead:
     """The handoff (owner rep, the assigned CSM, the CS lead, ops, admin)."""
-    deal = await _deal_or_404(session, deal_id)
+    deal = await deal_or_404(session, deal_id)
     live, exists = await live_handoff(temporal, deal_id)
     csm = await _csm_of(session, live, deal_id)
     allowed = (
@@ -168,7 +162,7 @@ async def patch_handoff(
     temporal: TemporalDep,
 ) -> HandoffRead:
     """Supply what ``missing`` names (owner rep, the CSM, ops); a waiting handoff resumes."""
-    deal = await _deal_or_404(session, deal_id)
+    deal = await deal_or_404(session, deal_id)
     live, exists = await live_handoff(temporal, deal_id)
     csm = await _csm_of(session, live, deal_id)
     if not (
@@ -213,7 +207,7 @@ async def reassign(
     temporal: TemporalDep,
 ) -> HandoffRead:
     """Another CSM (the CS lead, admin); everything pending moves to them."""
-    await _deal_or_404(session, deal_id)
+    await deal_or_404(session, deal_id)
     if person.email != cs_lead(settings) and "admin" not in person.roles:
         raise ApiError(403, "forbidden", "Only the CS lead or an admin may reassign.")
     target = await session.get(Person, str(body.csm_email))
@@ -244,7 +238,7 @@ async def retry_handoff(
     The same as the ``retry`` signal sent from the Temporal UI. 409 ``not_parked`` when
     nothing waits for a retry.
     """
-    await _deal_or_404(session, deal_id)
+    await deal_or_404(session, deal_id)
     require_role(person, "ops", "admin")
     live, exists = await live_handoff(temporal, deal_id)
     if live is None or live.parked is None:
@@ -300,7 +294,7 @@ async def cancel_handoff(
     (``cancelled`` in ``GET /v1/tasks``), the reason goes in the timeline, the status ends
     ``cancelled``. 409 ``handoff_ended`` when it already ended (cancelled, or finished after
     its last renewal alert). The deal stays won (stage ``handoff``)."""
-    await _deal_or_404(session, deal_id)
+    await deal_or_404(session, deal_id)
     require_role(person, "ops", "admin")
     _, exists = await live_handoff(temporal, deal_id)
     if not exists:
@@ -462,7 +456,7 @@ async def mark_lost(
 ) -> LostRead:
     """The deal is lost (owner rep): a running closure is ended as for cancel, at closed_lost;
     a deal with none (a draft, or a closure that ended) is set closed_lost here. Won: 409."""
-    deal = await _deal_or_404(session, deal_id)
+    deal = await deal_or_404(session, deal_id)
     if not _is_owner(person, deal):
         raise ApiError(403, "forbidden", "Only the deal's owner may mark it lost.")
     stage = deal.stage
@@ -491,7 +485,7 @@ async def mark_lost(
         await session.refresh(deal)
         if deal.stage in WON_STAGES:  # won while we asked
             raise ApiError(409, "deal_won", f"The deal is {deal.stage}; it cannot be lost.")
-    deal = await _deal_or_404(session, deal_id, for_update=True)
+    deal = await deal_or_404(session, deal_id, for_update=True)
     now = dt.datetime.now(dt.UTC)
     if deal.stage != "closed_lost":
         await deals_db.set_stage(session, deal_id=deal.id, stage="closed_lost")
