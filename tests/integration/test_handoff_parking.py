@@ -71,11 +71,16 @@ async def test_a_failing_handoff_activity_parks_and_one_retry_goes_on_without_do
         assert parked["parked"]["error_type"] == error_type
         assert parked["status_reason"].startswith(f"{activity} failed ({error_type})")
         assert "step.failed" in [t["event"] for t in parked["timeline"]]
-        # The mirror row and the search attribute (what the Temporal UI lists) say so too.
-        async with sessions() as s:
-            row = await s.scalar(select(Handoff).where(Handoff.deal_id == deal["id"]))
-            assert row.status == "needs_attention"
-            assert row.status_reason == parked["status_reason"]
+
+        # The mirror row and the search attribute (what the Temporal UI lists) say so too. The
+        # row is written by an activity right after the status changes: wait for it.
+        async def mirrored() -> Handoff | None:
+            async with sessions() as s:
+                row = await s.scalar(select(Handoff).where(Handoff.deal_id == deal["id"]))
+            return row if row is not None and row.status == "needs_attention" else None
+
+        row = await eventually(mirrored, what="the mirror row in needs_attention")
+        assert row.status_reason == parked["status_reason"]
         query = f'DealId = "{deal["id"]}" AND HandoffStatus = "needs_attention"'
 
         async def listed() -> bool:
@@ -106,9 +111,14 @@ async def test_a_failing_handoff_activity_parks_and_one_retry_goes_on_without_do
     ]
     assert len(invites) == 1
     assert len(await _wins(http, deal["id"])) == 1
-    async with sessions() as s:
-        row = await s.scalar(select(Handoff).where(Handoff.deal_id == deal["id"]))
-        assert row.status == "onboarding" and row.status_reason is None
+
+    async def resumed() -> Handoff | None:
+        async with sessions() as s:
+            row = await s.scalar(select(Handoff).where(Handoff.deal_id == deal["id"]))
+        return row if row is not None and row.status == "onboarding" else None
+
+    row = await eventually(resumed, what="the mirror row back in onboarding")
+    assert row.status_reason is None
     if activity == "send_kickoff":
         await record_history(handle, "handoff_parked_then_retried")
     await _cancel(http, auth, deal["id"])
