@@ -580,7 +580,8 @@ async def amain(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The standalone bench's options (``python -m bench`` passes its campaign options here)."""
     p = argparse.ArgumentParser(
         prog="python -m bench.campaigns", description=__doc__.splitlines()[0]
     )
@@ -600,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if min(args.contacts, args.steps, args.replies, args.reply_concurrency, args.noops) < 1:
         p.error("every count must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         return asyncio.run(amain(args))
     except StackError as err:
