@@ -23,6 +23,7 @@ from pathlib import Path
 
 import temporalio
 
+from bench import campaigns
 from bench.common import BenchError, Config
 from bench.handoff import HandoffScenario
 from bench.lists import ListsScenario
@@ -35,6 +36,10 @@ SCENARIOS[HandoffScenario.name] = HandoffScenario  # issue 8: closed-won -> pack
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_DEALS_ONE = 30
 DEFAULT_DEALS_ALL = 20  # keeps `python -m bench` (all three) to about 4 minutes on 2 cores
+# The campaign throughput run in `make bench`: small enough that the whole of `make bench` stays
+# under ~10 minutes on 2 cores, large enough for a steady 5-95 % window of a few thousand sends.
+CAMPAIGN_CONTACTS = 600
+CAMPAIGN_REPLIES = 50
 
 
 def say(msg: str) -> None:
@@ -45,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument(
         "--scenario",
-        choices=[*SCENARIOS, "all"],
+        choices=[*SCENARIOS, "campaigns", "all"],
         default="all",
         help="which scenario(s) to run against the baseline (default all)",
     )
@@ -69,6 +74,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--poll-ms", type=float, default=10.0, help="status query interval (default 10)")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     p.add_argument(
+        "--campaign-contacts",
+        type=int,
+        default=CAMPAIGN_CONTACTS,
+        help=f"campaigns: contacts x 3 email steps (default {CAMPAIGN_CONTACTS})",
+    )
+    p.add_argument(
+        "--campaign-replies",
+        type=int,
+        default=CAMPAIGN_REPLIES,
+        help=f"campaigns: replies timed (default {CAMPAIGN_REPLIES})",
+    )
+    p.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=0.0,
+        help="campaigns: py-spy the worker this long during the campaign (0: off)",
+    )
+    p.add_argument(
         "--list-deals",
         type=int,
         default=ListsScenario.deals,
@@ -81,9 +104,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"lists: concurrent clients (default {ListsScenario.clients})",
     )
     args = p.parse_args(argv)
-    args.scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    args.campaigns = args.scenario in ("campaigns", "all")
+    if args.scenario == "all":
+        args.scenarios = list(SCENARIOS)
+    else:  # campaigns alone runs no deal scenario
+        args.scenarios = [] if args.campaigns else [args.scenario]
     if args.deals is None:
         args.deals = DEFAULT_DEALS_ALL if len(args.scenarios) > 1 else DEFAULT_DEALS_ONE
+    if args.campaign_contacts < 1 or args.campaign_replies < 1:
+        p.error("--campaign-contacts and --campaign-replies must be >= 1")
     if args.deals < 1 or args.concurrency < 1 or args.rounds < 0 or args.poll_ms <= 0:
         p.error("--deals and --concurrency must be >= 1, --rounds >= 0, --poll-ms > 0")
     if args.warmup is None:
@@ -216,19 +245,35 @@ async def amain(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         poll_ms=args.poll_ms,
     )
-    async with bench_stack(say) as stack:
-        stack_info = {
-            "database": stack.database,
-            "temporal": "dev server (WorkflowEnvironment.start_local)",
-            "worker": "separate process (python worker.py)",
-            "api": "separate process (uvicorn)",
-            "sandbox": "separate process (python -m bench.sandbox_proc)",
-            "stripe": "stripe-mock, separate process",
-        }
-        results = await run_scenarios(stack, cfg, args.scenarios, say)
-    summary = report(results, cfg)
-    path = write_json(args.results_dir, cfg, stack_info, results, summary)
-    say(f"results: {path}")
+    if args.scenarios:
+        async with bench_stack(say) as stack:
+            stack_info = {
+                "database": stack.database,
+                "temporal": "dev server (WorkflowEnvironment.start_local)",
+                "worker": "separate process (python worker.py)",
+                "api": "separate process (uvicorn)",
+                "sandbox": "separate process (python -m bench.sandbox_proc)",
+                "stripe": "stripe-mock, separate process",
+            }
+            results = await run_scenarios(stack, cfg, args.scenarios, say)
+        summary = report(results, cfg)
+        path = write_json(args.results_dir, cfg, stack_info, results, summary)
+        say(f"results: {path}")
+    if args.campaigns:
+        # Its own stack (a fresh worker and dev server), with its own baseline of the same shape.
+        say("\n==> campaigns: throughput against a NoopSequence baseline, then reply latency")
+        return await campaigns.amain(
+            campaigns.parse_args(
+                [
+                    f"--contacts={args.campaign_contacts}",
+                    f"--replies={args.campaign_replies}",
+                    "--noops=20",
+                    f"--poll-ms={args.poll_ms}",
+                    f"--results-dir={args.results_dir}",
+                    f"--profile-seconds={args.profile_seconds}",
+                ]
+            )
+        )
     return 0
 
 

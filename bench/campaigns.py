@@ -12,6 +12,10 @@ separate processes) and reports:
 * **per-send cost**: the ``send_email`` activity's schedule-to-completion time (from sampled
   sequence histories), as a ratio to a no-op activity's round trip measured the same way in
   the same run: quiet (before) and under the same load (no-op probes during the campaign);
+* **baseline, same shape, same run**: before the campaign, one ``NoopSequenceWorkflow`` per
+  contact running as many no-op activities as the campaign has steps, with the same waits
+  (none); its steps per hour (steady 5-95 %, from the workflows' own completion times) and the
+  campaign's sends per hour as a ratio of it (what our send costs over Temporal's own);
 * **reply -> sequence stopped**: a second campaign whose step 2 waits; each contact replies
   through the signed inbound webhook, timed until the webhook answered (the stop is then in
   the database: no further send can happen) and until the sequence's status query shows it
@@ -30,6 +34,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import signal
 import sys
 import time
@@ -51,6 +56,7 @@ from dealflow.settings import SANDBOX_FILE
 from tests.utils.campaigns import signed_headers
 from tests.utils.deals import REP
 from workflows.noop import NoopWorkflow
+from workflows.noop_sequence import NoopSequenceInput, NoopSequenceWorkflow
 from workflows.sequence import SequenceWorkflow
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -76,6 +82,9 @@ class Run:
     noop_loaded_ms: list[float] = field(default_factory=list)
     reply_ack_ms: list[float] = field(default_factory=list)
     reply_stop_ms: list[float] = field(default_factory=list)
+    baseline_times: list[float] = field(default_factory=list)  # no-op step completions (epoch s)
+    baseline_wall: float = 0.0
+    profile: dict = field(default_factory=dict)
 
 
 def _headers() -> dict[str, str]:
@@ -166,6 +175,105 @@ async def _noop(client: Client, task_queue: str) -> float:
     return (await _activity_latencies(client, workflow_id, "noop"))[0]
 
 
+# Started the way the campaign enrols its sequences (activities/campaigns.py, enrol_batch):
+# batches of the enrolment batch size one after another, 32 starts in flight within a batch.
+BASELINE_BATCH = 200  # Settings.campaign_enrol_batch_size's default
+BASELINE_FANOUT = 32  # activities.campaigns._FANOUT
+
+
+async def _baseline(client: Client, task_queue: str, run: Run) -> None:
+    """One NoopSequenceWorkflow per contact, started as the campaign enrols its contacts."""
+    tag = uuid.uuid4().hex[:6]
+    gate = asyncio.Semaphore(BASELINE_FANOUT)
+    waits = [0.0] * run.steps  # the campaign's steps wait 0 days (test mode, zero waits)
+
+    async def start(i: int):
+        async with gate:
+            return await client.start_workflow(
+                NoopSequenceWorkflow.run,
+                NoopSequenceInput(waits=waits),
+                id=f"bench-noop-sequence-{tag}-{i}",
+                task_queue=task_queue,
+            )
+
+    began = time.time()
+    handles = []
+    for lo in range(0, run.contacts, BASELINE_BATCH):
+        batch = range(lo, min(lo + BASELINE_BATCH, run.contacts))
+        handles += await asyncio.gather(*(start(i) for i in batch))
+    for done in await asyncio.gather(*(h.result() for h in handles)):
+        run.baseline_times += done
+    run.baseline_wall = time.time() - began
+
+
+def _py_spy() -> str | None:
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+# Leaves where a sampled thread waits rather than computes (idle pool threads, the selector,
+# a blocking socket read): left out of the CPU shares.
+IDLE_LEAVES = ("_worker (concurrent/futures/thread.py", "Condition.wait", "EpollSelector.select")
+BLOCKED_LEAVES = ("SocketIO.readinto", "socket.recv")
+PROFILE_KEYS = {
+    "sandbox create_instance": "SandboxedWorkflowRunner.create_instance",
+    "of which compiling source": "source_to_code",
+    "smtplib": "smtplib",
+    "psycopg": "psycopg",
+    "sqlalchemy": "sqlalchemy",
+    "workflow activations": "_handle_activation",
+}
+
+
+def profile_shares(raw: Path) -> dict:
+    """Shares of the worker's busy samples (py-spy raw: one ``frame;frame;... count`` a line)."""
+    busy = blocked = 0
+    hits: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        leaf = stack.rsplit(";", 1)[-1]
+        if leaf.startswith(IDLE_LEAVES):
+            continue
+        if leaf.startswith(BLOCKED_LEAVES):
+            blocked += int(n)
+            continue
+        busy += int(n)
+        for label, key in PROFILE_KEYS.items():
+            if key in stack:
+                hits[label] += int(n)
+    return {
+        "busy_samples": busy,
+        "blocked_in_socket_reads_samples": blocked,
+        "share_of_busy": {k: hits[k] / busy if busy else math.nan for k in PROFILE_KEYS},
+    }
+
+
+async def _profile_worker(stack, run: Run, seconds: float, out: Path) -> None:
+    """py-spy the worker for ``seconds`` once the campaign is sending (if py-spy is installed)."""
+    spy = _py_spy()
+    if spy is None:
+        say("    (no py-spy: install it into the venv to profile the worker)")
+        return
+
+    async def sending():
+        return True if len(run.smtp_times) >= run.contacts * run.steps * 0.1 else None
+
+    await _until("10 % of the sends", sending, 1.0, 6 * 3600)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        spy, "record", "-p", str(stack.pids["worker"]), "-d", str(int(seconds)), "-r", "50",
+        "-f", "raw", "-o", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await proc.communicate()
+    try:
+        if proc.returncode:
+            raise OSError(err.decode(errors="replace")[-300:])
+        run.profile = {"raw": str(out), **await asyncio.to_thread(profile_shares, out)}
+    except OSError as exc:
+        say(f"    py-spy failed: {exc}")
+
+
 async def _watch_smtp(http: httpx.AsyncClient, sandbox_url: str, run: Run, stop: asyncio.Event):
     """Page through the SMTP capture as it grows: receipt times, and any Message-ID twice."""
     since = 0
@@ -187,7 +295,13 @@ async def _watch_smtp(http: httpx.AsyncClient, sandbox_url: str, run: Run, stop:
         await asyncio.sleep(1.0)
 
 
-async def _campaign(http: httpx.AsyncClient, stack, run: Run) -> None:
+async def _campaign(
+    http: httpx.AsyncClient,
+    stack,
+    run: Run,
+    profile_s: float = 0.0,
+    profile_out: Path | None = None,
+) -> None:
     headers = _headers()
     tag = uuid.uuid4().hex[:6]
     payload = _payload(
@@ -209,6 +323,9 @@ async def _campaign(http: httpx.AsyncClient, stack, run: Run) -> None:
             await asyncio.sleep(0.5)
 
     probe = asyncio.create_task(probes())
+    spy = None
+    if profile_s > 0 and profile_out is not None:
+        spy = asyncio.create_task(_profile_worker(stack, run, profile_s, profile_out))
     try:
         run.launched_at = time.time()
         resp = await http.post(f"/v1/campaigns/{run.campaign_id}/launch", headers=headers)
@@ -232,10 +349,14 @@ async def _campaign(http: httpx.AsyncClient, stack, run: Run) -> None:
 
         await _until("the campaign completes", finished, 2.0, 6 * 3600)
         run.finished_at = time.time()
+        if spy is not None:
+            await spy
     finally:
         stop_probes.set()
         stop_smtp.set()
-        await asyncio.gather(probe, smtp, return_exceptions=True)
+        if spy is not None:
+            spy.cancel()
+        await asyncio.gather(probe, smtp, *([spy] if spy else []), return_exceptions=True)
     say(f"==> sampling send_email activity times from {min(300, run.contacts)} sequences")
     sample = random.sample(range(run.contacts), min(300, run.contacts))
     for i in sample:
@@ -337,6 +458,18 @@ def report(run: Run, args: argparse.Namespace) -> dict:
     say(f"  launch -> campaign completed {wall:>10.1f} s")
     say(f"  sends per hour, overall      {_fmt(overall):>10}")
     say(f"  sends per hour, steady 5-95% {_fmt(steady):>10}")
+    b_overall, b_steady = _rate_per_hour(run.baseline_times)
+    ratio = steady / b_steady if b_steady and not math.isnan(b_steady) else math.nan
+    say(
+        f"baseline: {run.contacts} NoopSequence workflows x {run.steps} no-op activities, "
+        "same waits, same run"
+    )
+    say(f"  steps per hour, steady 5-95% {_fmt(b_steady):>10}   ({run.baseline_wall:.1f} s)")
+    say(f"  campaign sends / baseline steps per hour (steady): x{ratio:.2f}")
+    if run.profile:
+        say(f"worker profile (py-spy, {run.profile['busy_samples']} busy samples):")
+        for label, share in run.profile["share_of_busy"].items():
+            say(f"  {label:<28} {share * 100:5.1f} %")
     say("")
     head = f"{'activity schedule -> completion (ms)':<40}{'n':>7}{'median':>9}{'p99':>9}{'max':>9}"
     say(head)
@@ -362,6 +495,10 @@ def report(run: Run, args: argparse.Namespace) -> dict:
         say(f"  {label:<36} median {_fmt(s['median'])} ms  p99 {_fmt(s['p99'])} ms")
     return {
         "sends_per_hour": {"overall": overall, "steady_5_95": steady},
+        "baseline_steps_per_hour": {"overall": b_overall, "steady_5_95": b_steady},
+        "baseline_wall_s": run.baseline_wall,
+        "ratio_sends_over_baseline_steps": ratio,
+        "worker_profile": run.profile,
         "campaign_wall_s": wall,
         "sent": len(run.smtp_times),
         "duplicate_message_ids": run.duplicates,
@@ -400,8 +537,13 @@ async def amain(args: argparse.Namespace) -> int:
         say(f"==> no-op baseline: {args.noops} NoopWorkflows, one at a time")
         for _ in range(args.noops):
             run.noop_quiet_ms.append(await _noop(stack.client, stack.task_queue))
+        say(f"==> baseline: {args.contacts} NoopSequence workflows x {args.steps} no-ops")
+        await _baseline(stack.client, stack.task_queue, run)
         say(f"==> campaign: {args.contacts} contacts x {args.steps} email steps")
-        await _campaign(http, stack, run)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        await _campaign(
+            http, stack, run, args.profile_seconds, args.results_dir / f"worker-{stamp}.pyspy"
+        )
         say(f"==> replies: {args.replies} contacts reply while their step 2 waits")
         await _replies(http, stack, run, args.replies, args.reply_concurrency, args.poll_ms)
         summary = report(run, args)
@@ -430,6 +572,7 @@ async def amain(args: argparse.Namespace) -> int:
             "noop_loaded_ms": run.noop_loaded_ms,
             "reply_ack_ms": run.reply_ack_ms,
             "reply_stop_ms": run.reply_stop_ms,
+            "baseline_step_times": run.baseline_times,
         },
     }
     path.write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
@@ -437,7 +580,8 @@ async def amain(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The standalone bench's options (``python -m bench`` passes its campaign options here)."""
     p = argparse.ArgumentParser(
         prog="python -m bench.campaigns", description=__doc__.splitlines()[0]
     )
@@ -448,9 +592,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--noops", type=int, default=50, help="quiet no-op round trips (default 50)")
     p.add_argument("--poll-ms", type=float, default=10.0)
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=0.0,
+        help="py-spy the worker this long once 10 %% of the sends are out (0: off)",
+    )
     args = p.parse_args(argv)
     if min(args.contacts, args.steps, args.replies, args.reply_concurrency, args.noops) < 1:
         p.error("every count must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         return asyncio.run(amain(args))
     except StackError as err:

@@ -40,7 +40,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -85,6 +85,7 @@ class BenchStack:
     database: str  # where the database lives, for the report
     logs: dict[str, Path]
     database_url: str = ""  # for scenarios that seed the database directly (bench/lists.py)
+    pids: dict[str, int] = field(default_factory=dict)  # child processes, for a profiler
 
 
 class Child:
@@ -405,6 +406,7 @@ async def bench_stack(say: Callable[[str], None] = print) -> AsyncIterator[Bench
             database=where,
             logs={c.name: c.log_path for c in children},
             database_url=database_url,
+            pids={c.name: c.proc.pid for c in children},
         )
         for child in children:
             child.check_alive()

@@ -352,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     p_test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     p_bench = sub.add_parser("bench", help="run the benchmarks")
     p_bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"] and argv[1:2] != ["-h"]:
+        # Everything after `bench` is the bench's own (`python -m bench --help`): REMAINDER
+        # refuses a first argument that starts with "--", so `bench --scenario x` failed.
+        return bench(argparse.Namespace(bench_args=argv[1:]))
     args = parser.parse_args(argv)
     return {"run": run, "test": test, "bench": bench}[args.command](args)
 
