@@ -56,7 +56,13 @@ async def test_launch_sends_threaded_mail_and_a_reply_stops_the_sequence_with_th
     assert "/v1/unsubscribe/" in first["html"] and settings.campaign_postal_address in first["html"]
 
     url = f"/v1/campaigns/{campaign_id}/contacts/{ada}"
-    waiting = (await http.get(url, headers=auth(REP))).json()
+
+    async def waiting_for_step_2() -> dict | None:
+        # The message reaches the mailbox a moment before the send activity reports back.
+        body = (await http.get(url, headers=auth(REP))).json()
+        return body if body["status"] != "sending" else None
+
+    waiting = await poll("Ada's sequence past its first send", waiting_for_step_2)
     assert waiting["live"] is True
     assert waiting["status"] == "waiting" and waiting["step"] == 1
     assert waiting["next_send_at"] is not None

@@ -28,6 +28,7 @@ from dealflow.settings import Settings
 from dealflow.temporal import DATA_CONVERTER, RETRY_AFTER_SECONDS, connect_for_api
 from dealflow.tools import TEMPORAL, find_tool
 from tests.utils.deals import FINANCE, REP, create_deal, wait_for_stage
+from tests.utils.polling import eventually
 
 
 @asynccontextmanager
@@ -62,13 +63,22 @@ def _signed_invoice_paid(invoice_id: str, settings: Settings) -> tuple[bytes, di
     return payload.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
 
 
-async def _pending_step(http, auth) -> tuple[str, str]:
-    """A deal waiting for the Finance Director on the main stack: (deal id, step id)."""
+async def _pending_step(http, auth, sessions) -> tuple[str, str]:
+    """A deal waiting for the Finance Director on the main stack: (deal id, step id).
+
+    The stage says awaiting_approval just before the approval chain opens the request; the
+    request's row is what the decision route reads first, so wait for it too."""
     deal = await create_deal(http, auth(REP))
     resp = await http.post(f"/v1/deals/{deal['id']}/ready-to-close", headers=auth(REP))
     assert resp.status_code == 202, resp.text
     await wait_for_stage(http, deal["id"], auth(REP), "awaiting_approval")
-    return deal["id"], f"{deal['id']}.v1.s0.finance_director"
+    step_id = f"{deal['id']}.v1.s0.finance_director"
+
+    async def opened() -> bool:
+        return await _step_status(sessions, step_id) == "pending"
+
+    await eventually(opened, what=f"the request {step_id} opened")
+    return deal["id"], step_id
 
 
 async def _step_status(sessions, step_id: str) -> str:
@@ -81,7 +91,7 @@ async def _step_status(sessions, step_id: str) -> str:
 async def test_decision_ready_to_close_and_readyz_answer_503_while_temporal_is_down(
     http, auth, settings, engine, sessions
 ):
-    deal_id, step_id = await _pending_step(http, auth)
+    deal_id, step_id = await _pending_step(http, auth, sessions)
     draft = await create_deal(http, auth(REP))
     # The invoice the deal's closing would have created (what the Stripe webhook looks up).
     invoice_id = f"in_{uuid.uuid4().hex[:16]}"
