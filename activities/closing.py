@@ -32,7 +32,6 @@ from db import closing as closing_db
 from db.audit import append_audit
 from db.closing_models import ClosingStep
 from dealflow.faults import CrashPoints
-from dealflow.holds import HoldPoints
 from dealflow.settings import Settings
 from domain.billing import (
     BillingPlan,
@@ -115,8 +114,6 @@ class ClosingActivities:
         self._crm = crm
         self._stripe = stripe_client
         self._crash = crash_points
-        # Lets a test hold the CRM call to show Stripe billing runs beside it (sandbox only).
-        self._holds = HoldPoints(settings.state_dir, enabled=settings.is_sandbox)
 
     # --- CRM ----------------------------------------------------------------------------------
 
@@ -124,7 +121,6 @@ class ClosingActivities:
     async def mark_crm_closed_won(self, input: ClosingInput) -> CrmResult:
         """The CRM deal upserted as closed-won, then one note linking the signed documents."""
         self._crash.failures.check("mark_crm_closed_won", input.deal_id)
-        await self._holds.wait("mark_crm_closed_won", input.deal_id)
         steps = await self._steps(input)
         deal_step = steps.get("crm.deal")
         if _done(deal_step):

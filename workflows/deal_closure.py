@@ -31,7 +31,6 @@ deal row and the audit trail.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -116,10 +115,6 @@ HANDOFF_PATCH = "handoff-v1"
 # the retry was being forwarded, or a re-park while a stage was recorded) was taken as seen and
 # never shown; new ones take the count when they read the park.
 CHILD_PARK_SEEN_PATCH = "child-park-seen-when-read"
-# Closures won before this ran the CRM, then Stripe, then revenue one after the other; new ones
-# run the CRM beside Stripe-then-revenue (nothing in one needs the other), so closed-won costs
-# the longer of the two instead of their sum.
-CLOSED_WON_PARALLEL_PATCH = "closed-won-parallel"
 
 # Database, rendering and closing activities: a few quick retries ride out a restart or a lock
 # timeout; the budget (RetryBudget: 10 attempts over about 5 minutes) then parks the closure in
@@ -231,9 +226,6 @@ class DealClosureWorkflow:
         self._status = DealClosureStatus(deal_id=input.deal_id, stage="quoting")
         self._latest_revision = 0
         self._cancel: CancelRequest | None = None
-        # Steps parked right now: more than one only where steps run side by side (closed-won).
-        self._open_parks: list[ParkedFailure] = []
-        self._park_resume: tuple[str, str | None] = ("quoting", None)
         self._stage_seq = 0
         self._retry = 0  # bumped by retry / retry_closing
         self._retry_by = "ops"
@@ -405,67 +397,15 @@ class DealClosureWorkflow:
         # Each step parks on its own failure and a retry re-runs only it; the steps are also
         # idempotent (``closing_steps``), so a crash mid-step redoes nothing either.
         self._checkpoint()
-        if workflow.patched(CLOSED_WON_PARALLEL_PATCH):
-            billing = await self._crm_beside_billing(closing)
-        else:
-            self._show_crm(
-                await self._activity(
-                    "mark_crm_closed_won", ClosingActivities.mark_crm_closed_won, closing
-                )
-            )
-            self._checkpoint()
-            billing = await self._bill_and_book(closing)
-        await self._record_stage("closed_won", None)
-        if workflow.patched(HANDOFF_PATCH):
-            start = StartHandoffInput(
-                deal_id=self._input.deal_id,
-                owner_email=self._input.owner_email,
-                closure=self._status.model_dump(mode="json"),
-            )
-            await self._activity("start_handoff", HandoffActivities.start_handoff, start)
-            await self._record_stage("handoff", None)
-        await self._watch_payment(billing)
-
-    async def _crm_beside_billing(self, closing: ClosingInput):  # noqa: ANN202 - BillingResult
-        """The CRM's closed-won beside Stripe billing (then revenue): they share no data.
-
-        Same activities, inputs and idempotency keys as one after the other. Each parks on its
-        own failure (one ``retry`` re-runs whichever are parked). A cancel before billing
-        exists interrupts both, and both end with it; once billing exists the deal is won, so a
-        CRM call a racing cancel interrupted runs again rather than leave the CRM behind.
-        """
-        crm = asyncio.create_task(self._crm_closed_won(closing))
-        billed = asyncio.create_task(self._bill_and_book(closing))
-        try:
-            _, billing = await asyncio.gather(crm, billed)
-        except _Cancelled:
-            # Both see the same cancel; wait for the other to end too before moving on.
-            await asyncio.gather(crm, billed, return_exceptions=True)
-            raise
-        return billing
-
-    async def _crm_closed_won(self, closing: ClosingInput) -> None:
-        while True:
-            try:
-                crm = await self._activity(
-                    "mark_crm_closed_won", ClosingActivities.mark_crm_closed_won, closing
-                )
-            except ActivityError as err:
-                if self._won and cancelled(err):
-                    continue  # billing beat the cancel: the deal is won, so the CRM says so
-                raise
-            self._show_crm(crm)
-            return
-
-    def _show_crm(self, crm) -> None:  # noqa: ANN001 - CrmResult
+        crm = await self._activity(
+            "mark_crm_closed_won", ClosingActivities.mark_crm_closed_won, closing
+        )
         self._status.crm = {
             "status": crm.status,
             "crm_deal_id": crm.crm_deal_id,
             "note_id": crm.note_id,
         }
-
-    async def _bill_and_book(self, closing: ClosingInput):  # noqa: ANN202 - BillingResult
-        """Stripe billing, then (the deal is won from here) revenue and commission rows."""
+        self._checkpoint()
         billing = await self._activity(
             "create_stripe_billing", ClosingActivities.create_stripe_billing, closing
         )
@@ -489,7 +429,16 @@ class DealClosureWorkflow:
             f"{revenue.rows} months; commission {revenue.commission_amount} "
             f"payable on {revenue.commission_payable_on}",
         )
-        return billing
+        await self._record_stage("closed_won", None)
+        if workflow.patched(HANDOFF_PATCH):
+            start = StartHandoffInput(
+                deal_id=self._input.deal_id,
+                owner_email=self._input.owner_email,
+                closure=self._status.model_dump(mode="json"),
+            )
+            await self._activity("start_handoff", HandoffActivities.start_handoff, start)
+            await self._record_stage("handoff", None)
+        await self._watch_payment(billing)
 
     async def _watch_payment(self, billing) -> None:  # noqa: ANN001 - BillingResult
         """Wait for invoice.paid; past the due date plus grace, tell the rep and finance once."""
@@ -843,24 +792,18 @@ class DealClosureWorkflow:
             workflow_id=workflow.info().workflow_id,
         )
         resume = (self._status.stage, self._status.stage_reason)
-        if self._open_parks:  # parked beside another step: resume where that one will
-            resume = self._park_resume
-        self._park_resume = resume
         reason = park_reason(failure)
         if resume[0] == "closing":
             reason = f"Closing failed: {reason}"
         seen = self._retry  # before the park is visible: a retry sent while recording it counts
         self._status.parked = failure
-        self._open_parks.append(failure)
         self._note("step.failed", reason)
         await self._show_stage("needs_attention", reason)
         await workflow.wait_condition(lambda: self._retry > seen or self._cancellable())
-        self._open_parks.remove(failure)
-        # A step parked beside this one (closed-won) and not retried yet still shows.
-        self._status.parked = self._open_parks[-1] if self._open_parks else None
+        self._status.parked = None
         self._checkpoint()
         self._note("step.retried", f"{name}, requested by {self._retry_by}")
-        if resume[0] != "needs_attention" and not self._open_parks:
+        if resume[0] != "needs_attention":
             await self._show_stage(*resume)
 
     async def _await_child(self, handle, withdraw):  # noqa: ANN001, ANN202
