@@ -7,7 +7,15 @@ is the activity retried on another worker. With a heartbeat timeout of ``WORKER_
 runs, the retry starts a few seconds after the kill.
 
 The pulse repeats the details the activity itself last sent (a campaign's cursor, a render's
-progress), so an activity that checkpoints through its heartbeat keeps its checkpoint. The SDK
+progress), so an activity that checkpoints through its heartbeat keeps its checkpoint.
+
+A heartbeat is also how an activity hears that it was cancelled. Activities that never heartbeat
+themselves (a Slack post, an email, a database write) were written to run to completion once
+started: their at-most-once bookkeeping (a ``sending`` row, then the send, then ``sent``) must
+not be cut in the middle, and a delivery the workflow no longer waits for (a request decided
+meanwhile) still completes, as it did before the pulse. So for those the pulse only keeps the
+attempt alive: a cancellation is held until the activity finishes. An activity that heartbeats on
+its own (a render, a campaign's paging) takes cancellations as it always did. The SDK
 throttles heartbeats to at most one per 80 % of the heartbeat timeout, so a pulse every third of
 it costs one small RPC per few seconds per running activity. The start-to-close timeout still
 bounds an activity that is alive but stuck (its pulse keeps beating while, say, a call hangs).
@@ -33,6 +41,8 @@ from temporalio.worker import (
 @dataclass
 class _Beat:
     details: tuple[Any, ...] = field(default_factory=tuple)
+    own: bool = False  # the activity heartbeats itself (and so handles its cancellation)
+    pulsing: bool = False  # the pulse's own heartbeat is under way
 
 
 _CURRENT: contextvars.ContextVar[_Beat | None] = contextvars.ContextVar("beat", default=None)
@@ -58,8 +68,19 @@ class _PulseInbound(ActivityInboundInterceptor):
         beat = _Beat(tuple(activity.info().heartbeat_details))
         token = _CURRENT.set(beat)
         pulse = asyncio.create_task(_pulse(beat, timeout.total_seconds() / 3))
+        work = asyncio.ensure_future(self.next.execute_activity(input))
         try:
-            return await self.next.execute_activity(input)
+            while True:
+                try:
+                    return await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    if beat.own:
+                        work.cancel()
+                        raise
+                    # Run to completion (see the module docstring), then report as usual.
+                    current = asyncio.current_task()
+                    if current is not None:
+                        current.uncancel()
         finally:
             pulse.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -72,10 +93,15 @@ class _RecordingOutbound(ActivityOutboundInterceptor):
         beat = _CURRENT.get()
         if beat is not None:
             beat.details = details
+            beat.own = beat.own or not beat.pulsing
         super().heartbeat(*details)
 
 
 async def _pulse(beat: _Beat, every: float) -> None:
     while True:
         await asyncio.sleep(every)
-        activity.heartbeat(*beat.details)
+        beat.pulsing = True
+        try:
+            activity.heartbeat(*beat.details)
+        finally:
+            beat.pulsing = False
