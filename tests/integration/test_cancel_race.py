@@ -22,7 +22,7 @@ from dealflow.holds import HoldPoints
 from dealflow.ids import approval_chain_workflow_id, deal_closure_workflow_id
 from tests.utils.deals import OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import failure_points
-from tests.utils.polling import eventually
+from tests.utils.polling import eventually, hold_reached
 from worker import WORKFLOWS, build_activities
 from workflows.approval_chain import ApprovalChainWorkflow, Withdrawal
 
@@ -134,11 +134,7 @@ async def test_a_withdrawal_landing_with_a_finished_activity_still_ends_the_chai
                 async with sessions() as s:
                     row = await deals_db.get_deal(s, deal_id=deal_id)
                     await start_closure(temporal_client, on_queue, row)
-                await eventually(
-                    lambda: _true(holds.reached("open_request", deal_id)),
-                    timeout=60,
-                    what="open_request held",
-                )
+                await hold_reached(holds, "open_request", deal_id)
             # No workflow worker now: the signal and the completion wait for the same task.
             await chain.signal(
                 ApprovalChainWorkflow.withdraw, Withdrawal(by=OPS, reason="customer went dark")
@@ -170,10 +166,6 @@ async def test_a_withdrawal_landing_with_a_finished_activity_still_ends_the_chai
         ).all()
     assert [r.status for r in rows] == ["withdrawn"]
     await record_history(chain, "approval_chain_withdrawn_as_its_request_opened")
-
-
-async def _true(value: bool) -> bool | None:
-    return True if value else None
 
 
 async def _completed(handle: WorkflowHandle, activity: str) -> bool | None:

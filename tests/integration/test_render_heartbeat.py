@@ -14,7 +14,7 @@ from db import deals as deals_db
 from dealflow.holds import HoldPoints
 from dealflow.ids import deal_closure_workflow_id
 from tests.utils.deals import REP, create_deal, wait_for_stage
-from tests.utils.polling import eventually
+from tests.utils.polling import eventually, hold_reached
 from tests.utils.workers import start_worker, stop
 
 # The activity timeout of this closure, which is also the render's heartbeat timeout.
@@ -38,9 +38,7 @@ async def test_a_render_held_past_the_heartbeat_timeout_completes_in_one_attempt
                 temporal_client, short, await deals_db.get_deal(s, deal_id=deal["id"])
             )
         handle = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"]))
-        await eventually(
-            lambda: _true(holds.reached("render_documents", deal["id"])), what="the held render"
-        )
+        await hold_reached(holds, "render_documents", deal["id"])
 
         async def beating_past_the_timeout() -> bool:
             """The render's first attempt has beaten for longer than its heartbeat timeout."""
@@ -77,7 +75,3 @@ async def test_a_render_held_past_the_heartbeat_timeout_completes_in_one_attempt
         == "render_documents"
     ]
     assert render_attempts == [1]
-
-
-async def _true(value: bool) -> bool:
-    return value

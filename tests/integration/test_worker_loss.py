@@ -18,7 +18,7 @@ from db import deals as deals_db
 from dealflow.holds import HoldPoints
 from dealflow.ids import approval_chain_workflow_id
 from tests.utils.deals import REP, create_deal, wait_for_stage
-from tests.utils.polling import eventually
+from tests.utils.polling import eventually, hold_reached
 from tests.utils.workers import start_worker, stop
 from workflows.parking import WORKER_LOSS_TIMEOUT
 
@@ -47,6 +47,14 @@ async def _start(http, auth, settings, holds):  # noqa: ANN001, ANN202
     return deal, queue, slow
 
 
+async def _start_closure(temporal_client, sessions, slow, holds, deal_id: str) -> None:
+    """Start the deal's closure with the slow settings; wait until open_request is held."""
+    async with sessions() as s:
+        row = await deals_db.get_deal(s, deal_id=deal_id)
+    await start_closure(temporal_client, slow, row)
+    await hold_reached(holds, "open_request", deal_id)
+
+
 async def test_a_held_activity_without_beats_of_its_own_outlives_its_heartbeat_timeout(
     http, auth, temporal_client, settings, sessions
 ):
@@ -55,13 +63,7 @@ async def test_a_held_activity_without_beats_of_its_own_outlives_its_heartbeat_t
     chain_id = approval_chain_workflow_id(deal["id"], 1)
     worker = start_worker(settings, queue)
     try:
-        async with sessions() as s:
-            await start_closure(
-                temporal_client, slow, await deals_db.get_deal(s, deal_id=deal["id"])
-            )
-        await eventually(
-            lambda: _true(holds.reached("open_request", deal["id"])), what="open_request held"
-        )
+        await _start_closure(temporal_client, sessions, slow, holds, deal["id"])
 
         async def beating_past_the_timeout() -> bool:
             a = await _pending(temporal_client, chain_id, "open_request")
@@ -88,22 +90,13 @@ async def test_a_worker_killed_mid_activity_is_retried_after_the_heartbeat_timeo
     doomed = start_worker(settings, queue)
     survivor = None
     try:
-        async with sessions() as s:
-            await start_closure(
-                temporal_client, slow, await deals_db.get_deal(s, deal_id=deal["id"])
-            )
-        await eventually(
-            lambda: _true(holds.reached("open_request", deal["id"])), what="open_request held"
-        )
+        await _start_closure(temporal_client, sessions, slow, holds, deal["id"])
         doomed.kill()
         doomed.wait()
         holds.arm("open_request", deal["id"])  # still held; note the next arrival
         survivor = start_worker(settings, queue)
-        await eventually(
-            lambda: _true(holds.reached("open_request", deal["id"])),
-            timeout=120,  # well inside START_TO_CLOSE_SECONDS
-            what="open_request retried on the surviving worker",
-        )
+        # The retry reaches the hold again, well inside START_TO_CLOSE_SECONDS.
+        await hold_reached(holds, "open_request", deal["id"], timeout=120)
         retried = await _pending(temporal_client, chain_id, "open_request")
         assert retried is not None and retried.attempt == 2
         # The lost attempt ended by its heartbeat timeout, not by start-to-close.
@@ -117,7 +110,3 @@ async def test_a_worker_killed_mid_activity_is_retried_after_the_heartbeat_timeo
             doomed.kill()
         if survivor is not None:
             stop(survivor)
-
-
-async def _true(value: bool) -> bool:
-    return value

@@ -23,3 +23,12 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(POLL_INTERVAL)
+
+
+async def hold_reached(holds: Any, activity: str, key: str, *, timeout: float = 60) -> None:
+    """Wait until an activity held at its hold point (``dealflow.holds.HoldPoints``) got there."""
+
+    async def probe() -> bool:
+        return holds.reached(activity, key)
+
+    await eventually(probe, timeout=timeout, what=f"{activity} held for {key}")
