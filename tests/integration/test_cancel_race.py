@@ -80,7 +80,7 @@ async def test_cancel_while_the_chain_retries_its_first_activity(
 
 
 async def test_a_cancel_that_cannot_finish_in_time_answers_202_and_still_ends(
-    http: httpx.AsyncClient, auth, settings
+    http: httpx.AsyncClient, auth, settings, sessions
 ):
     """The withdrawal's own step keeps failing: the API answers 202 (accepted) within its bound,
     not a client timeout; once the step heals the deal ends cancelled without another call."""
@@ -88,6 +88,17 @@ async def test_a_cancel_that_cannot_finish_in_time_answers_202_and_still_ends(
     points = failure_points(settings)
     await http.post(f"/v1/deals/{deal['id']}/ready-to-close", headers=auth(REP))
     await wait_for_stage(http, deal["id"], auth(REP), "awaiting_approval")
+
+    # The stage shows a moment before the chain opens its request; a chain withdrawn before that
+    # has nothing to withdraw (and so no failing step to wait on).
+    async def opened() -> bool:
+        async with sessions() as s:
+            status = await s.scalar(
+                select(ApprovalRequest.status).where(ApprovalRequest.deal_id == deal["id"])
+            )
+        return status == "pending"
+
+    await eventually(opened, what="the approval request opened")
     points.arm("withdraw_request", deal["id"], mode="transient")
     try:
         resp = await http.post(
