@@ -33,6 +33,8 @@ from activities.crm import HubSpotCrm
 from activities.deals import DealActivities, NoopActivities
 from activities.docusign import DocuSignClient, SignatureActivities
 from activities.handoff import HandoffActivities
+from activities.handoff_package import HandoffPackageActivities
+from activities.onboarding import OnboardingActivities
 from db.engine import make_engine, make_sessionmaker
 from dealflow.faults import CrashPoints, FailurePoints
 from dealflow.heartbeat import PulseInterceptor
@@ -85,6 +87,7 @@ SANDBOX_PASSTHROUGH = (
     "domain.validation",
     "domain.variants",
     "workflows.parking",  # RetryBudget and the park models: pure
+    "messages",  # what workflows exchange: pure models
     "dateutil",
     "holidays",
 )
@@ -195,6 +198,12 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         ),
         crash_points=crash_points,
     )
+    handoff_package = HandoffPackageActivities(
+        settings=settings, sessions=sessions, crash_points=crash_points
+    )
+    onboarding = OnboardingActivities(
+        settings=settings, sessions=sessions, crash_points=crash_points
+    )
     noop = NoopActivities()
     return [
         deals.load_deal,
@@ -221,19 +230,19 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         closing.record_payment,
         noop.noop,
         handoff.start_handoff,
-        handoff.load_package,
-        handoff.assign_csm,
+        handoff.post_win,
         handoff.send_message,
         handoff.send_kickoff,
-        handoff.post_win,
-        handoff.record_won,
-        handoff.plan_onboarding,
-        handoff.update_task,
-        handoff.renewal_alert_task,
-        handoff.move_items,
-        handoff.mirror,
-        handoff.cancel_tasks,
-        handoff.open_crm_renewal,
+        handoff_package.load_package,
+        handoff_package.assign_csm,
+        handoff_package.record_won,
+        handoff_package.mirror,
+        onboarding.plan_onboarding,
+        onboarding.update_task,
+        onboarding.renewal_alert_task,
+        onboarding.move_items,
+        onboarding.cancel_tasks,
+        onboarding.open_crm_renewal,
         *build_campaign_activities(settings, sessions, crash_points),
     ]
 

@@ -15,11 +15,11 @@ from datetime import timedelta
 
 from temporalio.service import RPCError
 
-from activities.handoff import HandoffTiming
 from bench.common import Batch, BenchError, Metric, Scenario, ms_since, run_batch
 from dealflow.ids import handoff_workflow_id
+from messages.handoff import HandoffInput, HandoffTiming
 from tests.utils.deals import REP
-from workflows.handoff import HandoffInput, HandoffWorkflow
+from workflows.handoff import HandoffWorkflow
 
 QUERY_RPC_TIMEOUT = timedelta(seconds=10)
 DETAILS = {

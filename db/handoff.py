@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from decimal import Decimal
 from typing import Any
 
@@ -12,16 +11,14 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.handoff_models import Handoff, HandoffDelivery, HandoffDetails, HandoffTask, LearningEvent
-from db.models import AuditEvent, Deal, QuoteVersion
+from db.models import AuditEvent, Deal, Person, QuoteVersion
+from dealflow.ids import handoff_task_id
 
-TASK_PREFIX = "hot_"
 OPEN_STATUSES = ("collecting", "needs_attention", "kickoff_scheduled", "onboarding")
 
-
-def task_id(deal_id: str, kind: str, key: str) -> str:
-    """Derived from what the task is, so a retried activity makes the same row."""
-    digest = hashlib.sha256(f"{deal_id}/{kind}/{key}".encode()).hexdigest()[:24]
-    return f"{TASK_PREFIX}{digest}"
+# The CS lead's task when no CSM fits: one per deal, closed when a CSM is assigned.
+CSM_ASSIGNMENT = "csm_assignment"
+_CSM_ASSIGNMENT_KEY = "csm"
 
 
 # --- the tasks source (db/tasks.py) ---------------------------------------------------------
@@ -122,7 +119,7 @@ async def deal_summary(session: AsyncSession, deal_id: str) -> dict[str, Any] | 
 
 async def ensure_task(session: AsyncSession, **values: Any) -> HandoffTask:
     """Create the task once per (deal, kind, key); a second call returns the first row."""
-    tid = task_id(values["deal_id"], values["kind"], values["item_key"])
+    tid = handoff_task_id(values["deal_id"], values["kind"], values["item_key"])
     stmt = insert(HandoffTask).values(id=tid, status="open", **values)
     await session.execute(stmt.on_conflict_do_nothing(index_elements=[HandoffTask.id]))
     row = await session.get(HandoffTask, tid)
@@ -132,6 +129,104 @@ async def ensure_task(session: AsyncSession, **values: Any) -> HandoffTask:
 
 async def lock_task(session: AsyncSession, tid: str) -> HandoffTask | None:
     return await session.get(HandoffTask, tid, with_for_update=True)
+
+
+async def record_task_progress(
+    session: AsyncSession,
+    tid: str,
+    *,
+    reminded_at: dt.datetime | None,
+    escalated_to: str | None,
+    status: str | None,
+) -> None:
+    """What the workflow did about a task (reminded, escalated, overdue): the first reminder
+    time is kept, and the status changes only while the task is open."""
+    row = await lock_task(session, tid)
+    if row is None:
+        return
+    if reminded_at is not None and row.reminded_at is None:
+        row.reminded_at = reminded_at
+    if escalated_to is not None:
+        row.escalated_to = escalated_to
+    if status is not None and row.status == "open":
+        row.status = status
+
+
+async def ensure_csm_assignment_task(
+    session: AsyncSession, *, deal_id: str, customer: str, why: str, lead: str | None
+) -> HandoffTask:
+    """The CS lead's "assign a CSM" task, once per deal."""
+    return await ensure_task(
+        session,
+        deal_id=deal_id,
+        kind=CSM_ASSIGNMENT,
+        item_key=_CSM_ASSIGNMENT_KEY,
+        title=f"Assign a CSM to {customer}",
+        detail=why,
+        owner_email=lead,
+        due_at=None,
+    )
+
+
+async def close_csm_assignment_task(session: AsyncSession, deal_id: str, by: str | None) -> None:
+    """A CSM was assigned: the lead's task, if open, is done."""
+    task = await lock_task(session, handoff_task_id(deal_id, CSM_ASSIGNMENT, _CSM_ASSIGNMENT_KEY))
+    if task is not None and task.status == "open":
+        task.status, task.done_at, task.done_by = "done", dt.datetime.now(dt.UTC), by
+
+
+async def move_open_tasks(
+    session: AsyncSession, *, deal_id: str, from_email: str, to_email: str
+) -> list[str]:
+    """Every open task of the deal owned by ``from_email`` goes to ``to_email``: their ids."""
+    rows = (
+        await session.execute(
+            select(HandoffTask)
+            .where(
+                HandoffTask.deal_id == deal_id,
+                HandoffTask.owner_email == from_email,
+                HandoffTask.status == "open",
+            )
+            .with_for_update()
+        )
+    ).scalars()
+    moved = []
+    for row in rows:
+        row.owner_email = to_email
+        moved.append(row.id)
+    return moved
+
+
+async def cancel_open_tasks(session: AsyncSession, *, deal_id: str, reason: str) -> list[str]:
+    """Every open task of the deal becomes ``cancelled``, the reason in its detail: their ids."""
+    rows = (
+        await session.execute(
+            select(HandoffTask)
+            .where(HandoffTask.deal_id == deal_id, HandoffTask.status == "open")
+            .with_for_update()
+        )
+    ).scalars()
+    closed = []
+    for row in rows:
+        row.status = "cancelled"
+        row.detail = f"{row.detail or ''} (cancelled: {reason})".strip()[:2000]
+        closed.append(row.id)
+    return closed
+
+
+# --- the people: CSMs and managers ------------------------------------------------------------
+
+
+async def csms(session: AsyncSession) -> list[Person]:
+    """Everyone with the ``csm`` role (the matching pool and the reassignment check)."""
+    return list(
+        (await session.execute(select(Person).where(Person.roles.contains(["csm"])))).scalars()
+    )
+
+
+async def managers(session: AsyncSession) -> dict[str, str | None]:
+    """Each person's manager (an onboarding item's escalation goes to its owner's)."""
+    return {p.email: p.manager_email for p in (await session.execute(select(Person))).scalars()}
 
 
 # --- deliveries -------------------------------------------------------------------------------

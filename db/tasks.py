@@ -27,7 +27,8 @@ from sqlalchemy import Row, Select, and_, func, literal, null, or_, select, unio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.campaign_models import RepTask
-from db.handoff import TASK_PREFIX, handoff_sort_at, handoff_tasks_select
+from db.handoff import handoff_sort_at, handoff_tasks_select
+from dealflow.ids import HANDOFF_TASK_PREFIX
 
 # Every source yields exactly these columns, in this order.
 TASK_COLUMNS = (
@@ -101,7 +102,7 @@ HANDOFF_TASKS = TaskSource(
     kinds=frozenset({"onboarding_item", "renewal_alert", "csm_assignment"}),
     # open -> done (the owner, or the CSM), cancelled (the handoff was cancelled)
     statuses=frozenset({"open", "done", "cancelled"}),
-    id_prefix=TASK_PREFIX,
+    id_prefix=HANDOFF_TASK_PREFIX,
     select=handoff_tasks_select,
     sort_at=handoff_sort_at,
 )

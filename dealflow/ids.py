@@ -6,6 +6,8 @@ fail silently (work queued where nobody polls, a search that never matches).
 
 from __future__ import annotations
 
+import hashlib
+
 from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "dealflow"
@@ -77,3 +79,28 @@ def search_attribute_cli_args() -> list[str]:
     for key in SEARCH_ATTRIBUTES:
         args += ["--search-attribute", f"{key.name}={kinds[key.indexed_value_type.name]}"]
     return args
+
+
+# Handoff
+
+# The handoff workflow's type name: the closure's start_handoff activity starts it by this name
+# (an activity does not import the workflow that calls it), and @workflow.defn declares it.
+HANDOFF_WORKFLOW = "Handoff"
+
+# Every handoff task id (onboarding items, renewal alerts, the CS lead's task) has this prefix,
+# so GET /v1/tasks knows the source of an id (db/tasks.py).
+HANDOFF_TASK_PREFIX = "hot_"
+
+
+def _handoff_digest(deal_id: str, kind: str, key: str) -> str:
+    return hashlib.sha256(f"{deal_id}/{kind}/{key}".encode()).hexdigest()[:24]
+
+
+def handoff_task_id(deal_id: str, kind: str, key: str) -> str:
+    """Derived from what the task is, so a retried activity makes the same row."""
+    return f"{HANDOFF_TASK_PREFIX}{_handoff_digest(deal_id, kind, key)}"
+
+
+def handoff_message_id(deal_id: str, key: str) -> str:
+    """The Message-ID of a handoff email, derived from its delivery key: the same on a retry."""
+    return f"<handoff.{_handoff_digest(deal_id, 'mail', key)}@dealflow.example>"

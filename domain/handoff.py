@@ -154,6 +154,28 @@ class OnboardingConfig:
         )
 
 
+@dataclass(frozen=True)
+class CustomerSuccess:
+    """The ``[customer_success]`` table of ``config/org.toml``: who leads, where wins are posted,
+    which teams get their part of the package. Read per use: an edit applies at once."""
+
+    lead: str | None = None
+    wins_channel: str = "#wins"
+    finance_team: str | None = None
+    support_team: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> CustomerSuccess:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh).get("customer_success", {})
+        return cls(
+            lead=raw.get("lead"),
+            wins_channel=raw.get("wins_channel", "#wins"),
+            finance_team=raw.get("finance_team"),
+            support_team=raw.get("support_team"),
+        )
+
+
 # --- package completeness --------------------------------------------------------------------
 
 REQUIRED_MESSAGES = {

@@ -58,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
         RenderDocumentsInput,
     )
     from activities.docusign import SignerRef
-    from activities.handoff import HandoffActivities, StartHandoffInput
+    from activities.handoff import HandoffActivities
     from dealflow.ids import (
         SA_DEAL_AMOUNT,
         SA_DEAL_STAGE,
@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.approval_models import ApprovalStep, DealSummary
     from domain.closing_models import ClosingInput, InvoicePaid, SignedDocumentRef
     from domain.models import Problem
+    from messages.handoff import StartHandoffInput
     from workflows.approval_chain import (
         ApprovalChainInput,
         ApprovalChainStatus,

@@ -35,24 +35,34 @@ the workflow ends ``cancelled`` (no timer is left).
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.handoff import (
+    from activities.handoff import HandoffActivities
+    from activities.handoff_package import HandoffPackageActivities
+    from activities.onboarding import OnboardingActivities
+    from dealflow.ids import HANDOFF_WORKFLOW, SA_HANDOFF_STATUS
+    from messages.handoff import (
+        CRM_REJECTED,
         DEAL_NOT_FOUND,
         NOT_A_CSM,
+        AlertView,
         AssignInput,
         AssignResult,
+        CancelHandoff,
         CancelTasksInput,
-        HandoffActivities,
-        HandoffTiming,
+        CsmView,
+        HandoffInput,
+        HandoffStatus,
+        ItemDone,
+        ItemView,
         KickoffInput,
+        KickoffView,
         LearningInput,
         LoadPackageInput,
         MessageInput,
@@ -61,11 +71,13 @@ with workflow.unsafe.imports_passed_through():
         PackageResult,
         PlanInput,
         PlanResult,
+        Reassign,
         RenewalInput,
+        RenewalView,
         TaskUpdate,
+        TimelineEntry,
         WinInput,
     )
-    from dealflow.ids import SA_HANDOFF_STATUS
     from workflows.parking import (
         ParkedFailure,
         cancelled,
@@ -83,7 +95,7 @@ PARK_PATCH = "handoff-park-and-retry"
 FOLLOW_UP_PATCH = "handoff-items-after-last-alert"
 
 # Errors no retry can fix: they park at once.
-NON_RETRYABLE = [DEAL_NOT_FOUND, NOT_A_CSM, "CrmRejected"]
+NON_RETRYABLE = [DEAL_NOT_FOUND, NOT_A_CSM, CRM_REJECTED]
 
 # Writing needs_attention itself while parking: two quick tries, then show it anyway (query and
 # search attribute) — a park must not wait out a whole budget to become visible.
@@ -121,99 +133,7 @@ def _signature_days(timeline: list[dict[str, Any]]) -> int | None:
     return (datetime.fromisoformat(done) - datetime.fromisoformat(sent)).days
 
 
-class TimelineEntry(BaseModel):
-    at: datetime
-    event: str
-    detail: str | None = None
-
-
-class CsmView(BaseModel):
-    email: str
-    reason: str
-    alternatives: list[dict[str, str]] = []
-    manager_email: str | None = None
-
-
-class KickoffView(BaseModel):
-    at: datetime
-    end: datetime
-    attendees: list[str]
-    invite_sent_at: datetime | None = None
-    timezone: str
-
-
-class ItemView(BaseModel):
-    id: str
-    key: str
-    title: str
-    owner_email: str
-    escalate_to: str | None = None
-    due_at: datetime
-    remind_at: datetime
-    status: str = "open"  # open | done | overdue | cancelled
-    reminded_at: datetime | None = None
-    escalated_to: str | None = None
-    done_at: datetime | None = None
-    done_by: str | None = None
-
-
-class AlertView(BaseModel):
-    days_before: int
-    due_at: datetime
-    sent_at: datetime | None = None
-
-
-class RenewalView(BaseModel):
-    term_end: date
-    alerts: list[AlertView]
-    crm_renewal_id: str | None = None
-
-
-class HandoffStatus(BaseModel):
-    deal_id: str
-    status: str = "collecting"
-    status_reason: str | None = None
-    owner_email: str
-    close_date: date | None = None
-    customer: str | None = None
-    package: dict[str, Any] | None = None
-    missing: list[dict[str, str]] = []
-    csm: CsmView | None = None
-    kickoff: KickoffView | None = None
-    items: list[ItemView] = []
-    renewal: RenewalView | None = None
-    timeline: list[TimelineEntry] = []
-    run: int = 1  # which run of the workflow (continue-as-new) this is
-    parked: ParkedFailure | None = None  # while an activity that gave up waits for a retry
-    cancelled_by: str | None = None
-
-
-class HandoffInput(BaseModel):
-    deal_id: str
-    owner_email: str
-    closure: dict[str, Any] = {}
-    timing: HandoffTiming = HandoffTiming()
-    state: HandoffStatus | None = None  # carried over by continue-as-new
-
-
-class ItemDone(BaseModel):
-    item_id: str
-    by: str
-    at: datetime
-
-
-class Reassign(BaseModel):
-    csm_email: str
-    reason: str
-    by: str
-
-
-class CancelHandoff(BaseModel):
-    reason: str
-    by: str
-
-
-@workflow.defn(name="Handoff")
+@workflow.defn(name=HANDOFF_WORKFLOW)
 class HandoffWorkflow:
     @workflow.init
     def __init__(self, input: HandoffInput) -> None:
@@ -257,7 +177,7 @@ class HandoffWorkflow:
             ),
         )
         await self._act(
-            HandoffActivities.record_won, LearningInput(deal_id=s.deal_id, at=workflow.now())
+            HandoffPackageActivities.record_won, LearningInput(deal_id=s.deal_id, at=workflow.now())
         )
         self._note("win.announced", None)
         while pkg.missing:
@@ -274,7 +194,7 @@ class HandoffWorkflow:
         s.missing = []
         if s.csm is None:
             assigned: AssignResult = await self._act(
-                HandoffActivities.assign_csm,
+                HandoffPackageActivities.assign_csm,
                 AssignInput(
                     deal_id=s.deal_id,
                     segment=pkg.segment,
@@ -303,7 +223,7 @@ class HandoffWorkflow:
         assert s.csm is not None
         await self._deliver_package(pkg)
         plan: PlanResult = await self._act(
-            HandoffActivities.plan_onboarding,
+            OnboardingActivities.plan_onboarding,
             PlanInput(
                 deal_id=s.deal_id,
                 segment=pkg.segment,
@@ -350,7 +270,7 @@ class HandoffWorkflow:
 
     async def _load(self) -> PackageResult:
         pkg: PackageResult = await self._act(
-            HandoffActivities.load_package,
+            HandoffPackageActivities.load_package,
             LoadPackageInput(deal_id=self._s.deal_id, close_date=self._s.close_date),
         )
         self._details_revision = max(self._details_revision, pkg.details_revision)
@@ -424,7 +344,8 @@ class HandoffWorkflow:
                     )
                     item.reminded_at = now
                     await self._act(
-                        HandoffActivities.update_task, TaskUpdate(task_id=item.id, reminded_at=now)
+                        OnboardingActivities.update_task,
+                        TaskUpdate(task_id=item.id, reminded_at=now),
                     )
                     self._note("item.reminded", f"{item.key} -> {item.owner_email}")
                 if item.escalated_to is None and now >= item.due_at:
@@ -442,7 +363,7 @@ class HandoffWorkflow:
                     )
                     item.escalated_to = target
                     await self._act(
-                        HandoffActivities.update_task,
+                        OnboardingActivities.update_task,
                         TaskUpdate(task_id=item.id, escalated_to=target),
                     )
                     self._note("item.escalated", f"{item.key} -> {target}")
@@ -509,7 +430,7 @@ class HandoffWorkflow:
             f"renewal/{alert.days_before}", [s.csm.email, s.owner_email], subject, text
         )
         await self._act(
-            HandoffActivities.renewal_alert_task,
+            OnboardingActivities.renewal_alert_task,
             MessageInput(
                 key=f"renewal-{alert.days_before}",
                 deal_id=s.deal_id,
@@ -522,7 +443,7 @@ class HandoffWorkflow:
         if first and s.renewal.crm_renewal_id is None:
             billing = (s.package or {}).get("billing", {})
             s.renewal.crm_renewal_id = await self._act(
-                HandoffActivities.open_crm_renewal,
+                OnboardingActivities.open_crm_renewal,
                 RenewalInput(
                     deal_id=s.deal_id,
                     name=s.customer or s.deal_id,
@@ -607,7 +528,7 @@ class HandoffWorkflow:
     async def reassign(self, request: Reassign) -> HandoffStatus:
         s = self._s
         assigned: AssignResult = await self._act(
-            HandoffActivities.assign_csm,
+            HandoffPackageActivities.assign_csm,
             AssignInput(
                 deal_id=s.deal_id,
                 segment="",
@@ -630,7 +551,7 @@ class HandoffWorkflow:
         )
         if old and old != assigned.csm_email:
             await self._act(
-                HandoffActivities.move_items,
+                OnboardingActivities.move_items,
                 MoveItemsInput(deal_id=s.deal_id, from_email=old, to_email=assigned.csm_email),
                 park=False,
             )
@@ -674,13 +595,13 @@ class HandoffWorkflow:
         ).policy(non_retryable=NON_RETRYABLE)
         try:
             await workflow.execute_activity_method(
-                HandoffActivities.mirror, self._mirror_input(), **options
+                HandoffPackageActivities.mirror, self._mirror_input(), **options
             )
         except ActivityError as err:
             self._note("status.not_recorded", f"{status}: {describe_failure(err)[1]}")
 
     async def _mirror(self, *, park: bool = True) -> None:
-        await self._act(HandoffActivities.mirror, self._mirror_input(), park=park)
+        await self._act(HandoffPackageActivities.mirror, self._mirror_input(), park=park)
 
     def _mirror_input(self) -> MirrorInput:
         s = self._s
@@ -786,7 +707,7 @@ class HandoffWorkflow:
         s.parked = None
         s.cancelled_by = request.by
         closed: list[str] = await self._act(
-            HandoffActivities.cancel_tasks,
+            OnboardingActivities.cancel_tasks,
             CancelTasksInput(deal_id=s.deal_id, reason=request.reason, by=request.by),
         )
         for item in s.items:

@@ -48,14 +48,9 @@ from db.handoff_models import HandoffTask
 from db.models import Deal, Person
 from dealflow.ids import deal_closure_workflow_id, handoff_workflow_id
 from dealflow.settings import Settings
+from messages.handoff import CancelHandoff, HandoffStatus, ItemDone, Reassign
 from workflows.deal_closure import CancelRequest, DealClosureWorkflow, LostInfo
-from workflows.handoff import (
-    CancelHandoff,
-    HandoffStatus,
-    HandoffWorkflow,
-    ItemDone,
-    Reassign,
-)
+from workflows.handoff import HandoffWorkflow
 
 router = APIRouter(prefix="/v1/handoffs", tags=["handoffs"])
 lost_router = APIRouter(prefix="/v1/deals", tags=["deals"])

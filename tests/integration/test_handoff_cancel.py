@@ -9,13 +9,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus
 
-from activities.handoff import HandoffTiming
 from db.handoff_models import Handoff
+from messages.handoff import HandoffStatus, HandoffTiming
 from tests.utils.deals import OPS, REP, record_history
 from tests.utils.handoff import handoff_where, start_handoff_with
 from tests.utils.parking import SHORT_BUDGET, failure_points
 from tests.utils.polling import eventually
-from workflows.handoff import HandoffStatus
 
 CSM = "ben.carter@dealflow.example"  # the mid-market CSM (config/org.toml)
 ADMIN = "alex.morgan@dealflow.example"

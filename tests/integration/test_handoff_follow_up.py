@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from temporalio.client import WorkflowExecutionStatus
 
-from activities.handoff import HandoffTiming
+from messages.handoff import HandoffStatus, HandoffTiming
 from tests.utils.deals import OPS, record_history
 from tests.utils.handoff import handoff_where, primary_email, start_handoff_with
 from tests.utils.parking import SHORT_BUDGET
-from workflows.handoff import HandoffStatus
 
 TIMING = HandoffTiming(
     activity_timeout_seconds=5,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from activities.handoff import HandoffTiming
 from db.handoff_models import Handoff
+from messages.handoff import HandoffTiming
 from tests.utils.deals import OPS, REP, record_history
 from tests.utils.handoff import handoff_where, primary_email, start_handoff_with
 from tests.utils.parking import SHORT_BUDGET, failure_points

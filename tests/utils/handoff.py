@@ -10,11 +10,11 @@ import httpx
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from activities.handoff import HandoffTiming
 from dealflow.ids import SA_DEAL_ID, SA_HANDOFF_STATUS, handoff_workflow_id
+from messages.handoff import HandoffInput, HandoffTiming
 from tests.utils.deals import REP, create_deal
 from tests.utils.polling import eventually
-from workflows.handoff import HandoffInput, HandoffWorkflow
+from workflows.handoff import HandoffWorkflow
 
 # The same durations as HANDOFF_TIMING below, as DEALFLOW_HANDOFF_TIMING_OVERRIDE spells them.
 HANDOFF_TIMING_ENV = {"DEALFLOW_HANDOFF_TIMING_OVERRIDE": "day=1,remind=0.5,renewal=3"}
