@@ -240,7 +240,7 @@ def match_csm(
     inputs always give the same answer. A CSM without a capacity is not in the pool (the lead).
     """
     wanted = [w for w in (segment, region, industry) if w]
-    ranked: list[tuple[tuple, CsmChoice]] = []
+    ranked: list[tuple[tuple[bool, int, Decimal, int, str], CsmChoice]] = []
     for c in candidates:
         if c.capacity is None:
             continue

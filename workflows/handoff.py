@@ -23,7 +23,8 @@ ends after the last alert once no open item has a reminder or escalation to come
 
 Parking (``handoff-park-and-retry``): an activity that spent its ``RetryBudget`` or failed with
 an error no retry fixes parks the handoff in ``needs_attention`` (``parked`` says which and why)
-until ``retry``; then only it runs again, and the status it had comes back.
+until ``retry``; then only it runs again, and the status it had comes back. That plumbing
+(``_act``, the park, statuses and the timeline) is in ``workflows/handoff_steps.py``.
 
 Cancel — what cancels a handoff: only ops or an admin, with a reason, when the customer success
 work must stop although the deal stays won (a rescinded contract, a deal won in error). From any
@@ -35,22 +36,17 @@ the workflow ends ``cancelled`` (no timer is left).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.handoff import HandoffActivities
     from activities.handoff_package import HandoffPackageActivities
     from activities.onboarding import OnboardingActivities
-    from dealflow.ids import HANDOFF_WORKFLOW, SA_HANDOFF_STATUS
+    from dealflow.ids import HANDOFF_WORKFLOW
     from messages.handoff import (
-        CRM_REJECTED,
-        DEAL_NOT_FOUND,
-        NOT_A_CSM,
         AlertView,
         AssignInput,
         AssignResult,
@@ -66,7 +62,6 @@ with workflow.unsafe.imports_passed_through():
         LearningInput,
         LoadPackageInput,
         MessageInput,
-        MirrorInput,
         MoveItemsInput,
         PackageResult,
         PlanInput,
@@ -75,66 +70,18 @@ with workflow.unsafe.imports_passed_through():
         RenewalInput,
         RenewalView,
         TaskUpdate,
-        TimelineEntry,
         WinInput,
     )
-    from workflows.parking import (
-        ParkedFailure,
-        cancelled,
-        describe_failure,
-        park_reason,
-        worker_loss_timeout,
-    )
 
-# Handoffs recorded before park-and-retry failed after RETRY's 50 attempts; new ones spend the
-# timing's RetryBudget, then park in needs_attention until a ``retry`` (workflows/parking.py).
-PARK_PATCH = "handoff-park-and-retry"
+from workflows.handoff_steps import HandoffCancelled, HandoffSteps, add_closure_facts
 
 # Before this patch the workflow ended at the last renewal alert, even with items still open
 # whose reminder or escalation was yet to come; new ones wait for those first.
 FOLLOW_UP_PATCH = "handoff-items-after-last-alert"
 
-# Errors no retry can fix: they park at once.
-NON_RETRYABLE = [DEAL_NOT_FOUND, NOT_A_CSM, CRM_REJECTED]
-
-# Writing needs_attention itself while parking: two quick tries, then show it anyway (query and
-# search attribute) — a park must not wait out a whole budget to become visible.
-PARK_RECORD_ATTEMPTS = 2
-
-# The policy of handoffs recorded before park-and-retry (kept for their replay).
-# Database, mail, Slack and CRM calls: quick retries ride out a restart or a blip; the interval
-# grows to a minute and the attempts are capped at 50 (about 45 minutes) so a broken outside
-# system shows as a failed activity in the UI instead of a silent retry forever. Business errors
-# are non-retryable and named.
-RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=50,
-    non_retryable_error_types=NON_RETRYABLE,
-)
-
-
-class _Cancelled(Exception):
-    """Raised inside the run when a cancel was accepted: the run ends the handoff cancelled."""
-
-
-# A signature slower than this is a risk worth a line in the package (a hesitant customer).
-SLOW_SIGNATURE_DAYS = 14
-
-
-def _signature_days(timeline: list[dict[str, Any]]) -> int | None:
-    """Whole days from the first awaiting_signature to signature.completed in the closure's
-    timeline (times as the closure recorded them), or None."""
-    sent = next((t["at"] for t in timeline if t.get("event") == "stage.awaiting_signature"), None)
-    done = next((t["at"] for t in timeline if t.get("event") == "signature.completed"), None)
-    if sent is None or done is None:
-        return None
-    return (datetime.fromisoformat(done) - datetime.fromisoformat(sent)).days
-
 
 @workflow.defn(name=HANDOFF_WORKFLOW)
-class HandoffWorkflow:
+class HandoffWorkflow(HandoffSteps):
     @workflow.init
     def __init__(self, input: HandoffInput) -> None:
         self._input = input
@@ -155,7 +102,7 @@ class HandoffWorkflow:
             else:
                 self._note("run.continued", f"run {self._s.run}")
             return await self._follow_up()
-        except _Cancelled:
+        except HandoffCancelled:
             return await self._end_cancelled()
 
     # --- collecting, CSM, kickoff ------------------------------------------------------------
@@ -183,10 +130,11 @@ class HandoffWorkflow:
         while pkg.missing:
             s.missing = pkg.missing
             await self._set_status("needs_attention", "; ".join(m["message"] for m in pkg.missing))
-            seen = pkg.details_revision
-            await workflow.wait_condition(
-                lambda seen=seen: self._details_revision > seen or self._cancel is not None
-            )
+
+            def details_changed(seen: int = pkg.details_revision) -> bool:
+                return self._details_revision > seen or self._cancel is not None
+
+            await workflow.wait_condition(details_changed)
             self._checkpoint()
             self._note("details.updated", f"revision {self._details_revision}")
             await self._set_status("collecting", None)
@@ -269,29 +217,14 @@ class HandoffWorkflow:
         await self._set_status("onboarding", None)
 
     async def _load(self) -> PackageResult:
+        close_date = self._s.close_date
+        assert close_date is not None  # set as the handoff starts
         pkg: PackageResult = await self._act(
             HandoffPackageActivities.load_package,
-            LoadPackageInput(deal_id=self._s.deal_id, close_date=self._s.close_date),
+            LoadPackageInput(deal_id=self._s.deal_id, close_date=close_date),
         )
         self._details_revision = max(self._details_revision, pkg.details_revision)
-        closure = self._input.closure
-        # What the closure knew at closed-won: the signed documents and the approvers' words.
-        pkg.package["documents"] = [
-            {k: d.get(k) for k in ("id", "kind", "version", "sha256")}
-            for d in closure.get("documents", [])
-        ]
-        pkg.package["approval_conditions"] = [
-            {"role": a.get("role"), "by": a.get("decided_by"), "comment": a.get("comment")}
-            for a in closure.get("approval_steps", [])
-            if a.get("comment")
-        ]
-        billing = closure.get("billing") or {}
-        pkg.package["billing"].update(
-            {k: billing.get(k) for k in ("stripe_invoice_id", "stripe_subscription_id", "status")}
-        )
-        slow = _signature_days(closure.get("timeline", []))
-        if slow is not None and slow > SLOW_SIGNATURE_DAYS:
-            pkg.package["risks"].append(f"slow signature: {slow} days from sending to signed")
+        add_closure_facts(pkg.package, self._input.closure)
         self._s.package = pkg.package
         return pkg
 
@@ -409,14 +342,6 @@ class HandoffWorkflow:
             for i in self._s.items
         )
 
-    async def _handlers_finished(self) -> None:
-        """Wait for running handlers before the run ends; a cancel accepted meanwhile wins (its
-        handler waits for the run to end cancelled, so waiting for it would never end)."""
-        await workflow.wait_condition(
-            lambda: workflow.all_handlers_finished() or self._cancel is not None
-        )
-        self._checkpoint()
-
     async def _renewal_alert(self, alert: AlertView) -> None:
         s = self._s
         assert s.renewal is not None and s.csm is not None
@@ -469,13 +394,6 @@ class HandoffWorkflow:
             ),
         )
         self._did_work = True
-
-    def _history_too_long(self) -> bool:
-        info = workflow.info()
-        return (
-            info.is_continue_as_new_suggested()
-            or info.get_current_history_length() > self._input.timing.history_limit
-        )
 
     async def _continue_as_new(self) -> HandoffStatus:
         await self._handlers_finished()
@@ -572,131 +490,7 @@ class HandoffWorkflow:
     def status(self) -> HandoffStatus:
         return self._s
 
-    # --- helpers -------------------------------------------------------------------------------
-
-    def _note(self, event: str, detail: str | None) -> None:
-        self._s.timeline.append(TimelineEntry(at=workflow.now(), event=event, detail=detail))
-
-    async def _set_status(self, status: str, reason: str | None) -> None:
-        self._s.status, self._s.status_reason = status, reason
-        self._note(f"status.{status}", reason)
-        workflow.upsert_search_attributes([SA_HANDOFF_STATUS.value_set(status)])
-        await self._mirror()
-
-    async def _show_status(self, status: str, reason: str | None) -> None:
-        """Like ``_set_status`` for a park and its end: the mirror row gets two quick tries (the
-        mirror may be what fails); the query and the search attribute change regardless."""
-        self._s.status, self._s.status_reason = status, reason
-        self._note(f"status.{status}", reason)
-        workflow.upsert_search_attributes([SA_HANDOFF_STATUS.value_set(status)])
-        options = self._options()
-        options["retry_policy"] = self._input.timing.retry.model_copy(
-            update={"maximum_attempts": PARK_RECORD_ATTEMPTS}
-        ).policy(non_retryable=NON_RETRYABLE)
-        try:
-            await workflow.execute_activity_method(
-                HandoffPackageActivities.mirror, self._mirror_input(), **options
-            )
-        except ActivityError as err:
-            self._note("status.not_recorded", f"{status}: {describe_failure(err)[1]}")
-
-    async def _mirror(self, *, park: bool = True) -> None:
-        await self._act(HandoffPackageActivities.mirror, self._mirror_input(), park=park)
-
-    def _mirror_input(self) -> MirrorInput:
-        s = self._s
-        return MirrorInput(
-            deal_id=s.deal_id,
-            status=s.status,
-            status_reason=s.status_reason,
-            csm_email=s.csm.email if s.csm else None,
-            csm_reason=s.csm.reason if s.csm else None,
-            kickoff_at=s.kickoff.at if s.kickoff else None,
-            renewal_at=(
-                datetime.combine(s.renewal.term_end, datetime.min.time()).replace(
-                    tzinfo=workflow.now().tzinfo
-                )
-                if s.renewal
-                else None
-            ),
-        )
-
-    def _options(self) -> dict[str, Any]:
-        timeout = timedelta(seconds=self._input.timing.activity_timeout_seconds)
-        return {
-            "start_to_close_timeout": timeout,
-            "heartbeat_timeout": worker_loss_timeout(timeout),
-            "retry_policy": self._input.timing.retry.policy(non_retryable=NON_RETRYABLE),
-        }
-
-    # --- park and retry, cancel ----------------------------------------------------------------
-
-    async def _act(self, fn: Any, arg: Any, *, park: bool = True) -> Any:
-        """Run one activity; when it gives up, park until a ``retry``, then run it again.
-
-        ``park=False`` (the reassign update's calls): the failure goes to the caller instead,
-        and a cancel does not interrupt the call (an update handler must not raise _Cancelled).
-        """
-        if not workflow.patched(PARK_PATCH):
-            return await workflow.execute_activity_method(
-                fn,
-                arg,
-                **{**self._options(), "retry_policy": RETRY},
-            )
-        while True:
-            if park:
-                self._checkpoint()
-            try:
-                return await self._run_activity(fn, arg, interruptible=park)
-            except ActivityError as err:
-                if not park or cancelled(err):
-                    raise
-                await self._park(fn.__name__, err)
-
-    async def _run_activity(self, fn: Any, arg: Any, *, interruptible: bool) -> Any:
-        """The activity, cancelled at once when the handoff is (a cancel never waits out a
-        retry budget)."""
-        if not interruptible or self._finishing:
-            return await workflow.execute_activity_method(fn, arg, **self._options())
-        handle = workflow.start_activity_method(fn, arg, **self._options())
-        await workflow.wait_condition(lambda: handle.done() or self._cancel is not None)
-        if not handle.done():
-            handle.cancel()
-        try:
-            return await handle
-        except ActivityError:
-            if self._cancel is not None and not self._finishing:
-                raise _Cancelled() from None
-            raise
-
-    async def _park(self, step: str, err: BaseException) -> None:
-        """Show needs_attention with the error; wait for a retry (or a cancel)."""
-        s = self._s
-        error_type, message = describe_failure(err)
-        failure = ParkedFailure(
-            step=step,
-            error_type=error_type,
-            message=message,
-            since=workflow.now(),
-            workflow_id=workflow.info().workflow_id,
-        )
-        resume = (s.status, s.status_reason)
-        reason = park_reason(failure)
-        seen = self._retry  # before the park is visible: a retry sent while recording it counts
-        s.parked = failure
-        self._note("step.failed", reason)
-        await self._show_status("needs_attention", reason)
-        await workflow.wait_condition(
-            lambda: self._retry > seen or (self._cancel is not None and not self._finishing)
-        )
-        s.parked = None
-        self._checkpoint()
-        self._note("step.retried", f"{step}, requested by {self._retry_by}")
-        await self._show_status(*resume)
-
-    def _checkpoint(self) -> None:
-        if self._cancel is not None and not self._finishing:
-            raise _Cancelled()
+    # --- the end of a cancelled handoff --------------------------------------------------------
 
     async def _end_cancelled(self) -> HandoffStatus:
         """Close every open item and renewal alert, record why, end ``cancelled``."""

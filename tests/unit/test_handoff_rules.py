@@ -193,11 +193,11 @@ def test_the_committed_onboarding_config_parses_with_a_plan_per_segment():
 
 
 def test_a_slow_signature_is_counted_in_whole_days_from_the_closure_timeline():
-    from workflows.handoff import _signature_days
+    from workflows.handoff_steps import signature_days
 
     timeline = [
         {"at": "2027-01-04T10:00:00Z", "event": "stage.awaiting_signature"},
         {"at": "2027-01-20T11:00:00Z", "event": "signature.completed"},
     ]
-    assert _signature_days(timeline) == 16
-    assert _signature_days(timeline[:1]) is None
+    assert signature_days(timeline) == 16
+    assert signature_days(timeline[:1]) is None
