@@ -88,3 +88,8 @@ async def contact_or_404(session: AsyncSession, campaign: Campaign, email: str) 
     if contact is None:
         raise ApiError(404, "not_found", f"{email} is not a contact of campaign {campaign.id}.")
     return contact
+
+
+def is_deal_owner(person: Person, deal: Deal) -> bool:
+    """The deal's owning rep (a check that combines with others, e.g. the handoff's CSM)."""
+    return deal.owner_email == person.email and "rep" in person.roles

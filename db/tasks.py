@@ -5,12 +5,10 @@ row (``TASK_COLUMNS``) and says which ids are its own. ``GET /v1/tasks`` is a UN
 registered source, each branch already filtered by owner, status and the keyset position and
 cut at ``limit + 1`` (so each branch is one range scan of its own index), merged and cut again.
 
-Sources today: the campaign side's ``campaign_tasks`` (reply follow-ups, LinkedIn and call
-steps). The handoff (not built yet) plugs its onboarding items and renewal alerts in by adding
-one ``TaskSource`` to ``SOURCES`` with a ``select`` over its tables that yields the same columns
-(kinds ``onboarding_item`` / ``renewal_alert``, ``deal_id`` set, ids with their own prefix) and
-a completion handler in ``api/routes/tasks.py`` that tells the handoff workflow; nothing else
-changes.
+Sources: the campaign side's ``campaign_tasks`` (reply follow-ups, LinkedIn and call steps) and
+the handoff's ``handoff_tasks`` (onboarding items, renewal alerts, the CS lead's "assign a CSM";
+``deal_id`` set, ids prefixed ``dealflow.ids.HANDOFF_TASK_PREFIX``), whose completion is
+``api/handoff_tasks.py``. Another process adds one ``TaskSource`` to ``SOURCES``.
 
 Order: soonest due first; a task without a due time (a reply to follow up) is due from the
 moment it was created, so the sort key is ``coalesce(due_at, created_at)``, then the id.
@@ -27,7 +25,7 @@ from sqlalchemy import Row, Select, and_, func, literal, null, or_, select, unio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.campaign_models import RepTask
-from db.handoff import handoff_sort_at, handoff_tasks_select
+from db.handoff import CSM_ASSIGNMENT, handoff_sort_at, handoff_tasks_select
 from dealflow.ids import HANDOFF_TASK_PREFIX
 
 # Every source yields exactly these columns, in this order.
@@ -99,7 +97,7 @@ CAMPAIGN_TASKS = TaskSource(
 
 HANDOFF_TASKS = TaskSource(
     name="handoff",
-    kinds=frozenset({"onboarding_item", "renewal_alert", "csm_assignment"}),
+    kinds=frozenset({"onboarding_item", "renewal_alert", CSM_ASSIGNMENT}),
     # open -> done (the owner, or the CSM), cancelled (the handoff was cancelled)
     statuses=frozenset({"open", "done", "cancelled"}),
     id_prefix=HANDOFF_TASK_PREFIX,

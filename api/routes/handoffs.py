@@ -1,35 +1,37 @@
-"""``/v1/handoffs/{deal}``: read, supply missing fields, reassign, items done; and
-``POST /v1/deals/{id}/lost``.
+"""``/v1/handoffs/{deal}``: read, supply missing fields, reassign, retry, cancel, items done;
+and ``POST /v1/deals/{id}/lost``.
 
 Reads come from the handoff workflow's ``status`` query (``live: true``), else the database
 mirror. PATCH is accepted from the moment the deal exists, so a rep can supply the primary
-contact and success goals before the deal is won and the handoff never waits for them.
+contact and success goals before the deal is won and the handoff never waits for them. The
+Temporal calls are in ``api/handoff.py``; a task marked done in ``api/handoff_tasks.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
-import functools
-import tomllib
-from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from temporalio.client import (
-    Client,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-    WorkflowUpdateStage,
-)
-from temporalio.service import RPCError, RPCStatusCode
 
-from api.access import deal_or_404
-from api.closure import CANCEL_ANSWER_SECONDS, NO_ANSWER, QUERY_TIMEOUT, closure_status
+from api.access import deal_or_404, is_deal_owner
+from api.closure import closure_status
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import ApiError
+from api.handoff import (
+    cancel_result,
+    cs_lead,
+    csm_of,
+    end_closure_lost,
+    handoff_read,
+    live_handoff,
+    mirror_read,
+    reassign_csm,
+    request_retry,
+    start_cancel,
+    tell_details_updated,
+)
 from api.handoff_schemas import (
     HandoffCancelCreate,
     HandoffItemRead,
@@ -40,75 +42,18 @@ from api.handoff_schemas import (
     LostRead,
     ReassignCreate,
 )
-from api.list_schemas import TaskDoneRead, WorkflowTold
+from api.handoff_tasks import closed_conflict, complete_task, item_read
 from db import deals as deals_db
 from db import handoff as handoff_db
 from db.audit import append_audit
-from db.handoff_models import HandoffTask
-from db.models import Deal, Person
-from dealflow.ids import deal_closure_workflow_id, handoff_workflow_id
-from dealflow.settings import Settings
-from messages.handoff import CancelHandoff, HandoffStatus, ItemDone, Reassign
-from workflows.deal_closure import CancelRequest, DealClosureWorkflow, LostInfo
-from workflows.handoff import HandoffWorkflow
+from db.org import get_person
+from messages.handoff import CancelHandoff, Reassign
+from workflows.deal_closure import CancelRequest, LostInfo
 
 router = APIRouter(prefix="/v1/handoffs", tags=["handoffs"])
 lost_router = APIRouter(prefix="/v1/deals", tags=["deals"])
 
 WON_STAGES = frozenset({"closed_won", "handoff"})
-
-
-@functools.lru_cache(maxsize=4)
-def _customer_success(path: Path, mtime: float) -> dict:
-    with path.open("rb") as fh:
-        return tomllib.load(fh).get("customer_success", {})
-
-
-def cs_lead(settings: Settings) -> str | None:
-    path = settings.org_directory_path
-    return _customer_success(path, path.stat().st_mtime).get("lead")
-
-
-async def live_handoff(client: Client, deal_id: str) -> tuple[HandoffStatus | None, bool]:
-    """(status, exists): the live status, or None with whether the workflow exists at all."""
-    handle = client.get_workflow_handle_for(HandoffWorkflow.run, handoff_workflow_id(deal_id))
-    try:
-        return await handle.query(HandoffWorkflow.status, rpc_timeout=QUERY_TIMEOUT), True
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return None, False
-        if err.status in NO_ANSWER:
-            return None, True
-        raise
-
-
-def _is_owner(person: Person, deal: Deal) -> bool:
-    return deal.owner_email == person.email and "rep" in person.roles
-
-
-def _read(live: HandoffStatus) -> HandoffRead:
-    body = live.model_dump(mode="json")
-    return HandoffRead(
-        deal_id=live.deal_id,
-        status=live.status,
-        status_reason=live.status_reason,
-        package=body["package"],
-        missing=body["missing"],
-        csm=body["csm"],
-        kickoff=body["kickoff"],
-        items=body["items"],
-        renewal=body["renewal"],
-        timeline=body["timeline"],
-        workflow_id=handoff_workflow_id(live.deal_id),
-        parked=body["parked"],
-    )
-
-
-async def _csm_of(session: SessionDep, live: HandoffStatus | None, deal_id: str) -> str | None:
-    if live is not None:
-        return live.csm.email if live.csm else None
-    mirror = await handoff_db.get_handoff(session, deal_id)
-    return mirror.csm_email if mirror else None
 
 
 @router.get("/{deal_id}", response_model=HandoffRead)
@@ -122,9 +67,9 @@ async def get_handoff(
     """The handoff (owner rep, the assigned CSM, the CS lead, ops, admin)."""
     deal = await deal_or_404(session, deal_id)
     live, exists = await live_handoff(temporal, deal_id)
-    csm = await _csm_of(session, live, deal_id)
+    csm = await csm_of(session, live, deal_id)
     allowed = (
-        _is_owner(person, deal)
+        is_deal_owner(person, deal)
         or (csm is not None and person.email == csm)
         or person.email == cs_lead(settings)
         or {"ops", "admin"} & set(person.roles)
@@ -132,20 +77,8 @@ async def get_handoff(
     if not allowed:
         raise ApiError(403, "forbidden", "Only the owner, the CSM, the CS lead or ops may read.")
     if live is not None:
-        return _read(live)
-    mirror = await handoff_db.get_handoff(session, deal_id)
-    if mirror is None:
-        raise ApiError(404, "no_handoff", f"Deal {deal_id} has no handoff (it is not won yet).")
-    # No worker answered: the database mirror (``live: false``).
-    return HandoffRead(
-        deal_id=deal_id,
-        status=mirror.status,
-        status_reason=mirror.status_reason,
-        live=False,
-        csm={"email": mirror.csm_email, "reason": mirror.csm_reason} if mirror.csm_email else None,
-        kickoff={"at": mirror.kickoff_at.isoformat()} if mirror.kickoff_at else None,
-        workflow_id=handoff_workflow_id(deal_id) if exists else None,
-    )
+        return handoff_read(live)
+    return await mirror_read(session, deal_id, exists=exists)
 
 
 @router.patch("/{deal_id}", response_model=HandoffRead)
@@ -159,9 +92,9 @@ async def patch_handoff(
     """Supply what ``missing`` names (owner rep, the CSM, ops); a waiting handoff resumes."""
     deal = await deal_or_404(session, deal_id)
     live, exists = await live_handoff(temporal, deal_id)
-    csm = await _csm_of(session, live, deal_id)
+    csm = await csm_of(session, live, deal_id)
     if not (
-        _is_owner(person, deal)
+        is_deal_owner(person, deal)
         or (csm is not None and person.email == csm)
         or {"ops", "admin"} & set(person.roles)
     ):
@@ -181,14 +114,9 @@ async def patch_handoff(
     )
     await session.commit()
     if exists:
-        handle = temporal.get_workflow_handle(handoff_workflow_id(deal_id))
-        try:
-            await handle.signal(HandoffWorkflow.details_updated, revision)
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
+        await tell_details_updated(temporal, deal_id, revision)
     if live is not None:
-        return _read(live)
+        return handoff_read(live)
     return HandoffRead(deal_id=deal_id, status=None, live=False)
 
 
@@ -205,23 +133,13 @@ async def reassign(
     await deal_or_404(session, deal_id)
     if person.email != cs_lead(settings) and "admin" not in person.roles:
         raise ApiError(403, "forbidden", "Only the CS lead or an admin may reassign.")
-    target = await session.get(Person, str(body.csm_email))
+    target = await get_person(session, email=str(body.csm_email))
     if target is None or "csm" not in target.roles:
         raise ApiError(422, "invalid_request", f"{body.csm_email} is not a CSM.")
-    handle = temporal.get_workflow_handle(handoff_workflow_id(deal_id))
-    try:
-        status = await handle.execute_update(
-            HandoffWorkflow.reassign,
-            Reassign(csm_email=target.email, reason=body.reason, by=person.email),
-            result_type=HandoffStatus,
-        )
-    except WorkflowUpdateFailedError as err:
-        raise ApiError(409, "handoff_ended", str(err.cause or err)) from None
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(404, "no_handoff", f"Deal {deal_id} has no handoff.") from None
-        raise
-    return _read(status)
+    status = await reassign_csm(
+        temporal, deal_id, Reassign(csm_email=target.email, reason=body.reason, by=person.email)
+    )
+    return handoff_read(status)
 
 
 @router.post("/{deal_id}/retry", status_code=202, response_model=HandoffRetryRead)
@@ -256,9 +174,7 @@ async def retry_handoff(
         detail={"step": parked.step, "error": parked.message},
     )
     await session.commit()
-    await temporal.get_workflow_handle(handoff_workflow_id(deal_id)).signal(
-        HandoffWorkflow.retry, person.email
-    )
+    await request_retry(temporal, deal_id, person.email)
     return HandoffRetryRead(
         status="retry requested",
         step=parked.step,
@@ -294,8 +210,6 @@ async def cancel_handoff(
     _, exists = await live_handoff(temporal, deal_id)
     if not exists:
         raise ApiError(404, "no_handoff", f"Deal {deal_id} has no handoff.")
-    handle = temporal.get_workflow_handle(handoff_workflow_id(deal_id))
-    request = CancelHandoff(reason=body.reason, by=person.email)
     await append_audit(
         session,
         deal_id=deal_id,
@@ -304,116 +218,21 @@ async def cancel_handoff(
         event="handoff.cancel_requested",
         detail={"reason": body.reason},
     )
-    try:
-        update = await handle.start_update(
-            HandoffWorkflow.cancel, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
-        )
-    except WorkflowUpdateFailedError as err:
-        raise ApiError(409, "handoff_ended", str(err.cause or err)) from None
-    except RPCError as err:
-        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-            raise ApiError(409, "handoff_ended", "This handoff has already ended.") from None
-        raise
+    update = await start_cancel(
+        temporal, deal_id, CancelHandoff(reason=body.reason, by=person.email)
+    )
     await session.commit()  # accepted: the request is on record
-    # Bounded like the deal's cancel: accepted but not ended in time answers 202 as it stands.
-    poll = asyncio.ensure_future(update.result())
-    done, _ = await asyncio.wait({poll}, timeout=CANCEL_ANSWER_SECONDS)
-    if poll in done:
-        return _read(poll.result())
-    poll.cancel()
-    with contextlib.suppress(asyncio.CancelledError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        await poll
+    ended = await cancel_result(update)
+    if ended is not None:
+        return handoff_read(ended)
+    # Accepted but not ended in time: 202 with the handoff as it stands.
     now, _ = await live_handoff(temporal, deal_id)
-    read = _read(now) if now is not None else HandoffRead(deal_id=deal_id, status=None, live=False)
+    read = (
+        handoff_read(now)
+        if now is not None
+        else HandoffRead(deal_id=deal_id, status=None, live=False)
+    )
     return JSONResponse(status_code=202, content=jsonable_encoder(read))
-
-
-def item_read(task: HandoffTask) -> HandoffItemRead:
-    return HandoffItemRead(
-        id=task.id,
-        title=task.title,
-        owner_email=task.owner_email,
-        due_at=task.due_at,
-        status=task.status,
-        reminded_at=task.reminded_at,
-        escalated_to=task.escalated_to,
-        done_at=task.done_at,
-        done_by=task.done_by,
-    )
-
-
-async def complete_task(
-    session: SessionDep, temporal: Client, person: Person, task: HandoffTask
-) -> WorkflowTold | None:
-    """Mark a locked, open handoff task done (the caller checked it); tell the handoff."""
-    if task.kind == "csm_assignment":
-        raise ApiError(
-            409,
-            "use_reassign",
-            "Assign the CSM with POST /v1/handoffs/{deal}/reassign; the task closes with it.",
-        )
-    now = dt.datetime.now(dt.UTC)
-    told = None
-    if task.kind == "onboarding_item":
-        workflow_id = handoff_workflow_id(task.deal_id)
-        try:
-            await temporal.get_workflow_handle(workflow_id).signal(
-                HandoffWorkflow.item_done, ItemDone(item_id=task.id, by=person.email, at=now)
-            )
-            told = WorkflowTold(workflow_id=workflow_id, told=True, detail="item_done signal")
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-            told = WorkflowTold(workflow_id=workflow_id, told=False, detail="the handoff ended")
-    task.status, task.done_at, task.done_by = "done", now, person.email
-    await append_audit(
-        session,
-        deal_id=task.deal_id,
-        actor=person.email,
-        channel="api",
-        event=f"handoff.{task.kind}.done",
-        detail={"task_id": task.id, "title": task.title},
-        idempotency_key=f"handoff-task-done/{task.id}",
-    )
-    return told
-
-
-def _closed_conflict(task: HandoffTask) -> ApiError:
-    return ApiError(
-        409,
-        "task_closed",
-        f"This item is already {task.status}" + (f" (by {task.done_by})." if task.done_by else "."),
-        [{"status": task.status, "done_at": task.done_at.isoformat() if task.done_at else None}],
-    )
-
-
-async def task_done_for_tasks_route(
-    session: SessionDep, temporal: Client, person: Person, task_id: str
-) -> TaskDoneRead:
-    """``POST /v1/tasks/{id}/done`` for a handoff task (the task's owner)."""
-    task = await handoff_db.lock_task(session, task_id)
-    if task is None:
-        raise ApiError(404, "not_found", f"Task {task_id} does not exist.")
-    if task.owner_email != person.email:
-        raise ApiError(403, "forbidden", "Only the task's owner may mark it done.")
-    if task.status != "open":
-        raise _closed_conflict(task)
-    told = await complete_task(session, temporal, person, task)
-    await session.commit()
-    return TaskDoneRead(
-        id=task.id,
-        kind=task.kind,
-        title=task.title,
-        detail=task.detail,
-        due_at=task.due_at,
-        status=task.status,
-        owner_email=task.owner_email,
-        deal_id=task.deal_id,
-        created_at=task.created_at,
-        done_at=task.done_at,
-        done_by=task.done_by,
-        workflow=told,
-    )
 
 
 @router.post("/{deal_id}/items/{item_id}/done", response_model=HandoffItemRead)
@@ -428,11 +247,11 @@ async def item_done(
     task = await handoff_db.lock_task(session, item_id)
     if task is None or task.deal_id != deal_id or task.kind != "onboarding_item":
         raise ApiError(404, "not_found", f"Item {item_id} does not exist on this handoff.")
-    csm = await _csm_of(session, None, deal_id)
+    csm = await csm_of(session, None, deal_id)
     if person.email not in (task.owner_email, csm):
         raise ApiError(403, "forbidden", "Only the item's owner or the CSM may mark it done.")
     if task.status != "open":
-        raise _closed_conflict(task)
+        raise closed_conflict(task)
     await complete_task(session, temporal, person, task)
     await session.commit()
     return item_read(task)
@@ -452,7 +271,7 @@ async def mark_lost(
     """The deal is lost (owner rep): a running closure is ended as for cancel, at closed_lost;
     a deal with none (a draft, or a closure that ended) is set closed_lost here. Won: 409."""
     deal = await deal_or_404(session, deal_id)
-    if not _is_owner(person, deal):
+    if not is_deal_owner(person, deal):
         raise ApiError(403, "forbidden", "Only the deal's owner may mark it lost.")
     stage = deal.stage
     if stage != "draft":
@@ -464,19 +283,10 @@ async def mark_lost(
         raise ApiError(409, "already_lost", "The deal is already lost.")
     withdrawn = False
     if stage != "draft":
-        handle = temporal.get_workflow_handle(deal_closure_workflow_id(deal.id))
         lost = LostInfo(reason=body.reason, competitor=body.competitor, notes=body.notes)
-        try:
-            await handle.execute_update(
-                DealClosureWorkflow.cancel,
-                CancelRequest(by=person.email, reason=body.reason, lost=lost),
-            )
-            withdrawn = True
-        except WorkflowUpdateFailedError:
-            pass  # the closure has ended (rejected, cancelled): the stage is set below
-        except RPCError as err:
-            if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                raise
+        withdrawn = await end_closure_lost(
+            temporal, deal.id, CancelRequest(by=person.email, reason=body.reason, lost=lost)
+        )
         await session.refresh(deal)
         if deal.stage in WON_STAGES:  # won while we asked
             raise ApiError(409, "deal_won", f"The deal is {deal.stage}; it cannot be lost.")

@@ -8,8 +8,8 @@ is open, so whichever comes first wins and the other sees it: a task that timed 
 here, and a task marked done here stays done. A reply follow-up has no workflow waiting on it
 (the sequence stopped at the reply): it is marked done and the contact's history says so.
 
-The handoff's onboarding items and renewal alerts plug in as another source (db/tasks.py) with
-its own branch in ``_tell_workflow``.
+The handoff's onboarding items and renewal alerts are another source (db/tasks.py); marking
+one done is ``api/handoff_tasks.py`` (the same transaction, telling the handoff).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import CurrentPerson, SessionDep, TemporalDep
 from api.errors import ApiError
+from api.handoff_tasks import handoff_task_done
 from api.list_schemas import TaskDoneRead, TaskList, TaskRead, WorkflowTold
 from api.pagination import (
     CursorQuery,
@@ -30,7 +31,6 @@ from api.pagination import (
     decode_cursor,
     page,
 )
-from api.routes.handoffs import task_done_for_tasks_route as handoff_task_done
 from db import campaigns as campaigns_db
 from db import tasks as tasks_db
 from db.campaign_models import RepTask
