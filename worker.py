@@ -33,7 +33,6 @@ from activities.crm import HubSpotCrm
 from activities.deals import DealActivities, NoopActivities
 from activities.docusign import DocuSignClient, SignatureActivities
 from activities.handoff import HandoffActivities
-from activities.handoff_package import HandoffPackageActivities
 from activities.onboarding import OnboardingActivities
 from db.engine import make_engine, make_sessionmaker
 from dealflow.faults import CrashPoints, FailurePoints
@@ -198,9 +197,6 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         ),
         crash_points=crash_points,
     )
-    handoff_package = HandoffPackageActivities(
-        settings=settings, sessions=sessions, crash_points=crash_points
-    )
     onboarding = OnboardingActivities(
         settings=settings, sessions=sessions, crash_points=crash_points
     )
@@ -230,13 +226,13 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         closing.record_payment,
         noop.noop,
         handoff.start_handoff,
-        handoff.post_win,
+        handoff.load_package,
+        handoff.assign_csm,
         handoff.send_message,
         handoff.send_kickoff,
-        handoff_package.load_package,
-        handoff_package.assign_csm,
-        handoff_package.record_won,
-        handoff_package.mirror,
+        handoff.post_win,
+        handoff.record_won,
+        handoff.mirror,
         onboarding.plan_onboarding,
         onboarding.update_task,
         onboarding.renewal_alert_task,

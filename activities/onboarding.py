@@ -1,6 +1,6 @@
 """Activities of the onboarding: the plan (kickoff slot, items with due dates, renewal alerts)
 and its tasks, the renewal alert tasks, a reassignment's or a cancel's task changes, and the
-renewal opportunity in the CRM (package and CSM: ``activities/handoff_package.py``).
+renewal opportunity in the CRM (everything up to the kickoff: ``activities/handoff.py``).
 
 Each is safe to retry: a task row's id is derived from (deal, kind, key) and created once; the
 CRM renewal is an upsert by a key of its own.

@@ -7,10 +7,9 @@ Reads come from the workflow's ``status`` query (``live: true``), else the datab
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,16 +18,18 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateHandle,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.access import deal_or_404, is_deal_owner
 from api.closure import CANCEL_ANSWER_SECONDS, NO_ANSWER, QUERY_TIMEOUT
 from api.errors import ApiError
 from api.handoff_schemas import HandoffRead
 from api.list_schemas import WorkflowTold
+from api.updates import result_within
 from db import handoff as handoff_db
+from db.models import Deal, Person
 from dealflow.ids import deal_closure_workflow_id, handoff_workflow_id
 from dealflow.settings import Settings
 from domain.handoff import CustomerSuccess
@@ -56,6 +57,33 @@ async def csm_of(session: AsyncSession, live: HandoffStatus | None, deal_id: str
         return live.csm.email if live.csm else None
     mirror = await handoff_db.get_handoff(session, deal_id)
     return mirror.csm_email if mirror else None
+
+
+@dataclass(frozen=True)
+class HandoffSeen:
+    """A route's view of a handoff: the deal, the live status (None when no worker answers),
+    whether the workflow exists, and its CSM."""
+
+    deal: Deal
+    live: HandoffStatus | None
+    exists: bool
+    csm: str | None
+
+
+async def see_handoff(session: AsyncSession, client: Client, deal_id: str) -> HandoffSeen:
+    """The deal (404 if there is none) and its handoff as it stands."""
+    deal = await deal_or_404(session, deal_id)
+    live, exists = await live_handoff(client, deal_id)
+    return HandoffSeen(deal, live, exists, await csm_of(session, live, deal_id))
+
+
+def works_on(person: Person, seen: HandoffSeen) -> bool:
+    """The deal's owning rep, the handoff's CSM, ops or an admin."""
+    return (
+        is_deal_owner(person, seen.deal)
+        or (seen.csm is not None and person.email == seen.csm)
+        or bool({"ops", "admin"} & set(person.roles))
+    )
 
 
 # --- reads -------------------------------------------------------------------------------------
@@ -166,17 +194,8 @@ async def cancel_result(
     update: WorkflowUpdateHandle[HandoffStatus], *, answer_within: float = CANCEL_ANSWER_SECONDS
 ) -> HandoffStatus | None:
     """The accepted cancel's result, or None if it has not ended in time (bounded like the
-    deal's cancel: the handler runs on without us and the handoff still ends cancelled)."""
-    # Not asyncio.wait_for: the SDK turns the poll's cancellation into an "RPC timed out"
-    # error, which would read as Temporal being unreachable (503) rather than our own bound.
-    poll = asyncio.ensure_future(update.result())
-    done, _ = await asyncio.wait({poll}, timeout=answer_within)
-    if poll in done:
-        return poll.result()
-    poll.cancel()
-    with contextlib.suppress(asyncio.CancelledError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        await poll
-    return None
+    deal's cancel; the handoff still ends cancelled)."""
+    return await result_within(update, answer_within)
 
 
 async def tell_item_done(

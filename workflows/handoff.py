@@ -43,7 +43,6 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.handoff import HandoffActivities
-    from activities.handoff_package import HandoffPackageActivities
     from activities.onboarding import OnboardingActivities
     from dealflow.ids import HANDOFF_WORKFLOW
     from messages.handoff import (
@@ -124,7 +123,7 @@ class HandoffWorkflow(HandoffSteps):
             ),
         )
         await self._act(
-            HandoffPackageActivities.record_won, LearningInput(deal_id=s.deal_id, at=workflow.now())
+            HandoffActivities.record_won, LearningInput(deal_id=s.deal_id, at=workflow.now())
         )
         self._note("win.announced", None)
         while pkg.missing:
@@ -142,7 +141,7 @@ class HandoffWorkflow(HandoffSteps):
         s.missing = []
         if s.csm is None:
             assigned: AssignResult = await self._act(
-                HandoffPackageActivities.assign_csm,
+                HandoffActivities.assign_csm,
                 AssignInput(
                     deal_id=s.deal_id,
                     segment=pkg.segment,
@@ -220,7 +219,7 @@ class HandoffWorkflow(HandoffSteps):
         close_date = self._s.close_date
         assert close_date is not None  # set as the handoff starts
         pkg: PackageResult = await self._act(
-            HandoffPackageActivities.load_package,
+            HandoffActivities.load_package,
             LoadPackageInput(deal_id=self._s.deal_id, close_date=close_date),
         )
         self._details_revision = max(self._details_revision, pkg.details_revision)
@@ -446,7 +445,7 @@ class HandoffWorkflow(HandoffSteps):
     async def reassign(self, request: Reassign) -> HandoffStatus:
         s = self._s
         assigned: AssignResult = await self._act(
-            HandoffPackageActivities.assign_csm,
+            HandoffActivities.assign_csm,
             AssignInput(
                 deal_id=s.deal_id,
                 segment="",

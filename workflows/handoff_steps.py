@@ -17,7 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.handoff_package import HandoffPackageActivities
+    from activities.handoff import HandoffActivities
     from dealflow.ids import SA_HANDOFF_STATUS
     from messages.handoff import (
         CRM_REJECTED,
@@ -133,13 +133,13 @@ class HandoffSteps:
         ).policy(non_retryable=NON_RETRYABLE)
         try:
             await workflow.execute_activity_method(
-                HandoffPackageActivities.mirror, self._mirror_input(), **options
+                HandoffActivities.mirror, self._mirror_input(), **options
             )
         except ActivityError as err:
             self._note("status.not_recorded", f"{status}: {describe_failure(err)[1]}")
 
     async def _mirror(self, *, park: bool = True) -> None:
-        await self._act(HandoffPackageActivities.mirror, self._mirror_input(), park=park)
+        await self._act(HandoffActivities.mirror, self._mirror_input(), park=park)
 
     def _mirror_input(self) -> MirrorInput:
         s = self._s

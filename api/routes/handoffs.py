@@ -29,8 +29,10 @@ from api.handoff import (
     mirror_read,
     reassign_csm,
     request_retry,
+    see_handoff,
     start_cancel,
     tell_details_updated,
+    works_on,
 )
 from api.handoff_schemas import (
     HandoffCancelCreate,
@@ -65,20 +67,12 @@ async def get_handoff(
     temporal: TemporalDep,
 ) -> HandoffRead:
     """The handoff (owner rep, the assigned CSM, the CS lead, ops, admin)."""
-    deal = await deal_or_404(session, deal_id)
-    live, exists = await live_handoff(temporal, deal_id)
-    csm = await csm_of(session, live, deal_id)
-    allowed = (
-        is_deal_owner(person, deal)
-        or (csm is not None and person.email == csm)
-        or person.email == cs_lead(settings)
-        or {"ops", "admin"} & set(person.roles)
-    )
-    if not allowed:
+    seen = await see_handoff(session, temporal, deal_id)
+    if not (works_on(person, seen) or person.email == cs_lead(settings)):
         raise ApiError(403, "forbidden", "Only the owner, the CSM, the CS lead or ops may read.")
-    if live is not None:
-        return handoff_read(live)
-    return await mirror_read(session, deal_id, exists=exists)
+    if seen.live is not None:
+        return handoff_read(seen.live)
+    return await mirror_read(session, deal_id, exists=seen.exists)
 
 
 @router.patch("/{deal_id}", response_model=HandoffRead)
@@ -90,14 +84,8 @@ async def patch_handoff(
     temporal: TemporalDep,
 ) -> HandoffRead:
     """Supply what ``missing`` names (owner rep, the CSM, ops); a waiting handoff resumes."""
-    deal = await deal_or_404(session, deal_id)
-    live, exists = await live_handoff(temporal, deal_id)
-    csm = await csm_of(session, live, deal_id)
-    if not (
-        is_deal_owner(person, deal)
-        or (csm is not None and person.email == csm)
-        or {"ops", "admin"} & set(person.roles)
-    ):
+    seen = await see_handoff(session, temporal, deal_id)
+    if not works_on(person, seen):
         raise ApiError(403, "forbidden", "Only the owner, the CSM or ops may change the handoff.")
     changes = body.model_dump(exclude_unset=True, mode="json")
     if not changes:
@@ -113,10 +101,10 @@ async def patch_handoff(
         detail={"fields": sorted(changes), "revision": revision},
     )
     await session.commit()
-    if exists:
+    if seen.exists:
         await tell_details_updated(temporal, deal_id, revision)
-    if live is not None:
-        return handoff_read(live)
+    if seen.live is not None:
+        return handoff_read(seen.live)
     return HandoffRead(deal_id=deal_id, status=None, live=False)
 
 
