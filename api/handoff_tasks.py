@@ -17,7 +17,7 @@ from temporalio.client import Client
 from api.errors import ApiError
 from api.handoff import tell_item_done
 from api.handoff_schemas import HandoffItemRead
-from api.list_schemas import TaskDoneRead, WorkflowTold
+from api.list_schemas import TaskDoneRead, TaskRead, WorkflowTold
 from db import handoff as handoff_db
 from db.audit import append_audit
 from db.handoff_models import HandoffTask
@@ -25,17 +25,7 @@ from db.models import Person
 
 
 def item_read(task: HandoffTask) -> HandoffItemRead:
-    return HandoffItemRead(
-        id=task.id,
-        title=task.title,
-        owner_email=task.owner_email,
-        due_at=task.due_at,
-        status=task.status,
-        reminded_at=task.reminded_at,
-        escalated_to=task.escalated_to,
-        done_at=task.done_at,
-        done_by=task.done_by,
-    )
+    return HandoffItemRead.model_validate(task, from_attributes=True)
 
 
 def closed_conflict(task: HandoffTask) -> ApiError:
@@ -88,17 +78,5 @@ async def handoff_task_done(
         raise closed_conflict(task)
     told = await complete_task(session, temporal, person, task)
     await session.commit()
-    return TaskDoneRead(
-        id=task.id,
-        kind=task.kind,
-        title=task.title,
-        detail=task.detail,
-        due_at=task.due_at,
-        status=task.status,
-        owner_email=task.owner_email,
-        deal_id=task.deal_id,
-        created_at=task.created_at,
-        done_at=task.done_at,
-        done_by=task.done_by,
-        workflow=told,
-    )
+    read = TaskRead.model_validate(task, from_attributes=True)  # no campaign fields: None
+    return TaskDoneRead(**read.model_dump(), workflow=told)
