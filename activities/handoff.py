@@ -46,6 +46,7 @@ from dealflow.ids import (
     SA_OWNER_EMAIL,
     handoff_message_id,
     handoff_workflow_id,
+    kickoff_message_id,
 )
 from dealflow.mailer import Mailer
 from dealflow.settings import Settings
@@ -415,7 +416,7 @@ class HandoffActivities:
                 customer=input.customer, local=local, timezone=input.timezone
             ),
             html=None,
-            message_id=f"<kickoff.{input.deal_id}@dealflow.example>",
+            message_id=kickoff_message_id(input.deal_id),
         )
         msg.add_alternative(ics, subtype="calendar", params={"method": "REQUEST"})
         if not await self._email_once(input.key, input.deal_id, ",".join(input.attendees), msg):

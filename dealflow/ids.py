@@ -104,3 +104,8 @@ def handoff_task_id(deal_id: str, kind: str, key: str) -> str:
 def handoff_message_id(deal_id: str, key: str) -> str:
     """The Message-ID of a handoff email, derived from its delivery key: the same on a retry."""
     return f"<handoff.{_handoff_digest(deal_id, 'mail', key)}@dealflow.example>"
+
+
+def kickoff_message_id(deal_id: str) -> str:
+    """The kickoff invite's Message-ID: one invite per handoff."""
+    return f"<kickoff.{deal_id}@dealflow.example>"

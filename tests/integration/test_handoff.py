@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from icalendar import Calendar
 
-from dealflow.ids import deal_closure_workflow_id, handoff_workflow_id
+from dealflow.ids import deal_closure_workflow_id, handoff_workflow_id, kickoff_message_id
 from tests.utils.deals import (
     FINANCE,
     OPS,
@@ -102,9 +102,7 @@ async def test_a_won_deal_is_handed_over_with_csm_invite_plan_and_renewal(
     kickoff = body["kickoff"]
     assert set(kickoff["attendees"]) == {SIGNER, E2E_PRIMARY["email"], CSM, REP}
     invites = await _mail(http, E2E_PRIMARY["email"])
-    invite = next(
-        m for m in invites if m["message_id"] == f"<kickoff.{deal['id']}@dealflow.example>"
-    )
+    invite = next(m for m in invites if m["message_id"] == kickoff_message_id(deal["id"]))
     cal = Calendar.from_ical(invite["calendar"])
     assert str(cal["method"]) == "REQUEST"
     (event,) = cal.walk("VEVENT")

@@ -8,10 +8,14 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from db.handoff_models import HandoffDelivery
-from tests.utils.handoff import HANDOFF_TIMING_ENV, primary_email, start_handoff_on_own_queue
-from tests.utils.polling import eventually
+from dealflow.ids import kickoff_message_id
+from tests.utils.handoff import (
+    HANDOFF_TIMING_ENV,
+    primary_email,
+    start_handoff_on_own_queue,
+    status_where,
+)
 from tests.utils.workers import start_worker, stop, wait_exit
-from workflows.handoff import HandoffWorkflow
 
 
 async def test_worker_killed_after_the_invite_and_while_waiting_sends_everything_once(
@@ -26,26 +30,20 @@ async def test_worker_killed_after_the_invite_and_while_waiting_sends_everything
 
     second = start_worker(settings, queue, **env)
     try:
-
-        async def onboarding():
-            s = await handle.query(HandoffWorkflow.status)
-            return s if s.status == "onboarding" else None
-
-        await eventually(onboarding, timeout=90, what="the handoff onboarding")
+        await status_where(handle, lambda s: s.status == "onboarding", "the handoff onboarding")
     finally:
         stop(second)  # killed while it waits for reminders and the renewal alerts
     third = start_worker(settings, queue, **env)
     try:
-
-        async def renewed():
-            s = await handle.query(HandoffWorkflow.status)
-            return s if s.renewal and all(a.sent_at for a in s.renewal.alerts) else None
-
-        status = await eventually(renewed, timeout=90, what="every renewal alert")
+        status = await status_where(
+            handle,
+            lambda s: s.renewal is not None and all(a.sent_at for a in s.renewal.alerts),
+            "every renewal alert",
+        )
     finally:
         stop(third)
 
-    invite_id = f"<kickoff.{deal['id']}@dealflow.example>"
+    invite_id = kickoff_message_id(deal["id"])
     mail = (
         await http.get("/_sandbox/mail/messages", params={"to": primary_email(deal["id"])})
     ).json()

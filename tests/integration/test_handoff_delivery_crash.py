@@ -8,10 +8,14 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from db.handoff_models import HandoffDelivery
-from tests.utils.handoff import HANDOFF_TIMING_ENV, primary_email, start_handoff_on_own_queue
-from tests.utils.polling import eventually
+from dealflow.ids import kickoff_message_id
+from tests.utils.handoff import (
+    HANDOFF_TIMING_ENV,
+    primary_email,
+    start_handoff_on_own_queue,
+    status_where,
+)
 from tests.utils.workers import start_worker, stop, wait_exit
-from workflows.handoff import HandoffWorkflow
 
 
 async def test_worker_dies_after_handing_the_invite_over_no_second_invite(
@@ -25,15 +29,10 @@ async def test_worker_dies_after_handing_the_invite_over_no_second_invite(
     assert await wait_exit(doomed) == 86  # the invite was handed over; the row says sending
     survivor = start_worker(settings, queue, **env)
     try:
-
-        async def onboarding():
-            s = await handle.query(HandoffWorkflow.status)
-            return s if s.status == "onboarding" else None
-
-        await eventually(onboarding, timeout=90, what="the handoff onboarding")
+        await status_where(handle, lambda s: s.status == "onboarding", "the handoff onboarding")
     finally:
         stop(survivor)
-    invite_id = f"<kickoff.{deal['id']}@dealflow.example>"
+    invite_id = kickoff_message_id(deal["id"])
     mail = (
         await http.get("/_sandbox/mail/messages", params={"to": primary_email(deal["id"])})
     ).json()

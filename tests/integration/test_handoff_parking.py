@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from db.handoff_models import Handoff
+from dealflow.ids import kickoff_message_id
 from messages.handoff import HandoffTiming
 from tests.utils.deals import OPS, REP, record_history
 from tests.utils.handoff import handoff_where, primary_email, start_handoff_with
@@ -107,7 +108,7 @@ async def test_a_failing_handoff_activity_parks_and_one_retry_goes_on_without_do
     invites = [
         m
         for m in await _mail(http, primary_email(deal["id"]))
-        if m["message_id"] == f"<kickoff.{deal['id']}@dealflow.example>"
+        if m["message_id"] == kickoff_message_id(deal["id"])
     ]
     assert len(invites) == 1
     assert len(await _wins(http, deal["id"])) == 1

@@ -206,7 +206,7 @@ def test_a_slow_signature_is_counted_in_whole_days_from_the_closure_timeline():
 def test_handoff_task_ids_and_message_ids_keep_their_derivation():
     # Rows and sent mail of running handoffs carry these values (the sha256 of what the task or
     # delivery is, computed before they moved to dealflow.ids): a retry must find the same ones.
-    from dealflow.ids import handoff_message_id, handoff_task_id
+    from dealflow.ids import handoff_message_id, handoff_task_id, kickoff_message_id
 
     deal = "deal_0123456789abcdef0123"
     assert handoff_task_id(deal, "onboarding_item", "kickoff") == "hot_06986446ea3af6bb96fa57e8"
@@ -214,3 +214,4 @@ def test_handoff_task_ids_and_message_ids_keep_their_derivation():
         handoff_message_id(deal, f"{deal}/package/finance")
         == "<handoff.dba06cde9386231b12fcf88f@dealflow.example>"
     )
+    assert kickoff_message_id(deal) == f"<kickoff.{deal}@dealflow.example>"

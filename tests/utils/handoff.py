@@ -11,7 +11,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from dealflow.ids import SA_DEAL_ID, SA_HANDOFF_STATUS, handoff_workflow_id
-from messages.handoff import HandoffInput, HandoffTiming
+from messages.handoff import HandoffInput, HandoffStatus, HandoffTiming
 from tests.utils.deals import REP, create_deal
 from tests.utils.polling import eventually
 from workflows.handoff import HandoffWorkflow
@@ -93,6 +93,19 @@ async def start_handoff_with(
         ),
     )
     return deal, handle
+
+
+async def status_where(
+    handle: WorkflowHandle, pred: Callable[[HandoffStatus], object], what: str, timeout: float = 90
+) -> HandoffStatus:
+    """The workflow's ``status`` query until ``pred(status)`` holds (a worker of the test's own
+    queue answers it)."""
+
+    async def probe() -> HandoffStatus | None:
+        s: HandoffStatus = await handle.query(HandoffWorkflow.status)
+        return s if pred(s) else None
+
+    return await eventually(probe, timeout=timeout, what=what)
 
 
 async def handoff_where(
