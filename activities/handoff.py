@@ -46,11 +46,11 @@ from dealflow.ids import (
     SA_OWNER_EMAIL,
     handoff_workflow_id,
 )
-from dealflow.mailer import Mailer
 from dealflow.settings import Settings
 from domain import handoff as rules
 from domain.approval_policy import load_policy, to_reference
 from domain.money import plain_decimal
+from integrations.smtp import Mailer
 from workflows.parking import RetryBudget
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.campaigns import CampaignState, RetryRequest, SequenceTiming
 from api.errors import ApiError
 from api.workflow_start import start_or_find
 from db.campaign_models import Campaign
@@ -21,14 +20,20 @@ from dealflow.ids import (
     sequence_workflow_id,
 )
 from dealflow.settings import Settings
-from workflows.campaign import (
+from messages.campaign import (
     BounceRecorded,
     CampaignInput,
     CampaignOptions,
+    CampaignState,
     CampaignStatus,
-    CampaignWorkflow,
+    ContactHold,
+    RetryRequest,
+    SequenceStatus,
+    SequenceTiming,
+    TaskDone,
 )
-from workflows.sequence import ContactHold, SequenceStatus, SequenceWorkflow, TaskDone
+from workflows.campaign import CampaignWorkflow
+from workflows.sequence import SequenceWorkflow
 
 log = logging.getLogger("dealflow.api")
 

@@ -38,16 +38,16 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.campaigns import (
+    from activities.campaigns import CampaignActivities
+    from activities.sequence import SequenceActivities
+    from dealflow.ids import SA_CAMPAIGN_STATUS
+    from messages.campaign import (
         CAMPAIGN_NOT_FOUND,
         Attention,
         BounceCheckInput,
         BounceRecorded,
         BroadcastInput,
-        CampaignActivities,
         CampaignInput,
-        CampaignOptions,
-        CampaignProgress,
         CampaignRef,
         CampaignState,
         CampaignStatus,
@@ -58,19 +58,9 @@ with workflow.unsafe.imports_passed_through():
         RecordAttentionInput,
         RetryRequest,
         attention_from,
-        retry_budget,
     )
-    from dealflow.ids import SA_CAMPAIGN_STATUS
+    from workflows.campaign_retry import retry_budget
     from workflows.parking import worker_loss_timeout
-
-__all__ = [
-    "BounceRecorded",
-    "CampaignInput",
-    "CampaignOptions",
-    "CampaignProgress",
-    "CampaignStatus",
-    "CampaignWorkflow",
-]
 
 # Database and Temporal-client activities. Ten attempts, 1 s doubling to a minute: about four
 # minutes of tries, enough to ride out a worker restart, a database failover or a Temporal
@@ -277,7 +267,7 @@ class CampaignWorkflow:
             workflow.logger.warning("could not tell the rep about the bounce-rate pause")
 
     async def _notify(self, notice: NotifyRepInput) -> Any:
-        return await self._call(CampaignActivities.notify_rep, notice, retry=NOTIFY_RETRY)
+        return await self._call(SequenceActivities.notify_rep, notice, retry=NOTIFY_RETRY)
 
     async def _finish(self, status: str, reason: str | None) -> CampaignStatus:
         while True:

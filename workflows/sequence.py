@@ -25,7 +25,7 @@ A retried send keeps its Message-ID, so the send's claim still makes it at most 
 
 The workflow never relies on hearing a signal in time to keep a promise: the webhooks write the
 contact's hold, and the API the campaign's status, to PostgreSQL before they answer, and the send
-activity checks both in the transaction that sends (see ``CampaignActivities.send_email``). The
+activity checks both in the transaction that sends (see ``SequenceActivities.send_email``). The
 signals make the workflow's own view (and its status query) catch up, and wake it.
 
 Waits: each step waits ``wait_days`` window days from the previous step, then the next opening of
@@ -44,13 +44,17 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.campaigns import (
+    from activities.campaigns import CampaignActivities
+    from activities.sequence import SequenceActivities
+    from dealflow.ids import SA_CAMPAIGN_STATUS, message_id_for, task_id_for
+    from domain.campaign_rules import reply_route
+    from domain.schedule import next_send_time
+    from domain.variants import assign_variant
+    from messages.campaign import (
         ALWAYS_OPEN,
         CAMPAIGN_NOT_FOUND,
         CONTACT_NOT_FOUND,
-        REPLY_ROUTES,
         Attention,
-        CampaignActivities,
         CampaignState,
         CompleteTaskInput,
         ContactHold,
@@ -61,7 +65,6 @@ with workflow.unsafe.imports_passed_through():
         RecordAttentionInput,
         RecordContactInput,
         ReplyEvent,
-        ReplyRoute,
         RetryRequest,
         RouteReplyInput,
         SendEmailInput,
@@ -72,33 +75,9 @@ with workflow.unsafe.imports_passed_through():
         StepPlan,
         TaskDone,
         attention_from,
-        auto_reply_resume_at,
-        reply_route,
-        retry_budget,
-        task_id_for,
     )
-    from activities.email import message_id_for
-    from dealflow.ids import SA_CAMPAIGN_STATUS
-    from domain.schedule import next_send_time
-    from domain.variants import assign_variant
+    from workflows.campaign_retry import retry_budget
     from workflows.parking import worker_loss_timeout
-
-# The messages, status and routing live with the activities' models (see there, for why); they
-# are re-exported here, where a reader of this workflow looks for them.
-__all__ = [
-    "REPLY_ROUTES",
-    "ContactHold",
-    "DeliveryEvent",
-    "HistoryEntry",
-    "ReplyEvent",
-    "ReplyRoute",
-    "SentEmail",
-    "SequenceStatus",
-    "SequenceWorkflow",
-    "TaskDone",
-    "auto_reply_resume_at",
-    "reply_route",
-]
 
 # Database and SMTP activities. Ten attempts, 1 s doubling to a minute: about four minutes of
 # tries, which rides out a worker restart, a database failover, a lock timeout or a busy SMTP
@@ -308,7 +287,7 @@ class SequenceWorkflow:
         )
         self._status.state = "sending"
         result = await self._call(
-            CampaignActivities.send_email,
+            SequenceActivities.send_email,
             SendEmailInput(
                 campaign_id=inp.campaign_id,
                 contact_email=inp.contact_email,
@@ -355,7 +334,7 @@ class SequenceWorkflow:
         task_id = task_id_for(inp.campaign_id, inp.contact_email, step.index)
         timeout = timedelta(hours=step.task_timeout_hours)
         created = await self._call(
-            CampaignActivities.create_task,
+            SequenceActivities.create_task,
             CreateTaskInput(
                 task_id=task_id,
                 campaign_id=inp.campaign_id,
@@ -385,7 +364,7 @@ class SequenceWorkflow:
         else:
             status, detail = "timed_out", f"not marked done within {step.task_timeout_hours:g} h"
         await self._call(
-            CampaignActivities.complete_task,
+            SequenceActivities.complete_task,
             CompleteTaskInput(
                 task_id=task_id,
                 status=status,
@@ -462,7 +441,7 @@ class SequenceWorkflow:
         inp = self._input
         try:
             routed = await self._call(
-                CampaignActivities.route_reply,
+                SequenceActivities.route_reply,
                 RouteReplyInput(
                     inbound_id=event.inbound_id,
                     campaign_id=inp.campaign_id,
@@ -480,7 +459,7 @@ class SequenceWorkflow:
                 self._note("task.created", None, f"follow-up task {routed.task_id}")
             if routed.notification:
                 told = await self._call(
-                    CampaignActivities.notify_rep,
+                    SequenceActivities.notify_rep,
                     NotifyRepInput(
                         key=f"reply/{event.inbound_id}",
                         campaign_id=inp.campaign_id,
@@ -681,7 +660,7 @@ class SequenceWorkflow:
     ) -> None:
         self._record_seq += 1
         await self._call(
-            CampaignActivities.record_contact,
+            SequenceActivities.record_contact,
             RecordContactInput(
                 campaign_id=self._input.campaign_id,
                 contact_email=self._input.contact_email,

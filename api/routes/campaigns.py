@@ -18,8 +18,6 @@ from sqlalchemy.exc import IntegrityError
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.campaigns import CampaignState
-from activities.email import variant_names
 from api import idempotency
 from api.access import campaign_or_404, contact_or_404, require_campaign_owner
 from api.campaign_schemas import (
@@ -54,9 +52,9 @@ from dealflow.ids import (
     sequence_workflow_id,
 )
 from dealflow.settings import Settings
+from domain.campaign_email import variant_names
 from domain.variants import pick_winner
-from workflows.campaign import CampaignStatus
-from workflows.sequence import TaskDone
+from messages.campaign import CampaignState, CampaignStatus, TaskDone
 
 log = logging.getLogger("dealflow.api")
 

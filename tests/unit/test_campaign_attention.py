@@ -13,9 +13,11 @@ from temporalio.exceptions import (
     TimeoutType,
 )
 
-from activities.campaigns import SequenceTiming, attention_from, failure_key, retry_budget
+from dealflow.ids import failure_key
+from messages.campaign import SequenceTiming, attention_from
 from workflows.campaign import CAMPAIGN_RETRY
 from workflows.campaign import NOTIFY_RETRY as CAMPAIGN_NOTIFY_RETRY
+from workflows.campaign_retry import retry_budget
 from workflows.sequence import NOTIFY_RETRY, SEND_RETRY
 
 AT = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
