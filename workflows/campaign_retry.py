@@ -1,7 +1,8 @@
-"""The campaign's and the sequences' retry backoff, chosen by the API (``SequenceTiming``).
+"""Retry policies the campaign and its sequences share, and their backoff as the API chose it
+(``SequenceTiming``).
 
-Beside the workflows that use it (``workflows/campaign.py``, ``workflows/sequence.py``); the
-attempt budgets themselves are each policy's own, written where the policy is.
+Beside the workflows that use them (``workflows/campaign.py``, ``workflows/sequence.py``); the
+policies of one process only are written where that process calls its activities.
 """
 
 from __future__ import annotations
@@ -12,6 +13,23 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 
 from messages.campaign import SequenceTiming
+
+# Telling the rep (Slack) is worth a few tries, but a Slack outage must not retry forever:
+# after 8 tries (~10 minutes) the campaign or sequence parks; the notice stays recorded unposted.
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=120),
+    maximum_attempts=8,
+)
+# Recording a park on the campaign's or the contact's row: a few quick tries. Its failure is
+# only logged: the park already shows in the workflow's status and search attribute.
+ATTENTION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
 
 
 def retry_budget(policy: RetryPolicy, timing: SequenceTiming) -> RetryPolicy:
