@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time as time_module
 from collections.abc import Callable
 from email.message import Message
 from typing import Any
@@ -31,19 +30,18 @@ from activities.campaigns import (
 )
 from db import campaigns as campaigns_db
 from db import sequences as sequences_db
-from db.campaign_models import Campaign, CampaignContact, InboundMessage, RepTask, SenderMailbox
+from db.campaign_models import Campaign, CampaignContact, InboundMessage, RepTask
 from dealflow.faults import CrashPoints
 from dealflow.ids import failure_key, task_id_for
 from dealflow.settings import Settings
 from domain.campaign_email import (
     EmailLayout,
     MissingField,
-    build_message,
+    campaign_message,
     contact_context,
     render_step,
     task_text,
     template_error,
-    unsubscribe_token,
 )
 from domain.campaign_rules import opening_on, reply_notification, sender_zone
 from domain.schedule import next_send_time
@@ -61,8 +59,6 @@ from messages.campaign import (
     SendEmailInput,
     SendEmailResult,
 )
-
-_MAILBOX_TTL_SECONDS = 5.0
 
 
 class ClaimLost(RuntimeError):
@@ -100,7 +96,7 @@ class SequenceActivities:
     ) -> None:
         # The clock is injectable so tests can cross midnight for the sender's daily cap.
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
-        self._mailboxes: dict[str, tuple[float, SenderMailbox]] = {}
+        self._mailboxes = sequences_db.MailboxCache()
         self._settings = settings
         self._sessions = sessions
         self._claims = claims
@@ -214,7 +210,20 @@ class SequenceActivities:
                 return SendEmailResult(outcome="deferred", retry_at=claim.retry_at, state=state)
 
             # 4: SMTP.
-            message = self._message(input, campaign, contact, subject, content.text, now)
+            message = campaign_message(
+                self._layout,
+                signing_key=self._settings.secret("link_signing_key"),
+                base_url=self._settings.public_base_url,
+                postal_address=self._settings.campaign_postal_address,
+                campaign_id=campaign.id,
+                sender=(campaign.sender_name, campaign.sender_email),
+                to=(person_name(contact), contact.email),
+                subject=subject,
+                body_text=content.text,
+                message_id=input.message_id,
+                references=input.references,
+                date=now,
+            )
             refused = await self._hand_over(session, input, campaign, contact, message, attempt)
             if refused is not None:
                 return refused
@@ -238,48 +247,6 @@ class SequenceActivities:
                 idempotency_key=f"sent/{input.message_id}",
             )
         return SendEmailResult(outcome="sent", sent_at=sent_at, subject=subject, state=state)
-
-    def _message(
-        self,
-        input: SendEmailInput,
-        campaign: Campaign,
-        contact: CampaignContact,
-        subject: str,
-        body_text: str,
-        now: dt.datetime,
-    ) -> Message:
-        """The step's email in its layout, with its unsubscribe link and threading headers."""
-        token = unsubscribe_token(
-            self._settings.secret("link_signing_key"),
-            campaign_id=campaign.id,
-            sender_email=campaign.sender_email,
-            contact_email=contact.email,
-        )
-        unsubscribe_url = f"{self._settings.public_base_url}/v1/unsubscribe/{token}"
-        text_body, html_body = self._layout.render(
-            body_text=body_text,
-            context={
-                "subject": subject,
-                "sender_name": campaign.sender_name,
-                "postal_address": self._settings.campaign_postal_address,
-                "unsubscribe_url": unsubscribe_url,
-            },
-        )
-        return build_message(
-            sender_name=campaign.sender_name,
-            sender_email=campaign.sender_email,
-            to_email=contact.email,
-            to_name=person_name(contact),
-            subject=subject,
-            text=text_body,
-            html_body=html_body,
-            message_id=input.message_id,
-            references=input.references,
-            unsubscribe_url=unsubscribe_url,
-            unsubscribe_mailto=f"mailto:{campaign.sender_email}?subject=unsubscribe%20{token}",
-            date=now,
-            campaign_id=campaign.id,
-        )
 
     async def _hand_over(
         self,
@@ -367,7 +334,7 @@ class SequenceActivities:
             )
             if found is not None and found.kind != "reserved":
                 return found
-            mailbox = await self._mailbox(session, campaign)
+            mailbox = await self._mailboxes.get(session, campaign)
             zone = sender_zone(mailbox.timezone)
             today = now.astimezone(zone).date()
             window = input.window.window()
@@ -410,21 +377,6 @@ class SequenceActivities:
             if claim.kind == "go":
                 await sequences_db.mark_first_send(session, mailbox, today)
             return claim
-
-    async def _mailbox(self, session: AsyncSession, campaign: Campaign) -> SenderMailbox:
-        """The sender's mailbox row (its limit, zone and first send), created if missing.
-
-        Kept a few seconds once its first send is known: its limit changes only when a
-        campaign launches, so a send may count against a limit that is seconds old.
-        """
-        cached = self._mailboxes.get(campaign.sender_email)
-        if cached is not None and time_module.monotonic() - cached[0] < _MAILBOX_TTL_SECONDS:
-            return cached[1]
-        mailbox = await sequences_db.load_mailbox(session, campaign)
-        if mailbox.first_send_date is not None:
-            session.expunge(mailbox)
-            self._mailboxes[campaign.sender_email] = (time_module.monotonic(), mailbox)
-        return mailbox
 
     async def _handing_over(self, message_id: str, attempt: int) -> None:
         """Commit "handing over" before DATA, if this attempt still owns the claim."""
@@ -500,7 +452,7 @@ class SequenceActivities:
         key = failure_key(input.campaign_id, input.contact_email) if input.campaign_id else None
         self._crash.failures.check("complete_task", key or input.task_id)
         async with self._sessions.begin() as session:
-            task = await campaigns_db.complete_task(
+            task = await sequences_db.complete_task(
                 session, task_id=input.task_id, status=input.status, by=input.by
             )
             return task.status if task is not None else "missing"
@@ -526,17 +478,8 @@ class SequenceActivities:
                     non_retryable=True,
                 )
             task_id = None
-            if input.record_referral and inbound.classification.get("referral"):
-                contact.referral = inbound.classification["referral"]
-                ref = contact.referral
-                await campaigns_db.append_event(
-                    session,
-                    campaign_id=campaign.id,
-                    contact_email=contact.email,
-                    event="referral.recorded",
-                    detail=f"{ref.get('name') or '?'} <{ref.get('email') or '?'}>",
-                    idempotency_key=f"referral/{inbound.id}",
-                )
+            if input.record_referral:
+                await sequences_db.record_referral(session, contact, inbound)
             who = contact_label(contact)
             if input.create_task:
                 task_id = task_id_for("reply", inbound.id)
@@ -552,7 +495,7 @@ class SequenceActivities:
                 )
             text = None
             if input.notify:
-                sends = await campaigns_db.contact_sends(
+                sends = await sequences_db.contact_sends(
                     session, campaign_id=campaign.id, email=contact.email
                 )
                 text = reply_notification(

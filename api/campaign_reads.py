@@ -10,6 +10,7 @@ from typing import Any
 from api.campaign_schemas import CampaignRead, ContactRead, StepRead, VariantRead
 from api.deps import SessionDep
 from db import campaigns as campaigns_db
+from db import sequences as sequences_db
 from db.campaign_models import Campaign, CampaignContact
 from db.contact_deals import contact_deal_history
 from dealflow.ids import campaign_workflow_id, sequence_workflow_id
@@ -142,10 +143,10 @@ async def contact_read(
             live=True,
             attention=live.attention.model_dump(mode="json") if live.attention else None,
         )
-    history = await campaigns_db.contact_history(
+    history = await sequences_db.contact_history(
         session, campaign_id=campaign.id, email=contact.email
     )
-    sends = await campaigns_db.contact_sends(session, campaign_id=campaign.id, email=contact.email)
+    sends = await sequences_db.contact_sends(session, campaign_id=campaign.id, email=contact.email)
     return ContactRead(
         campaign_id=campaign.id,
         email=contact.email,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,6 +26,8 @@ from db.campaign_models import (
     Campaign,
     CampaignContact,
     CampaignSend,
+    ContactEvent,
+    InboundMessage,
     RepNotification,
     RepTask,
     SenderDayUsage,
@@ -189,6 +192,30 @@ async def claim_new(
     return None
 
 
+class MailboxCache:
+    """The sender mailboxes' rows, kept a few seconds once their first send is known.
+
+    A mailbox's limit changes only when a campaign launches, so a send may count against a limit
+    that is seconds old; the cap's counter itself is never cached.
+    """
+
+    TTL_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[float, SenderMailbox]] = {}
+
+    async def get(self, session: AsyncSession, campaign: Campaign) -> SenderMailbox:
+        """The sender's mailbox row (its limit, zone and first send), created if missing."""
+        cached = self._rows.get(campaign.sender_email)
+        if cached is not None and time.monotonic() - cached[0] < self.TTL_SECONDS:
+            return cached[1]
+        mailbox = await load_mailbox(session, campaign)
+        if mailbox.first_send_date is not None:
+            session.expunge(mailbox)
+            self._rows[campaign.sender_email] = (time.monotonic(), mailbox)
+        return mailbox
+
+
 async def mark_first_send(session: AsyncSession, mailbox: SenderMailbox, today: dt.date) -> None:
     """The warm-up ramp counts weeks from the mailbox's first real send."""
     if mailbox.first_send_date is None:
@@ -300,6 +327,55 @@ async def mirror_contact(session: AsyncSession, input: RecordContactInput) -> bo
     return True
 
 
+async def record_referral(
+    session: AsyncSession, contact: CampaignContact, inbound: InboundMessage
+) -> None:
+    """The person a referral reply names, on the contact and in its history (once a reply)."""
+    if not inbound.classification.get("referral"):
+        return
+    contact.referral = inbound.classification["referral"]
+    ref = contact.referral
+    await campaigns_db.append_event(
+        session,
+        campaign_id=contact.campaign_id,
+        contact_email=contact.email,
+        event="referral.recorded",
+        detail=f"{ref.get('name') or '?'} <{ref.get('email') or '?'}>",
+        idempotency_key=f"referral/{inbound.id}",
+    )
+
+
+# --- the contact's history and sends, as the reads show them ---------------------------------
+
+
+async def contact_history(
+    session: AsyncSession, *, campaign_id: str, email: str
+) -> list[ContactEvent]:
+    stmt = (
+        select(ContactEvent)
+        .where(
+            ContactEvent.campaign_id == campaign_id,
+            ContactEvent.contact_email == campaigns_db.normalize_email(email),
+        )
+        .order_by(ContactEvent.at, ContactEvent.id)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def contact_sends(
+    session: AsyncSession, *, campaign_id: str, email: str
+) -> list[CampaignSend]:
+    stmt = (
+        select(CampaignSend)
+        .where(
+            CampaignSend.campaign_id == campaign_id,
+            CampaignSend.contact_email == campaigns_db.normalize_email(email),
+        )
+        .order_by(CampaignSend.step_index)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
 # --- the rep's tasks and notifications ----------------------------------------------------------
 
 
@@ -333,3 +409,17 @@ async def record_notification(
     )
     note = await session.get(RepNotification, key, with_for_update=True)
     return note, await session.get(Person, owner_email)
+
+
+async def complete_task(
+    session: AsyncSession, *, task_id: str, status: str, by: str | None
+) -> RepTask | None:
+    task = await session.get(RepTask, task_id, with_for_update=True)
+    if task is None:
+        return None
+    if task.status == "open":
+        task.status = status
+        task.done_at = campaigns_db.now_utc()
+        task.done_by = by
+        await session.flush()
+    return task

@@ -309,3 +309,55 @@ def build_message(
 def wire_bytes(msg: Message) -> bytes:
     """The message as SMTP DATA carries it (CRLF line ends; dot-stuffing is the sender's)."""
     return msg.as_bytes(policy=_WIRE)
+
+
+def campaign_message(
+    layout: EmailLayout,
+    *,
+    signing_key: str,
+    base_url: str,
+    postal_address: str,
+    campaign_id: str,
+    sender: tuple[str, str],
+    to: tuple[str | None, str],
+    subject: str,
+    body_text: str,
+    message_id: str,
+    references: Sequence[str],
+    date: datetime,
+) -> Message:
+    """A step's email for one contact: its body in the layout (footer, postal address), the
+    signed unsubscribe link (HTTPS and mailto), threading and the workflow's Message-ID.
+
+    ``sender`` and ``to`` are (name, address); the recipient's name may be missing.
+    """
+    sender_name, sender_email = sender
+    to_name, to_email = to
+    token = unsubscribe_token(
+        signing_key, campaign_id=campaign_id, sender_email=sender_email, contact_email=to_email
+    )
+    unsubscribe_url = f"{base_url}/v1/unsubscribe/{token}"
+    text_body, html_body = layout.render(
+        body_text=body_text,
+        context={
+            "subject": subject,
+            "sender_name": sender_name,
+            "postal_address": postal_address,
+            "unsubscribe_url": unsubscribe_url,
+        },
+    )
+    return build_message(
+        sender_name=sender_name,
+        sender_email=sender_email,
+        to_email=to_email,
+        to_name=to_name,
+        subject=subject,
+        text=text_body,
+        html_body=html_body,
+        message_id=message_id,
+        references=references,
+        unsubscribe_url=unsubscribe_url,
+        unsubscribe_mailto=f"mailto:{sender_email}?subject=unsubscribe%20{token}",
+        date=date,
+        campaign_id=campaign_id,
+    )
