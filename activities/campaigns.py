@@ -95,6 +95,11 @@ def contact_dict(c: CampaignContact) -> dict[str, Any]:
     }
 
 
+def sender_of(campaign: Campaign) -> dict[str, str]:
+    """The campaign's sender as the step templates see it (``{{ sender.name }}``)."""
+    return {"name": campaign.sender_name, "email": campaign.sender_email}
+
+
 def person_name(c: CampaignContact) -> str | None:
     return " ".join(p for p in (c.first_name, c.last_name) if p) or None
 
@@ -146,7 +151,7 @@ class CampaignActivities:
         async with self._sessions() as session:
             campaign = await campaign_or_fail(session, input.campaign_id)
             problems = self._sender_problems(campaign)
-        sender = {"name": campaign.sender_name, "email": campaign.sender_email}
+        sender = sender_of(campaign)
         if problems:
             await self._write_report(campaign.id, problems, {})
             return PreflightResult(ok=False, eligible=0, excluded=0, problems=problems)

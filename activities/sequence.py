@@ -27,6 +27,7 @@ from activities.campaigns import (
     contact_dict,
     contact_label,
     person_name,
+    sender_of,
 )
 from db import campaigns as campaigns_db
 from db import sequences as sequences_db
@@ -175,9 +176,10 @@ class SequenceActivities:
                     session, contact, f"suppressed: {suppressed}", "suppressed", input
                 )
             # The step's content for this contact (a template that fails stops the contact).
-            sender = {"name": campaign.sender_name, "email": campaign.sender_email}
             step = campaign.steps[input.step_index]
-            ctx = contact_context(contact_dict(contact), campaign.fallbacks or {}, sender)
+            ctx = contact_context(
+                contact_dict(contact), campaign.fallbacks or {}, sender_of(campaign)
+            )
             try:
                 content = render_step(step, input.step_index, input.variant, ctx)
             except MissingField as err:
@@ -430,7 +432,7 @@ class SequenceActivities:
                 ctx=contact_context(
                     contact_dict(contact),
                     campaign.fallbacks or {},
-                    {"name": campaign.sender_name, "email": campaign.sender_email},
+                    sender_of(campaign),
                 ),
             )
             await sequences_db.insert_task(

@@ -3,7 +3,7 @@
 Functions take keyword arguments and a session; the caller owns the transaction. The ones the
 webhooks call (``record_reply``, ``record_delivery_event``, ``unsubscribe``) write the contact's
 *hold* in the caller's transaction, so once the webhook has answered, every later send sees it
-(the send reads the hold ``FOR UPDATE``; see activities/campaigns.py).
+(the send reads the hold ``FOR UPDATE``; see activities/sequence.py).
 """
 
 from __future__ import annotations

@@ -44,9 +44,10 @@ from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, requir
 from api.errors import ApiError
 from api.idempotency import IdempotencyKey
 from db import campaigns as campaigns_db
+from db.campaign_models import Campaign, CampaignContact
 from db.models import Person
 from dealflow.settings import Settings
-from messages.campaign import CampaignState, TaskDone
+from messages.campaign import CampaignState, SequenceStatus, TaskDone
 
 log = logging.getLogger("dealflow.api")
 
@@ -266,6 +267,16 @@ _status_route(
 )
 
 
+async def _watched_contact(
+    session: SessionDep, temporal: Client, person: Person, campaign_id: str, email: str
+) -> tuple[Campaign, CampaignContact, SequenceStatus | None]:
+    """A contact of a campaign the caller owns (or ops, admin), and its sequence's live view."""
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign, also=("ops", "admin"))
+    contact = await contact_or_404(session, campaign, email)
+    return campaign, contact, await live_contact(temporal, contact)
+
+
 @router.get("/{campaign_id}/contacts/{email}", response_model=ContactRead)
 async def get_contact(
     campaign_id: str,
@@ -275,10 +286,7 @@ async def get_contact(
     temporal: TemporalDep,
 ) -> ContactRead:
     """The contact's step, next send time and history with reasons (live when possible)."""
-    campaign = await campaign_or_404(session, campaign_id)
-    require_campaign_owner(person, campaign, also=("ops", "admin"))
-    contact = await contact_or_404(session, campaign, email)
-    live = await live_contact(temporal, contact)
+    campaign, contact, live = await _watched_contact(session, temporal, person, campaign_id, email)
     return await contact_read(session, campaign, contact, live)
 
 
@@ -318,10 +326,7 @@ async def retry_contact(
     temporal: TemporalDep,
 ) -> RetryRead:
     """Run the failed step of this contact's parked sequence again (owner, ops, admin)."""
-    campaign = await campaign_or_404(session, campaign_id)
-    require_campaign_owner(person, campaign, also=("ops", "admin"))
-    contact = await contact_or_404(session, campaign, email)
-    live = await live_contact(temporal, contact)
+    campaign, contact, live = await _watched_contact(session, temporal, person, campaign_id, email)
     parked = live.attention is not None if live is not None else contact.attention is not None
     if not parked or not await retry_sequence(temporal, campaign.id, contact.email, person.email):
         raise ApiError(
