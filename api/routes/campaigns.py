@@ -47,7 +47,7 @@ from db import campaigns as campaigns_db
 from db.campaign_models import Campaign, CampaignContact
 from db.models import Person
 from dealflow.settings import Settings
-from messages.campaign import CampaignState, SequenceStatus, TaskDone
+from messages.campaign import CampaignState, CampaignStatus, SequenceStatus, TaskDone
 
 log = logging.getLogger("dealflow.api")
 
@@ -111,6 +111,15 @@ async def create_campaign(
     return JSONResponse(jsonable_encoder(created), status_code=201)
 
 
+async def _watched_campaign(
+    session: SessionDep, temporal: Client, person: Person, campaign_id: str
+) -> tuple[Campaign, CampaignStatus | None]:
+    """A campaign the caller owns (or ops, admin), and its workflow's live view once launched."""
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign, also=("ops", "admin"))
+    return campaign, await live_campaign(temporal, campaign.id) if campaign.launched_at else None
+
+
 @router.get("/{campaign_id}", response_model=CampaignRead)
 async def get_campaign(
     campaign_id: str,
@@ -120,9 +129,7 @@ async def get_campaign(
     temporal: TemporalDep,
 ) -> CampaignRead:
     """Counts, per-step and per-variant stats, the preflight report (owner, ops, admin)."""
-    campaign = await campaign_or_404(session, campaign_id)
-    require_campaign_owner(person, campaign, also=("ops", "admin"))
-    live = await live_campaign(temporal, campaign.id) if campaign.launched_at else None
+    campaign, live = await _watched_campaign(session, temporal, person, campaign_id)
     return await campaign_read(session, settings, campaign, live)
 
 
@@ -296,9 +303,7 @@ async def retry_campaign(
 ) -> RetryRead:
     """Run the failed step again: of the campaign, if it is parked in needs_attention, and of
     every sequence of it that is parked (owner, ops, admin). 409 when nothing is parked."""
-    campaign = await campaign_or_404(session, campaign_id)
-    require_campaign_owner(person, campaign, also=("ops", "admin"))
-    live = await live_campaign(temporal, campaign.id) if campaign.launched_at else None
+    campaign, live = await _watched_campaign(session, temporal, person, campaign_id)
     if live is not None:
         campaign_parked = live.attention is not None
     else:
