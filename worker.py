@@ -21,27 +21,29 @@ from concurrent.futures import ThreadPoolExecutor
 from types import CodeType
 
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.approvals import ApprovalActivities
-from activities.campaigns import build_campaign_activities
+from activities.campaigns import CampaignActivities
 from activities.closing import ClosingActivities, build_stripe_client
 from activities.crm import HubSpotCrm
 from activities.deals import DealActivities, NoopActivities
 from activities.docusign import DocuSignClient, SignatureActivities
 from activities.handoff import HandoffActivities
 from activities.onboarding import OnboardingActivities
-from db.engine import make_engine, make_sessionmaker
+from activities.sequence import SequenceActivities
+from db.engine import make_engine, make_sessionmaker, sqlalchemy_url
 from dealflow.faults import CrashPoints, FailurePoints
 from dealflow.heartbeat import PulseInterceptor
 from dealflow.logging import configure_logging
-from dealflow.mailer import Mailer
 from dealflow.rendering import DocumentRenderer
 from dealflow.settings import Settings
 from dealflow.temporal import connect
+from domain.campaign_email import EmailLayout
+from integrations.smtp import Mailer
 from workflows.approval_chain import ApprovalChainWorkflow
 from workflows.campaign import CampaignWorkflow
 from workflows.deal_closure import DealClosureWorkflow
@@ -160,6 +162,8 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         settings.state_dir,
         failures=FailurePoints(settings.state_dir, enabled=settings.is_sandbox),
     )
+    # One mailer (SMTP auth, STARTTLS and CA from the settings) for every message we send.
+    mailer = Mailer.from_settings(settings)
     deals = DealActivities(
         settings=settings,
         sessions=sessions,
@@ -172,7 +176,7 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         slack=AsyncWebClient(
             token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
         ),
-        mailer=Mailer.from_settings(settings),  # SMTP auth and STARTTLS as for campaigns
+        mailer=mailer,
         crash_points=crash_points,
     )
     signature = SignatureActivities(
@@ -191,7 +195,26 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
     handoff = HandoffActivities(
         settings=settings,
         sessions=sessions,
-        mailer=Mailer.from_settings(settings),
+        mailer=mailer,
+        slack=AsyncWebClient(
+            token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
+        ),
+        crash_points=crash_points,
+    )
+    campaigns = CampaignActivities(settings=settings, sessions=sessions, crash_points=crash_points)
+    sequence = SequenceActivities(
+        settings=settings,
+        sessions=sessions,
+        # The send's claims pool: two short transactions per send, never held across SMTP. No
+        # pre-ping: a connection that died is an error the activity retries, not worth a round
+        # trip each.
+        claims=make_sessionmaker(
+            create_async_engine(
+                sqlalchemy_url(settings.require_database_url()), pool_size=8, max_overflow=8
+            )
+        ),
+        mailer=mailer.transport,
+        layout=EmailLayout(settings.templates_dir),
         slack=AsyncWebClient(
             token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
         ),
@@ -239,7 +262,19 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         onboarding.move_items,
         onboarding.cancel_tasks,
         onboarding.open_crm_renewal,
-        *build_campaign_activities(settings, sessions, crash_points),
+        campaigns.preflight,
+        campaigns.enrol_batch,
+        campaigns.broadcast_state,
+        campaigns.campaign_progress,
+        campaigns.check_bounce_rate,
+        campaigns.finish_campaign,
+        campaigns.record_attention,
+        sequence.send_email,
+        sequence.record_contact,
+        sequence.create_task,
+        sequence.complete_task,
+        sequence.route_reply,
+        sequence.notify_rep,
     ]
 
 

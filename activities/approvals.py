@@ -44,16 +44,15 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.email import SmtpRejected, SmtpTransient
 from db.audit import append_audit
 from db.models import ApprovalDelivery, ApprovalLink, ApprovalRequest, Person
 from dealflow.faults import CrashPoints
 from dealflow.holds import HoldPoints
 from dealflow.links import make_token
-from dealflow.mailer import Mailer
 from dealflow.settings import Settings
 from domain.approval_models import ApprovalStep, DealSummary
 from domain.money import format_pct
+from integrations.smtp import Mailer, SmtpRejected, SmtpTransient
 
 log = logging.getLogger(__name__)
 

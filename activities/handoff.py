@@ -48,11 +48,11 @@ from dealflow.ids import (
     handoff_workflow_id,
     kickoff_message_id,
 )
-from dealflow.mailer import Mailer
 from dealflow.settings import Settings
 from domain import handoff as rules
 from domain.approval_policy import load_policy, to_reference
 from domain.money import plain_decimal
+from integrations.smtp import Mailer
 from messages.handoff import (
     DEAL_NOT_FOUND,
     NOT_A_CSM,

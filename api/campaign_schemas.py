@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
-from activities.email import TemplateSyntaxProblem, check_step_templates
 from api.fields import BoundedText, JsonFloat, JsonInt, RequiredText, storable
 from dealflow import limits
+from domain.campaign_email import TemplateSyntaxProblem, check_step_templates
 from domain.schedule import DAY_NAMES, SendWindow
 
 # Every text type is as long as its column (dealflow/limits.py) and refuses what PostgreSQL cannot

@@ -6,14 +6,15 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.campaigns import CampaignState, RetryRequest, SequenceTiming
 from api.errors import ApiError
 from api.workflow_start import start_or_find
-from db.campaign_models import Campaign
+from db import campaigns as campaigns_db
+from db.campaign_models import Campaign, CampaignContact
 from dealflow.ids import (
     SA_CAMPAIGN_ID,
     SA_CAMPAIGN_STATUS,
@@ -21,14 +22,20 @@ from dealflow.ids import (
     sequence_workflow_id,
 )
 from dealflow.settings import Settings
-from workflows.campaign import (
+from messages.campaign import (
     BounceRecorded,
     CampaignInput,
     CampaignOptions,
+    CampaignState,
     CampaignStatus,
-    CampaignWorkflow,
+    ContactHold,
+    RetryRequest,
+    SequenceStatus,
+    SequenceTiming,
+    TaskDone,
 )
-from workflows.sequence import ContactHold, SequenceStatus, SequenceWorkflow, TaskDone
+from workflows.campaign import CampaignWorkflow
+from workflows.sequence import SequenceWorkflow
 
 log = logging.getLogger("dealflow.api")
 
@@ -154,6 +161,21 @@ async def live_sequence(client: Client, campaign_id: str, email: str) -> Sequenc
         return None
 
 
+async def live_contact(client: Client, contact: CampaignContact) -> SequenceStatus | None:
+    """The contact's sequence's own view, if it has one (it was enrolled) and it answers."""
+    if contact.status in ("pending", "excluded"):
+        return None
+    return await live_sequence(client, contact.campaign_id, contact.email)
+
+
+async def parked_sequences(client: Client, session: AsyncSession, campaign_id: str) -> list[str]:
+    """Contacts whose sequence is parked: as recorded on their rows, and as the search
+    attribute says (a park whose database record failed is still found)."""
+    emails = dict.fromkeys(await campaigns_db.parked_contacts(session, campaign_id=campaign_id))
+    emails.update(dict.fromkeys(await parked_sequence_contacts(client, campaign_id)))
+    return list(emails)
+
+
 async def parked_sequence_contacts(client: Client, campaign_id: str) -> list[str]:
     """Contacts whose running sequence's search attribute says needs_attention (so a park whose
     database record failed is still found); empty, logged, when the list cannot be read."""
@@ -183,6 +205,28 @@ async def signal_retry(client: Client, workflow_id: str, by: str) -> bool:
         raise ApiError(
             503, "temporal_unavailable", f"The retry could not be sent ({err.message})."
         ) from None
+
+
+async def retry_sequence(client: Client, campaign_id: str, email: str, by: str) -> bool:
+    """``retry`` to one contact's sequence; False when there is no such workflow."""
+    return await signal_retry(client, sequence_workflow_id(campaign_id, email), by)
+
+
+async def retry_parked(
+    client: Client, campaign_id: str, *, campaign: bool, contacts: list[str], by: str
+) -> tuple[bool, list[str]]:
+    """``retry`` to the campaign (when ``campaign``, it is parked) and to each parked contact's
+    sequence: (the campaign was told, the contacts whose sequence was)."""
+    told_campaign = campaign and await signal_retry(client, campaign_workflow_id(campaign_id), by)
+    told = [email for email in contacts if await retry_sequence(client, campaign_id, email, by)]
+    log.info(
+        "campaign %s: retry by %s (campaign %s, %d sequences)",
+        campaign_id,
+        by,
+        told_campaign,
+        len(told),
+    )
+    return told_campaign, told
 
 
 async def tell_task_done(client: Client, campaign_id: str, email: str, done: TaskDone) -> bool:

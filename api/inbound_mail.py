@@ -18,20 +18,16 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
-from activities.email import UnsubscribeRequest, read_unsubscribe_token
 from api.campaigns import signal_or_log, tell_bounce, tell_unsubscribed
 from db import campaigns as campaigns_db
 from db.campaign_models import CampaignSend, InboundMessage
 from dealflow.ids import sequence_workflow_id
 from dealflow.settings import Settings
+from domain.campaign_email import UnsubscribeRequest, read_unsubscribe_token
+from domain.campaign_rules import auto_reply_resume_at, reply_route
 from domain.replies import Classification
-from workflows.sequence import (
-    ContactHold,
-    ReplyEvent,
-    SequenceWorkflow,
-    auto_reply_resume_at,
-    reply_route,
-)
+from messages.campaign import ContactHold, ReplyEvent
+from workflows.sequence import SequenceWorkflow
 
 _TOKEN_IN_SUBJECT = re.compile(r"unsubscribe\s+([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)", re.I)
 

@@ -48,10 +48,9 @@ import httpx
 import temporalio
 from temporalio.client import Client
 
-from activities.email import message_id_for
 from bench.stack import StackError, bench_stack
 from bench.stats import summarize
-from dealflow.ids import sequence_workflow_id
+from dealflow.ids import message_id_for, sequence_workflow_id
 from dealflow.settings import SANDBOX_FILE
 from tests.utils.campaigns import signed_headers
 from tests.utils.deals import REP

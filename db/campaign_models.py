@@ -124,7 +124,7 @@ class CampaignSend(Base):
     status: ``reserved`` (a slot on a later day, the cap being full), ``sending`` (claimed and
     committed before SMTP), ``handing_over`` (committed right before SMTP DATA), ``sent``,
     ``unconfirmed`` (a worker died while handing it over: it is never sent again — see
-    activities/campaigns.py), ``released`` (the server turned it down for now; it may be
+    activities/sequence.py), ``released`` (the server turned it down for now; it may be
     claimed again), ``failed`` (the server refused the recipient for good).
     """
 

@@ -3,7 +3,7 @@
 Functions take keyword arguments and a session; the caller owns the transaction. The ones the
 webhooks call (``record_reply``, ``record_delivery_event``, ``unsubscribe``) write the contact's
 *hold* in the caller's transaction, so once the webhook has answered, every later send sees it
-(the send reads the hold ``FOR UPDATE``; see activities/campaigns.py).
+(the send reads the hold ``FOR UPDATE``; see activities/sequence.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from db.campaign_models import (
     ContactEvent,
     DeliveryEvent,
     InboundMessage,
-    RepTask,
     SenderMailbox,
     Suppression,
 )
@@ -289,34 +288,6 @@ async def append_event(
     if idempotency_key is not None:
         stmt = stmt.on_conflict_do_nothing(index_elements=[ContactEvent.idempotency_key])
     await session.execute(stmt)
-
-
-async def contact_history(
-    session: AsyncSession, *, campaign_id: str, email: str
-) -> list[ContactEvent]:
-    stmt = (
-        select(ContactEvent)
-        .where(
-            ContactEvent.campaign_id == campaign_id,
-            ContactEvent.contact_email == normalize_email(email),
-        )
-        .order_by(ContactEvent.at, ContactEvent.id)
-    )
-    return list((await session.execute(stmt)).scalars())
-
-
-async def contact_sends(
-    session: AsyncSession, *, campaign_id: str, email: str
-) -> list[CampaignSend]:
-    stmt = (
-        select(CampaignSend)
-        .where(
-            CampaignSend.campaign_id == campaign_id,
-            CampaignSend.contact_email == normalize_email(email),
-        )
-        .order_by(CampaignSend.step_index)
-    )
-    return list((await session.execute(stmt)).scalars())
 
 
 async def counts(session: AsyncSession, *, campaign_id: str) -> dict[str, int]:
@@ -834,20 +805,6 @@ async def unsubscribe(
 
 
 # --- tasks ------------------------------------------------------------------------------------
-
-
-async def complete_task(
-    session: AsyncSession, *, task_id: str, status: str, by: str | None
-) -> RepTask | None:
-    task = await session.get(RepTask, task_id, with_for_update=True)
-    if task is None:
-        return None
-    if task.status == "open":
-        task.status = status
-        task.done_at = now_utc()
-        task.done_by = by
-        await session.flush()
-    return task
 
 
 async def open_contact_count(session: AsyncSession, *, campaign_id: str) -> int:

@@ -109,3 +109,29 @@ def handoff_message_id(deal_id: str, key: str) -> str:
 def kickoff_message_id(deal_id: str) -> str:
     """The kickoff invite's Message-ID: one invite per handoff."""
     return f"<kickoff.{deal_id}@dealflow.example>"
+
+
+# Campaigns
+
+
+def message_id_for(campaign_id: str, contact_email: str, step_index: int, sender_email: str) -> str:
+    """The stable Message-ID (without <>) of a contact's step: the send's idempotency key.
+
+    Made in the sequence workflow, so a retried (or re-run) send carries the same one.
+    """
+    digest = hashlib.sha256(
+        f"{campaign_id}\x1f{contact_email.strip().lower()}\x1f{step_index}".encode()
+    ).hexdigest()[:32]
+    domain = sender_email.rsplit("@", 1)[-1].lower()
+    return f"cmp.{digest}@{domain}"
+
+
+def task_id_for(*parts: object) -> str:
+    """A rep task's id; deterministic, so a retried create converges on one task."""
+    return "tsk_" + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def failure_key(campaign_id: str, contact_email: str | None = None) -> str:
+    """The business key the poison tests arm a failure point with: the campaign's id, or the
+    contact's sequence workflow id."""
+    return sequence_workflow_id(campaign_id, contact_email) if contact_email else campaign_id

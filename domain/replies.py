@@ -40,6 +40,7 @@ from email.message import EmailMessage, Message
 from email.parser import Parser
 from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any, cast
 
 from dealflow.limits import (
     MAX_CLASSIFIED_TEXT,
@@ -93,7 +94,7 @@ class Classification:
     rule: str
     return_date: date | None = None
     bounce_type: str | None = None
-    referral: dict | None = None
+    referral: dict[str, Any] | None = None
     truncated_to: int | None = None
 
     def __post_init__(self) -> None:
@@ -156,10 +157,11 @@ def parse_raw(raw: str) -> EmailMessage:
         if count >= MAX_MIME_PARTS:
             text = text[: m.start()]
             break
+    parser = Parser(_class=EmailMessage, policy=POLICY)  # so every message is an EmailMessage
     try:
-        return Parser(_class=EmailMessage, policy=POLICY).parsestr(text)
+        return cast(EmailMessage, parser.parsestr(text))
     except (RecursionError, ValueError, TypeError, LookupError, IndexError):
-        return Parser(_class=EmailMessage, policy=POLICY).parsestr(text, headersonly=True)
+        return cast(EmailMessage, parser.parsestr(text, headersonly=True))
 
 
 def _raw_items(msg: Message) -> list[tuple[str, str]]:
@@ -224,11 +226,14 @@ def _decode(part: Message) -> str:
 
     At most ``MAX_DECODED_TEXT`` characters, with NUL and lone surrogates removed.
     """
+    raw: bytes | None
     try:
-        raw = part.get_payload(decode=True)
+        decoded = part.get_payload(decode=True)
+        raw = decoded if isinstance(decoded, bytes) else None  # None: multipart
     except Exception:
         raw = None
     if raw is None:
+        payload: object
         try:
             payload = part.get_payload()
         except Exception:  # undecodable bytes (surrogates) beside non-ASCII text: read it as is
@@ -679,8 +684,8 @@ def extract_return_date(
     """
     languages = tuple(lang for lang in languages if lang in _MONTHS) or LANGUAGES
     hits = _find_dates(text, languages)
-    resolved = [(hit, _resolve(hit, reference)) for hit in hits]
-    resolved = [(hit, d) for hit, d in resolved if d is not None]
+    candidates = [(hit, _resolve(hit, reference)) for hit in hits]
+    resolved = [(hit, d) for hit, d in candidates if d is not None]
     for wanted in (2, 1):
         for hit, d in resolved:
             if _return_context(text, hit.start) == wanted:

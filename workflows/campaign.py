@@ -31,23 +31,23 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.campaigns import (
+    from activities.campaigns import CampaignActivities
+    from activities.sequence import SequenceActivities
+    from dealflow.ids import SA_CAMPAIGN_STATUS
+    from messages.campaign import (
         CAMPAIGN_NOT_FOUND,
         Attention,
         BounceCheckInput,
         BounceRecorded,
         BroadcastInput,
-        CampaignActivities,
         CampaignInput,
-        CampaignOptions,
-        CampaignProgress,
         CampaignRef,
         CampaignState,
         CampaignStatus,
@@ -58,19 +58,9 @@ with workflow.unsafe.imports_passed_through():
         RecordAttentionInput,
         RetryRequest,
         attention_from,
-        retry_budget,
     )
-    from dealflow.ids import SA_CAMPAIGN_STATUS
+    from workflows.campaign_retry import ATTENTION_RETRY, NOTIFY_RETRY, retry_budget
     from workflows.parking import worker_loss_timeout
-
-__all__ = [
-    "BounceRecorded",
-    "CampaignInput",
-    "CampaignOptions",
-    "CampaignProgress",
-    "CampaignStatus",
-    "CampaignWorkflow",
-]
 
 # Database and Temporal-client activities. Ten attempts, 1 s doubling to a minute: about four
 # minutes of tries, enough to ride out a worker restart, a database failover or a Temporal
@@ -83,21 +73,6 @@ CAMPAIGN_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=60),
     maximum_attempts=10,
     non_retryable_error_types=[CAMPAIGN_NOT_FOUND],
-)
-# Telling the rep (Slack): 8 tries over ~10 minutes, then park (the notice stays recorded).
-NOTIFY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=120),
-    maximum_attempts=8,
-)
-# Recording a park on the campaign's row: a few quick tries. Its failure is only logged: the
-# park already shows in the workflow's status and search attribute.
-ATTENTION_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
 )
 
 # Patches: parking instead of failing the workflow (before it, a final activity failure failed
@@ -241,7 +216,8 @@ class CampaignWorkflow:
                 pass
             return None
         try:
-            return await handle
+            result: PreflightResult = await handle
+            return result
         except ActivityError as err:
             await self._park("preflight", err)
             return None
@@ -277,9 +253,11 @@ class CampaignWorkflow:
             workflow.logger.warning("could not tell the rep about the bounce-rate pause")
 
     async def _notify(self, notice: NotifyRepInput) -> Any:
-        return await self._call(CampaignActivities.notify_rep, notice, retry=NOTIFY_RETRY)
+        return await self._call(SequenceActivities.notify_rep, notice, retry=NOTIFY_RETRY)
 
-    async def _finish(self, status: str, reason: str | None) -> CampaignStatus:
+    async def _finish(
+        self, status: Literal["completed", "cancelled", "failed"], reason: str | None
+    ) -> CampaignStatus:
         while True:
             state = await self._call(
                 CampaignActivities.finish_campaign,
@@ -392,10 +370,12 @@ class CampaignWorkflow:
     def _timeout(self) -> timedelta:
         return timedelta(seconds=self._input.options.activity_timeout_seconds)
 
-    def _options(self, *, heartbeat: bool = False, retry: RetryPolicy | None = None) -> dict:
+    def _options(
+        self, *, heartbeat: bool = False, retry: RetryPolicy | None = None
+    ) -> dict[str, Any]:
         timeout = self._timeout()
         policy = retry_budget(retry or CAMPAIGN_RETRY, self._input.options.timing)
-        options: dict = {
+        options: dict[str, Any] = {
             "start_to_close_timeout": timeout,
             "heartbeat_timeout": worker_loss_timeout(timeout),
             "retry_policy": policy,

@@ -17,7 +17,8 @@ Signals:  ``reply(ReplyEvent)`` — an inbound message matched to this contact, 
 Queries:  ``status() -> SequenceStatus`` — step, next send time, history with reasons; state
           ``needs_attention`` and ``attention`` (what failed, why) while parked.
 
-Failures: every activity retries within a budget (``SEND_RETRY``, ``NOTIFY_RETRY``); one that
+Failures: every activity retries within a budget (``SEND_RETRY``, ``NOTIFY_RETRY``, in
+``workflows/sequence_calls.py``, which runs the activities, parks and records); one that
 fails for good parks the sequence in ``needs_attention`` (status, the ``CampaignStatus`` search
 attribute, the contact's row through ``record_attention``) until a retry runs that step again.
 A stop or the campaign's cancel while parked makes the step moot: the sequence ends instead.
@@ -25,7 +26,7 @@ A retried send keeps its Message-ID, so the send's claim still makes it at most 
 
 The workflow never relies on hearing a signal in time to keep a promise: the webhooks write the
 contact's hold, and the API the campaign's status, to PostgreSQL before they answer, and the send
-activity checks both in the transaction that sends (see ``CampaignActivities.send_email``). The
+activity checks both in the transaction that sends (see ``SequenceActivities.send_email``). The
 signals make the workflow's own view (and its status query) catch up, and wake it.
 
 Waits: each step waits ``wait_days`` window days from the previous step, then the next opening of
@@ -35,33 +36,28 @@ wait day lasts ``wait_day_seconds`` and windows are always open.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.campaigns import (
+    from activities.sequence import SequenceActivities
+    from dealflow.ids import message_id_for, task_id_for
+    from domain.campaign_rules import reply_route
+    from domain.schedule import next_send_time
+    from domain.variants import assign_variant
+    from messages.campaign import (
         ALWAYS_OPEN,
-        CAMPAIGN_NOT_FOUND,
-        CONTACT_NOT_FOUND,
-        REPLY_ROUTES,
         Attention,
-        CampaignActivities,
         CampaignState,
         CompleteTaskInput,
         ContactHold,
         CreateTaskInput,
         DeliveryEvent,
-        HistoryEntry,
         NotifyRepInput,
-        RecordAttentionInput,
-        RecordContactInput,
         ReplyEvent,
-        ReplyRoute,
         RetryRequest,
         RouteReplyInput,
         SendEmailInput,
@@ -71,79 +67,14 @@ with workflow.unsafe.imports_passed_through():
         SequenceStatus,
         StepPlan,
         TaskDone,
-        attention_from,
-        auto_reply_resume_at,
-        reply_route,
-        retry_budget,
-        task_id_for,
     )
-    from activities.email import message_id_for
-    from dealflow.ids import SA_CAMPAIGN_STATUS
-    from domain.schedule import next_send_time
-    from domain.variants import assign_variant
-    from workflows.parking import worker_loss_timeout
+    from workflows.campaign_retry import NOTIFY_RETRY
 
-# The messages, status and routing live with the activities' models (see there, for why); they
-# are re-exported here, where a reader of this workflow looks for them.
-__all__ = [
-    "REPLY_ROUTES",
-    "ContactHold",
-    "DeliveryEvent",
-    "HistoryEntry",
-    "ReplyEvent",
-    "ReplyRoute",
-    "SentEmail",
-    "SequenceStatus",
-    "SequenceWorkflow",
-    "TaskDone",
-    "auto_reply_resume_at",
-    "reply_route",
-]
-
-# Database and SMTP activities. Ten attempts, 1 s doubling to a minute: about four minutes of
-# tries, which rides out a worker restart, a database failover, a lock timeout or a busy SMTP
-# relay; a failure still there after that is not healing by itself, so the sequence parks in
-# needs_attention for a person, the send still due (never dropped, never sent twice: its
-# Message-ID and claim stay). A missing campaign or contact cannot heal.
-SEND_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
-    maximum_attempts=10,
-    non_retryable_error_types=[CAMPAIGN_NOT_FOUND, CONTACT_NOT_FOUND],
-)
-# Telling the rep (Slack) is worth a few tries, but a Slack outage must not retry forever:
-# after 8 tries (~10 minutes) the sequence parks; the notification stays recorded unposted.
-NOTIFY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=120),
-    maximum_attempts=8,
-)
-# Recording a park on the contact's row: a few quick tries; its failure is only logged (the
-# park shows in the status query and the search attribute anyway).
-ATTENTION_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=3,
-)
-# Before this patch a final activity failure failed the run (or, for reply routing, was noted).
-PATCH_PARK = "sequence-park-needs-attention"
-# Each ops retry of a send gets its own range of claim attempt numbers (see SendEmailInput).
-ATTEMPT_RANGE = 1000
-_ABANDONED: Any = object()  # what ``_call`` returns when a stop made the parked step moot
-
-
-@dataclass
-class _Stop:
-    reason: str
-    outcome: str | None
-    status: str = "stopped"  # or "cancelled"
+from workflows.sequence_calls import ABANDONED, ATTEMPT_RANGE, SequenceCalls, Stop
 
 
 @workflow.defn(name="CampaignSequence")
-class SequenceWorkflow:
+class SequenceWorkflow(SequenceCalls):
     """One contact's sequence.
 
     Signals: ``reply``, ``delivery_event``, ``contact_hold``, ``campaign_state``, ``task_done``,
@@ -154,7 +85,7 @@ class SequenceWorkflow:
     def __init__(self, input: SequenceInput) -> None:
         self._input = input
         self._campaign = input.state
-        self._stop: _Stop | None = None
+        self._stop: Stop | None = None
         self._pause_until: datetime | None = None
         self._pause_reason: str | None = None
         self._changed = False
@@ -172,7 +103,7 @@ class SequenceWorkflow:
             campaign_status=input.state.status,
         )
         if input.state.status == "cancelled":
-            self._stop = _Stop("the campaign was cancelled", "cancelled", "cancelled")
+            self._stop = Stop("the campaign was cancelled", "cancelled", "cancelled")
 
     # --- the process -----------------------------------------------------------------------
 
@@ -307,8 +238,8 @@ class SequenceWorkflow:
             inp.campaign_id, inp.contact_email, step.index, inp.sender_email
         )
         self._status.state = "sending"
-        result = await self._call(
-            CampaignActivities.send_email,
+        result: SendEmailResult = await self._call(
+            SequenceActivities.send_email,
             SendEmailInput(
                 campaign_id=inp.campaign_id,
                 contact_email=inp.contact_email,
@@ -324,7 +255,7 @@ class SequenceWorkflow:
                 attempt_base=ATTEMPT_RANGE * self._retry_round,
             ),
         )
-        if result is _ABANDONED:
+        if result is ABANDONED:
             return None
         if result.state is not None:
             self._adopt(result.state)
@@ -355,7 +286,7 @@ class SequenceWorkflow:
         task_id = task_id_for(inp.campaign_id, inp.contact_email, step.index)
         timeout = timedelta(hours=step.task_timeout_hours)
         created = await self._call(
-            CampaignActivities.create_task,
+            SequenceActivities.create_task,
             CreateTaskInput(
                 task_id=task_id,
                 campaign_id=inp.campaign_id,
@@ -366,7 +297,7 @@ class SequenceWorkflow:
                 due_at=workflow.now() + timeout,
             ),
         )
-        if created is _ABANDONED:
+        if created is ABANDONED:
             return
         self._status.state = "waiting_task"
         self._note("task.created", step.index, created.title)
@@ -378,6 +309,7 @@ class SequenceWorkflow:
             )
         except TimeoutError:
             pass
+        status: Literal["done", "timed_out", "cancelled"]
         if step.index in self._tasks_done:
             status, detail = "done", f"marked done by {self._tasks_done[step.index]}"
         elif self._stop is not None:
@@ -385,7 +317,7 @@ class SequenceWorkflow:
         else:
             status, detail = "timed_out", f"not marked done within {step.task_timeout_hours:g} h"
         await self._call(
-            CampaignActivities.complete_task,
+            SequenceActivities.complete_task,
             CompleteTaskInput(
                 task_id=task_id,
                 status=status,
@@ -462,7 +394,7 @@ class SequenceWorkflow:
         inp = self._input
         try:
             routed = await self._call(
-                CampaignActivities.route_reply,
+                SequenceActivities.route_reply,
                 RouteReplyInput(
                     inbound_id=event.inbound_id,
                     campaign_id=inp.campaign_id,
@@ -474,13 +406,13 @@ class SequenceWorkflow:
                     notify=route.notify,
                 ),
             )
-            if routed is _ABANDONED:
+            if routed is ABANDONED:
                 return
             if routed.task_id:
                 self._note("task.created", None, f"follow-up task {routed.task_id}")
             if routed.notification:
                 told = await self._call(
-                    CampaignActivities.notify_rep,
+                    SequenceActivities.notify_rep,
                     NotifyRepInput(
                         key=f"reply/{event.inbound_id}",
                         campaign_id=inp.campaign_id,
@@ -491,7 +423,7 @@ class SequenceWorkflow:
                     ),
                     retry=NOTIFY_RETRY,
                 )
-                if told is _ABANDONED:
+                if told is ABANDONED:
                     return
                 self._note("rep.notified", None, f"{inp.owner_email} told in Slack")
         except ActivityError as err:
@@ -536,83 +468,6 @@ class SequenceWorkflow:
         first = next(iter(self._parks.values()))
         return self._status.model_copy(update={"state": "needs_attention", "attention": first})
 
-    # --- failures: park in needs_attention, until a retry ----------------------------------
-
-    async def _call(self, activity: Any, arg: Any, *, retry: RetryPolicy | None = None) -> Any:
-        """Run an activity; if it fails for good, park until a retry runs it again.
-
-        Returns ``_ABANDONED`` when, while parked, a stop or the campaign's cancel made the
-        step moot (the caller ends the step).
-        """
-        policy = retry_budget(retry or SEND_RETRY, self._input.timing)
-        while True:
-            try:
-                return await workflow.execute_activity_method(
-                    activity,
-                    arg,
-                    start_to_close_timeout=self._timeout(),
-                    heartbeat_timeout=worker_loss_timeout(self._timeout()),
-                    retry_policy=policy,
-                )
-            except ActivityError as err:
-                if not await self._park(activity.__name__, err):
-                    return _ABANDONED
-            if isinstance(arg, SendEmailInput):
-                arg = arg.model_copy(update={"attempt_base": ATTEMPT_RANGE * self._retry_round})
-
-    async def _park(self, activity_name: str, err: ActivityError) -> bool:
-        """Wait in needs_attention until a retry (True) or a stop/cancel (False)."""
-        if not workflow.patched(PATCH_PARK):
-            raise err  # histories from before parking existed
-        step = self._status.step
-        attention = attention_from(
-            activity_name, err, workflow.now(), step=step, retries=self._retry_round
-        )
-        self._park_seq += 1
-        key = self._park_seq
-        # What wakes the park is measured from here, before the park shows anywhere.
-        round_, stopped = self._retry_round, self._stop is not None
-        cancelled = self._campaign.status == "cancelled"
-        self._parks[key] = attention
-        self._note("needs_attention", step, attention.reason)
-        workflow.upsert_search_attributes([SA_CAMPAIGN_STATUS.value_set("needs_attention")])
-        await self._record_attention(attention)
-        await workflow.wait_condition(
-            lambda: (
-                self._retry_round > round_
-                or (not stopped and self._stop is not None)
-                or (not cancelled and self._campaign.status == "cancelled")
-            )
-        )
-        retried = self._retry_round > round_
-        del self._parks[key]
-        if not retried:
-            self._note("park.abandoned", step, f"{activity_name} not retried: sequence ending")
-        if not self._parks:
-            workflow.upsert_search_attributes([SA_CAMPAIGN_STATUS.value_unset()])
-            await self._record_attention(None)
-        return retried
-
-    async def _record_attention(self, attention: Attention | None) -> None:
-        try:
-            await workflow.execute_activity_method(
-                CampaignActivities.record_attention,
-                RecordAttentionInput(
-                    campaign_id=self._input.campaign_id,
-                    contact_email=self._input.contact_email,
-                    attention=attention,
-                ),
-                start_to_close_timeout=self._timeout(),
-                heartbeat_timeout=worker_loss_timeout(self._timeout()),
-                retry_policy=retry_budget(ATTENTION_RETRY, self._input.timing),
-            )
-        except ActivityError as err:
-            workflow.logger.warning(
-                "sequence %s: park not recorded in the database: %s",
-                workflow.info().workflow_id,
-                err.cause or err,
-            )
-
     # --- helpers ---------------------------------------------------------------------------
 
     def _adopt(self, state: CampaignState) -> None:
@@ -622,7 +477,7 @@ class SequenceWorkflow:
         self._status.campaign_status = state.status
         self._note(f"campaign.{state.status}", None, state.reason)
         if state.status == "cancelled" and self._stop is None:
-            self._stop = _Stop("the campaign was cancelled", "cancelled", "cancelled")
+            self._stop = Stop("the campaign was cancelled", "cancelled", "cancelled")
         self._changed = True
 
     def _pause(self, until: datetime | None, reason: str) -> None:
@@ -636,7 +491,7 @@ class SequenceWorkflow:
 
     def _stop_with(self, reason: str, outcome: str | None) -> None:
         if self._stop is None:
-            self._stop = _Stop(reason, outcome)
+            self._stop = Stop(reason, outcome)
         self._changed = True
 
     def _held(self) -> bool:
@@ -662,40 +517,3 @@ class SequenceWorkflow:
             await self._record(
                 "step.scheduled", step.index, detail, status="waiting", next_send_at=due
             )
-
-    def _note(self, event: str, step: int | None, detail: str | None) -> None:
-        self._status.history.append(
-            HistoryEntry(at=workflow.now(), event=event, step=step, detail=detail)
-        )
-
-    async def _record(
-        self,
-        event: str,
-        step: int | None,
-        detail: str | None,
-        *,
-        status: str | None = None,
-        next_send_at: datetime | None = None,
-        outcome: str | None = None,
-        closed: bool = False,
-    ) -> None:
-        self._record_seq += 1
-        await self._call(
-            CampaignActivities.record_contact,
-            RecordContactInput(
-                campaign_id=self._input.campaign_id,
-                contact_email=self._input.contact_email,
-                event=event,
-                detail=detail,
-                at=workflow.now(),
-                key=f"{workflow.info().workflow_id}/{self._record_seq}",
-                status=status,
-                step_index=step,
-                next_send_at=next_send_at,
-                outcome=outcome,
-                closed=closed,
-            ),
-        )
-
-    def _timeout(self) -> timedelta:
-        return timedelta(seconds=self._input.timing.activity_timeout_seconds)

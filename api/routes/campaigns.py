@@ -18,26 +18,24 @@ from sqlalchemy.exc import IntegrityError
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.campaigns import CampaignState
-from activities.email import variant_names
 from api import idempotency
 from api.access import campaign_or_404, contact_or_404, require_campaign_owner
+from api.campaign_reads import campaign_read, contact_read
 from api.campaign_schemas import (
     CampaignCreate,
     CampaignCreated,
     CampaignRead,
     ContactRead,
     RetryRead,
-    StepRead,
     SuppressionCreate,
     TaskDoneCreate,
-    VariantRead,
 )
 from api.campaigns import (
     live_campaign,
-    live_sequence,
-    parked_sequence_contacts,
-    signal_retry,
+    live_contact,
+    parked_sequences,
+    retry_parked,
+    retry_sequence,
     start_campaign,
     tell_campaign,
     tell_task_done,
@@ -46,119 +44,15 @@ from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, requir
 from api.errors import ApiError
 from api.idempotency import IdempotencyKey
 from db import campaigns as campaigns_db
-from db.campaign_models import Campaign
-from db.contact_deals import contact_deal_history
+from db.campaign_models import Campaign, CampaignContact
 from db.models import Person
-from dealflow.ids import (
-    campaign_workflow_id,
-    sequence_workflow_id,
-)
 from dealflow.settings import Settings
-from domain.variants import pick_winner
-from workflows.campaign import CampaignStatus
-from workflows.sequence import TaskDone
+from messages.campaign import CampaignState, CampaignStatus, SequenceStatus, TaskDone
 
 log = logging.getLogger("dealflow.api")
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
 suppressions_router = APIRouter(prefix="/v1/suppressions", tags=["campaigns"])
-# --- reads ------------------------------------------------------------------------------------
-
-
-async def campaign_read(
-    session: SessionDep, settings: Settings, campaign: Campaign, live: CampaignStatus | None
-) -> CampaignRead:
-    counts = await campaigns_db.counts(session, campaign_id=campaign.id)
-    stats = await campaigns_db.step_stats(session, campaign_id=campaign.id)
-    min_sample = (campaign.options or {}).get("ab_min_sample") or settings.campaign_ab_min_sample
-    steps = []
-    for i, step in enumerate(campaign.steps):
-        names: list[str | None] = list(variant_names(step)) or [None]
-        variants = []
-        for name in names:
-            s = stats.get((i, name), campaigns_db.VariantStats())
-            variants.append(
-                VariantRead(
-                    name=name,
-                    sent=s.sent,
-                    replied=s.replied,
-                    positive=s.positive,
-                    reply_rate=round(s.replied / s.sent, 4) if s.sent else 0.0,
-                    positive_rate=round(s.positive / s.sent, 4) if s.sent else 0.0,
-                )
-            )
-        winner = winner_positive = None
-        if len(variants) > 1:
-            alpha = settings.campaign_ab_alpha
-            winner = pick_winner(
-                {v.name: (v.replied, v.sent) for v in variants if v.name},
-                min_sample=min_sample,
-                alpha=alpha,
-            )
-            winner_positive = pick_winner(
-                {v.name: (v.positive, v.sent) for v in variants if v.name},
-                min_sample=min_sample,
-                alpha=alpha,
-            )
-        steps.append(
-            StepRead(
-                index=i,
-                channel=step["channel"],
-                wait_days=step.get("wait_days", 0),
-                send_window={k: v for k, v in step["send_window"].items() if k != "days_index"},
-                sent=sum(v.sent for v in variants),
-                replied=sum(v.replied for v in variants),
-                positive=sum(v.positive for v in variants),
-                variants=variants,
-                winner=winner,
-                winner_positive=winner_positive,
-            )
-        )
-    # The workflow's own view when it answers; else the copy it recorded on the row.
-    if live is not None:
-        attention = live.attention.model_dump(mode="json") if live.attention else None
-    else:
-        attention = campaign.attention
-    parked = attention is not None and campaign.status in campaigns_db.RUNNING_STATUSES
-    return CampaignRead(
-        id=campaign.id,
-        name=campaign.name,
-        status="needs_attention" if parked else campaign.status,
-        status_reason=_attention_reason(attention) if parked else campaign.status_reason,
-        attention=attention,
-        owner_email=campaign.owner_email,
-        sender={
-            "email": campaign.sender_email,
-            "name": campaign.sender_name,
-            "daily_limit": campaign.sender_daily_limit,
-            "timezone": campaign.sender_timezone,
-        },
-        counts=counts,
-        steps=steps,
-        preflight=campaign.preflight,
-        test_mode=(campaign.options or {}).get("test_mode"),
-        workflow_id=campaign_workflow_id(campaign.id) if campaign.launched_at else None,
-        live=(
-            {
-                "phase": live.phase,
-                "enrolled_up_to": live.progress.cursor,
-                "enrolment_done": live.progress.enrolment_done,
-                "runs": live.progress.runs,
-                "open_sequences": live.open_sequences,
-            }
-            if live
-            else None
-        ),
-        created_at=campaign.created_at,
-        launched_at=campaign.launched_at,
-        finished_at=campaign.finished_at,
-    )
-
-
-def _attention_reason(attention: dict[str, Any]) -> str:
-    return f"{attention.get('activity')} failed: {attention.get('error')}"
-
-
 # --- routes -----------------------------------------------------------------------------------
 
 
@@ -217,6 +111,15 @@ async def create_campaign(
     return JSONResponse(jsonable_encoder(created), status_code=201)
 
 
+async def _watched_campaign(
+    session: SessionDep, temporal: Client, person: Person, campaign_id: str
+) -> tuple[Campaign, CampaignStatus | None]:
+    """A campaign the caller owns (or ops, admin), and its workflow's live view once launched."""
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign, also=("ops", "admin"))
+    return campaign, await live_campaign(temporal, campaign.id) if campaign.launched_at else None
+
+
 @router.get("/{campaign_id}", response_model=CampaignRead)
 async def get_campaign(
     campaign_id: str,
@@ -226,9 +129,7 @@ async def get_campaign(
     temporal: TemporalDep,
 ) -> CampaignRead:
     """Counts, per-step and per-variant stats, the preflight report (owner, ops, admin)."""
-    campaign = await campaign_or_404(session, campaign_id)
-    require_campaign_owner(person, campaign, also=("ops", "admin"))
-    live = await live_campaign(temporal, campaign.id) if campaign.launched_at else None
+    campaign, live = await _watched_campaign(session, temporal, person, campaign_id)
     return await campaign_read(session, settings, campaign, live)
 
 
@@ -321,69 +222,66 @@ async def _change_status(
     return await campaign_read(session, settings, campaign, None)
 
 
-@router.post("/{campaign_id}/pause", status_code=202, response_model=CampaignRead)
-async def pause_campaign(
-    campaign_id: str,
-    person: CurrentPerson,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
-) -> CampaignRead:
-    """Pause every contact: once this answers 202, no email of the campaign is sent."""
-    return await _change_status(
-        campaign_id=campaign_id,
-        person=person,
-        session=session,
-        settings=settings,
-        temporal=temporal,
-        from_statuses=("active",),
-        to="paused",
-        verb="paused",
-        also=("ops", "admin"),
-    )
+def _status_route(
+    action: str, doc: str, *, from_statuses: tuple[str, ...], to: str, also: tuple[str, ...] = ()
+) -> None:
+    """``POST /{campaign_id}/<action>``: one status change (pause, resume, cancel), 202."""
+    verb = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]
+
+    async def route(
+        campaign_id: str,
+        person: CurrentPerson,
+        session: SessionDep,
+        settings: SettingsDep,
+        temporal: TemporalDep,
+    ) -> CampaignRead:
+        return await _change_status(
+            campaign_id=campaign_id,
+            person=person,
+            session=session,
+            settings=settings,
+            temporal=temporal,
+            from_statuses=from_statuses,
+            to=to,
+            verb=verb,
+            also=also,
+        )
+
+    route.__name__ = route.__qualname__ = f"{action}_campaign"
+    route.__doc__ = doc
+    router.post(f"/{{campaign_id}}/{action}", status_code=202, response_model=CampaignRead)(route)
 
 
-@router.post("/{campaign_id}/resume", status_code=202, response_model=CampaignRead)
-async def resume_campaign(
-    campaign_id: str,
-    person: CurrentPerson,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
-) -> CampaignRead:
-    """Resume a paused campaign; due steps go at their window's next opening."""
-    return await _change_status(
-        campaign_id=campaign_id,
-        person=person,
-        session=session,
-        settings=settings,
-        temporal=temporal,
-        from_statuses=("paused",),
-        to="active",
-        verb="resumed",
-    )
+_status_route(
+    "pause",
+    "Pause every contact: once this answers 202, no email of the campaign is sent.",
+    from_statuses=("active",),
+    to="paused",
+    also=("ops", "admin"),
+)
+_status_route(
+    "resume",
+    "Resume a paused campaign; due steps go at their window's next opening.",
+    from_statuses=("paused",),
+    to="active",
+)
+_status_route(
+    "cancel",
+    "Cancel the campaign: no further email, every sequence ends.",
+    from_statuses=("draft", "active", "paused"),
+    to="cancelled",
+    also=("ops", "admin"),
+)
 
 
-@router.post("/{campaign_id}/cancel", status_code=202, response_model=CampaignRead)
-async def cancel_campaign(
-    campaign_id: str,
-    person: CurrentPerson,
-    session: SessionDep,
-    settings: SettingsDep,
-    temporal: TemporalDep,
-) -> CampaignRead:
-    """Cancel the campaign: no further email, every sequence ends."""
-    return await _change_status(
-        campaign_id=campaign_id,
-        person=person,
-        session=session,
-        settings=settings,
-        temporal=temporal,
-        from_statuses=("draft", "active", "paused"),
-        to="cancelled",
-        verb="cancelled",
-        also=("ops", "admin"),
-    )
+async def _watched_contact(
+    session: SessionDep, temporal: Client, person: Person, campaign_id: str, email: str
+) -> tuple[Campaign, CampaignContact, SequenceStatus | None]:
+    """A contact of a campaign the caller owns (or ops, admin), and its sequence's live view."""
+    campaign = await campaign_or_404(session, campaign_id)
+    require_campaign_owner(person, campaign, also=("ops", "admin"))
+    contact = await contact_or_404(session, campaign, email)
+    return campaign, contact, await live_contact(temporal, contact)
 
 
 @router.get("/{campaign_id}/contacts/{email}", response_model=ContactRead)
@@ -395,78 +293,8 @@ async def get_contact(
     temporal: TemporalDep,
 ) -> ContactRead:
     """The contact's step, next send time and history with reasons (live when possible)."""
-    campaign = await campaign_or_404(session, campaign_id)
-    require_campaign_owner(person, campaign, also=("ops", "admin"))
-    contact = await contact_or_404(session, campaign, email)
-    workflow_id = sequence_workflow_id(campaign.id, contact.email)
-    live = (
-        await live_sequence(temporal, campaign.id, contact.email)
-        if contact.status not in ("pending", "excluded")
-        else None
-    )
-    if live is not None:
-        return ContactRead(
-            campaign_id=campaign.id,
-            email=contact.email,
-            status=live.state,
-            step=live.step,
-            steps_total=live.steps_total,
-            next_send_at=live.next_send_at,
-            paused_until=live.paused_until,
-            pause_reason=live.pause_reason,
-            stop_reason=live.stop_reason,
-            outcome=live.outcome or contact.outcome,
-            excluded_reason=None,
-            sent=[s.model_dump() for s in live.sent],
-            # The deal made from this contact lives outside the sequence (lists branch, i9).
-            history=[h.model_dump() for h in live.history]
-            + await contact_deal_history(session, campaign_id=campaign.id, email=contact.email),
-            workflow_id=workflow_id,
-            live=True,
-            attention=live.attention.model_dump(mode="json") if live.attention else None,
-        )
-    history = await campaigns_db.contact_history(session, campaign_id=campaign.id, email=email)
-    sends = await campaigns_db.contact_sends(session, campaign_id=campaign.id, email=email)
-    return ContactRead(
-        campaign_id=campaign.id,
-        email=contact.email,
-        status="needs_attention" if contact.attention else contact.status,
-        step=contact.current_step,
-        steps_total=len(campaign.steps),
-        next_send_at=contact.next_send_at,
-        paused_until=contact.hold_until if contact.hold == "paused" else None,
-        pause_reason=contact.hold_reason if contact.hold == "paused" else None,
-        stop_reason=contact.hold_reason if contact.hold == "stopped" else None,
-        outcome=contact.outcome,
-        excluded_reason=contact.excluded_reason,
-        sent=[
-            {
-                "step": s.step_index,
-                "message_id": s.message_id,
-                "subject": s.subject,
-                "variant": s.variant,
-                "at": s.sent_at,
-                "unconfirmed": s.status == "unconfirmed",
-            }
-            for s in sends
-            if s.status in campaigns_db.SENT_STATUSES
-        ],
-        history=[
-            {"at": h.at, "event": h.event, "step": h.step_index, "detail": h.detail}
-            for h in history
-        ],
-        workflow_id=workflow_id,
-        live=False,
-        attention=contact.attention,
-    )
-
-
-async def _parked_sequences(temporal: Client, session: SessionDep, campaign_id: str) -> list[str]:
-    """Contacts whose sequence is parked: as recorded on their rows, and as the search
-    attribute says (a park whose database record failed is still found)."""
-    emails = dict.fromkeys(await campaigns_db.parked_contacts(session, campaign_id=campaign_id))
-    emails.update(dict.fromkeys(await parked_sequence_contacts(temporal, campaign_id)))
-    return list(emails)
+    campaign, contact, live = await _watched_contact(session, temporal, person, campaign_id, email)
+    return await contact_read(session, campaign, contact, live)
 
 
 @router.post("/{campaign_id}/retry", status_code=202, response_model=RetryRead)
@@ -475,14 +303,12 @@ async def retry_campaign(
 ) -> RetryRead:
     """Run the failed step again: of the campaign, if it is parked in needs_attention, and of
     every sequence of it that is parked (owner, ops, admin). 409 when nothing is parked."""
-    campaign = await campaign_or_404(session, campaign_id)
-    require_campaign_owner(person, campaign, also=("ops", "admin"))
-    live = await live_campaign(temporal, campaign.id) if campaign.launched_at else None
+    campaign, live = await _watched_campaign(session, temporal, person, campaign_id)
     if live is not None:
         campaign_parked = live.attention is not None
     else:
         campaign_parked = campaign.attention is not None
-    contacts = await _parked_sequences(temporal, session, campaign.id)
+    contacts = await parked_sequences(temporal, session, campaign.id)
     if not campaign_parked and not contacts:
         raise ApiError(
             409,
@@ -490,21 +316,8 @@ async def retry_campaign(
             "Neither the campaign nor any of its sequences is parked in needs_attention.",
             [{"status": campaign.status}],
         )
-    by = person.email
-    retried_campaign = campaign_parked and await signal_retry(
-        temporal, campaign_workflow_id(campaign.id), by
-    )
-    retried = [
-        email
-        for email in contacts
-        if await signal_retry(temporal, sequence_workflow_id(campaign.id, email), by)
-    ]
-    log.info(
-        "campaign %s: retry by %s (campaign %s, %d sequences)",
-        campaign.id,
-        by,
-        retried_campaign,
-        len(retried),
+    retried_campaign, retried = await retry_parked(
+        temporal, campaign.id, campaign=campaign_parked, contacts=contacts, by=person.email
     )
     return RetryRead(campaign_id=campaign.id, campaign=retried_campaign, contacts=retried)
 
@@ -518,18 +331,9 @@ async def retry_contact(
     temporal: TemporalDep,
 ) -> RetryRead:
     """Run the failed step of this contact's parked sequence again (owner, ops, admin)."""
-    campaign = await campaign_or_404(session, campaign_id)
-    require_campaign_owner(person, campaign, also=("ops", "admin"))
-    contact = await contact_or_404(session, campaign, email)
-    live = (
-        await live_sequence(temporal, campaign.id, contact.email)
-        if contact.status not in ("pending", "excluded")
-        else None
-    )
+    campaign, contact, live = await _watched_contact(session, temporal, person, campaign_id, email)
     parked = live.attention is not None if live is not None else contact.attention is not None
-    if not parked or not await signal_retry(
-        temporal, sequence_workflow_id(campaign.id, contact.email), person.email
-    ):
+    if not parked or not await retry_sequence(temporal, campaign.id, contact.email, person.email):
         raise ApiError(
             409,
             "nothing_to_retry",

@@ -39,7 +39,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
-from activities.email import read_unsubscribe_token
 from api import inbound_mail
 from api.campaign_schemas import DeliveryEventCreate, InboundParts, InboundRaw
 from api.campaigns import signal_or_log, tell_bounce, tell_unsubscribed
@@ -56,6 +55,7 @@ from dealflow.limits import (
     MAX_STORED_REPLY_TEXT,
 )
 from dealflow.settings import Settings
+from domain.campaign_email import read_unsubscribe_token
 from domain.replies import (
     classify_message,
     classify_parts,
@@ -64,10 +64,8 @@ from domain.replies import (
     storable,
     strip_quoted,
 )
-from workflows.sequence import (
-    DeliveryEvent,
-    SequenceWorkflow,
-)
+from messages.campaign import DeliveryEvent
+from workflows.sequence import SequenceWorkflow
 
 log = logging.getLogger("dealflow.api")
 

@@ -36,7 +36,8 @@ from db import tasks as tasks_db
 from db.campaign_models import RepTask
 from dealflow.ids import sequence_workflow_id
 from dealflow.limits import LIST_DEFAULT_LIMIT
-from workflows.sequence import SequenceWorkflow, TaskDone
+from messages.campaign import TaskDone
+from workflows.sequence import SequenceWorkflow
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 

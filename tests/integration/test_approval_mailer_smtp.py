@@ -16,10 +16,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from activities.email import SmtpRejected, SmtpTransient
-from dealflow.mailer import Mailer
 from dealflow.settings import Settings
 from dealflow.stack import free_port
+from integrations.smtp import Mailer, SmtpRejected, SmtpTransient
 from sandbox.mail import MailCaptureHandler, MailStore, accept_any_login
 from sandbox.tls import ensure_self_signed_cert
 

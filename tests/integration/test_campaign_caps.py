@@ -13,17 +13,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from temporalio.testing import ActivityEnvironment
 
-from activities.campaigns import (
-    BounceCheckInput,
-    CampaignActivities,
-    SendEmailInput,
-    WindowSpec,
-)
-from activities.email import EmailLayout, SmtpMailer, message_id_for
+from activities.campaigns import CampaignActivities
+from activities.sequence import SequenceActivities
 from db import campaigns as campaigns_db
 from db.campaign_models import Campaign, CampaignSend, SenderDayUsage
 from dealflow.faults import CrashPoints
-from dealflow.ids import sequence_workflow_id
+from dealflow.ids import message_id_for, sequence_workflow_id
+from domain.campaign_email import EmailLayout
+from integrations.smtp import SmtpMailer
+from messages.campaign import BounceCheckInput, SendEmailInput, WindowSpec
 from tests.utils.campaigns import (
     campaign_payload,
     contact,
@@ -122,7 +120,7 @@ class _Clock:
 
 
 async def _activities(settings, sessions, clock, warmup):
-    return CampaignActivities(
+    return SequenceActivities(
         settings=settings.model_copy(update={"campaign_warmup": warmup}),
         sessions=sessions,
         claims=sessions,
@@ -230,7 +228,9 @@ async def test_the_hard_bounce_rate_pauses_past_five_percent_after_fifty_sends(s
     sender = f"bounce+{tag}@dealflow.example"
     people = [f"h{i}.{tag}@bounce.example" for i in range(60)]
     campaign_id = await _active_campaign(sessions, sender=sender, daily_limit=1000, people=people)
-    acts = await _activities(settings, sessions, _Clock(dt.datetime.now(dt.UTC)), [1000])
+    acts = CampaignActivities(
+        settings=settings, sessions=sessions, crash_points=CrashPoints("", settings.state_dir)
+    )
     env = ActivityEnvironment()
     check = BounceCheckInput(campaign_id=campaign_id, threshold=0.05, min_sends=50)
 

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from db.campaign_models import Campaign, CampaignContact, CampaignSend, RepTask
 from dealflow.faults import FailurePoints
 from dealflow.ids import campaign_workflow_id, sequence_workflow_id
+from messages.campaign import BounceRecorded
 from tests.utils.campaigns import (
     campaign_mail,
     campaign_payload,
@@ -35,7 +36,7 @@ from tests.utils.campaigns import (
 )
 from tests.utils.deals import REP, record_history
 from tests.utils.polling import eventually
-from workflows.campaign import BounceRecorded, CampaignWorkflow
+from workflows.campaign import CampaignWorkflow
 from workflows.sequence import SequenceWorkflow
 
 # Zero waits, no reply window: a campaign runs from launch to completed in seconds.

@@ -13,10 +13,11 @@ from temporalio.exceptions import (
     TimeoutType,
 )
 
-from activities.campaigns import SequenceTiming, attention_from, failure_key, retry_budget
+from dealflow.ids import failure_key
+from messages.campaign import SequenceTiming, attention_from
 from workflows.campaign import CAMPAIGN_RETRY
-from workflows.campaign import NOTIFY_RETRY as CAMPAIGN_NOTIFY_RETRY
-from workflows.sequence import NOTIFY_RETRY, SEND_RETRY
+from workflows.campaign_retry import ATTENTION_RETRY, NOTIFY_RETRY, retry_budget
+from workflows.sequence_calls import SEND_RETRY
 
 AT = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -61,7 +62,7 @@ def test_a_timeout_names_which_timeout_and_that_the_budget_was_spent():
 
 
 def test_every_campaign_retry_policy_has_an_attempt_budget():
-    for policy in (CAMPAIGN_RETRY, CAMPAIGN_NOTIFY_RETRY, SEND_RETRY, NOTIFY_RETRY):
+    for policy in (CAMPAIGN_RETRY, NOTIFY_RETRY, ATTENTION_RETRY, SEND_RETRY):
         assert policy.maximum_attempts > 0
 
 

@@ -11,25 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from activities.email import (
+from db.campaigns import company_key, merge_contacts
+from dealflow.ids import message_id_for
+from domain.campaign_email import (
     EmailLayout,
     MissingField,
-    SmtpAmbiguous,
-    SmtpMailer,
-    SmtpRejected,
-    SmtpTransient,
     TemplateSyntaxProblem,
     build_message,
     check_step_templates,
     compile_template,
     contact_context,
-    message_id_for,
     read_unsubscribe_token,
     render_step,
     text_to_html,
     unsubscribe_token,
 )
-from db.campaigns import company_key, merge_contacts
+from integrations.smtp import SmtpAmbiguous, SmtpMailer, SmtpRejected, SmtpTransient
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 SENDER = {"name": "Maya Chen", "email": "maya@dealflow.example"}

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from domain.campaign_rules import REPLY_ROUTES, auto_reply_resume_at, reply_route
 from domain.replies import KINDS
-from workflows.sequence import REPLY_ROUTES, auto_reply_resume_at, reply_route
 
 NY = "America/New_York"
 BERLIN = "Europe/Berlin"

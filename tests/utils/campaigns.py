@@ -18,7 +18,8 @@ from api.routes.mail_webhooks import sign
 from db.campaign_models import SenderMailbox
 from dealflow.ids import sequence_workflow_id
 from dealflow.settings import load_sandbox_file
-from workflows.sequence import SequenceStatus, SequenceWorkflow
+from messages.campaign import SequenceStatus
+from workflows.sequence import SequenceWorkflow
 
 T = TypeVar("T")
 

@@ -1,14 +1,18 @@
-"""Campaign email: step templates, the MIME message, unsubscribe tokens and the SMTP conversation.
+"""Campaign email composition, with no I/O but reading the layout templates: step templates,
+the MIME message, its wire form, and the unsubscribe link tokens.
 
 * Step templates are written by reps, so they run in Jinja2's sandbox, with ``StrictUndefined``:
   a field a contact lacks either has a declared fallback (the campaign's ``fallbacks``, or the
   template's own ``|default(...)``) or the contact is excluded by the preflight with the reason.
 * The message is text + HTML, with a Message-ID made by the workflow (the send's idempotency
-  key), follow-ups threaded with In-Reply-To/References, RFC 8058 one-click unsubscribe headers
-  and the sender's postal address in the footer (``templates/email/``).
-* The SMTP conversation is spelled out (MAIL, RCPT, DATA) so a failure can be placed: before the
-  message content is handed over a retry is safe; after it, the server may have accepted the
-  message, and only the caller's records can decide (see ``activities/campaigns.py``).
+  key, ``dealflow.ids.message_id_for``), follow-ups threaded with In-Reply-To/References,
+  RFC 8058 one-click unsubscribe headers and the sender's postal address in the footer
+  (``templates/email/``).
+* The unsubscribe token stays here, with the message that carries it, rather than in
+  ``dealflow/links.py``: it is not an approval link (no expiry, no row, a different payload),
+  and the composition and the API's unsubscribe endpoints read it from the same place.
+
+Sending is not composition: the SMTP client is ``integrations/smtp.py``.
 """
 
 from __future__ import annotations
@@ -19,9 +23,7 @@ import hashlib
 import hmac
 import html
 import re
-import smtplib
-import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.charset import QP, Charset
@@ -32,13 +34,11 @@ from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
+import markupsafe
 from jinja2.sandbox import SandboxedEnvironment
-
-if TYPE_CHECKING:
-    from dealflow.settings import Settings
 
 # --- step templates ---------------------------------------------------------------------------
 
@@ -139,6 +139,38 @@ def check_step_templates(step: Mapping[str, Any]) -> None:
             compile_template(src)
 
 
+def template_error(err: Exception, where: str) -> str:
+    """A template that compiles but raises when rendered (``{{ 1/0 }}``, a filter on a value)."""
+    return f"template error in {where}: {type(err).__name__}: {err}"
+
+
+def task_text(
+    step: Mapping[str, Any] | None,
+    step_index: int | None,
+    *,
+    kind: str,
+    who: str,
+    ctx: Mapping[str, Any],
+) -> tuple[str, str | None]:
+    """A rep task's (title, detail): the step's subject and body rendered for the contact, or
+    a plain "Call …" title; a template that fails shows its error in the detail."""
+    verb = {"linkedin_task": "Connect on LinkedIn with", "call_task": "Call"}.get(
+        kind, "Follow up with"
+    )
+    title, detail = f"{verb} {who}", None
+    if step is not None and step_index is not None:
+        try:
+            if step.get("subject"):
+                title = render_part(step["subject"], ctx, "task title")
+            if step.get("body"):
+                detail = render_part(step["body"], ctx, "task detail")
+        except MissingField as err:
+            detail = f"(template: {err})"
+        except Exception as err:  # compiles, but raises on this contact's values
+            detail = f"({template_error(err, f'step {step_index + 1}')})"
+    return title, detail
+
+
 def text_to_html(text: str) -> str:
     """The HTML part of a plain-text body: escaped, paragraphs on blank lines, <br> inside."""
     paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
@@ -197,15 +229,6 @@ def read_unsubscribe_token(key: str, token: str) -> UnsubscribeRequest | None:
 # --- the message ------------------------------------------------------------------------------
 
 
-def message_id_for(campaign_id: str, contact_email: str, step_index: int, sender_email: str) -> str:
-    """The stable Message-ID (without <>) of a contact's step: the send's idempotency key."""
-    digest = hashlib.sha256(
-        f"{campaign_id}\x1f{contact_email.strip().lower()}\x1f{step_index}".encode()
-    ).hexdigest()[:32]
-    domain = sender_email.rsplit("@", 1)[-1].lower()
-    return f"cmp.{digest}@{domain}"
-
-
 class EmailLayout:
     """The text and HTML layouts around a step's body (footer, postal address, unsubscribe)."""
 
@@ -219,7 +242,8 @@ class EmailLayout:
 
     def render(self, *, body_text: str, context: Mapping[str, Any]) -> tuple[str, str]:
         text = self._env.get_template("email/campaign.txt.j2").render(body=body_text, **context)
-        body_html = jinja2.utils.markupsafe.Markup(text_to_html(body_text))
+        # Safe: text_to_html escapes every line of the body it wraps in <p> and <br>.
+        body_html = markupsafe.Markup(text_to_html(body_text))  # noqa: S704
         page = self._env.get_template("email/campaign.html.j2").render(body=body_html, **context)
         return text, page
 
@@ -276,8 +300,9 @@ def build_message(
     msg["List-Unsubscribe"] = f"<{unsubscribe_url}>, <{unsubscribe_mailto}>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["X-Dealflow-Campaign"] = campaign_id
-    msg.attach(MIMEText(text, "plain", _UTF8_QP))
-    msg.attach(MIMEText(html_body, "html", _UTF8_QP))
+    # MIMEText takes a Charset as well as a name (its stub says only a name).
+    msg.attach(MIMEText(text, "plain", _UTF8_QP))  # type: ignore[arg-type]
+    msg.attach(MIMEText(html_body, "html", _UTF8_QP))  # type: ignore[arg-type]
     return msg
 
 
@@ -286,122 +311,53 @@ def wire_bytes(msg: Message) -> bytes:
     return msg.as_bytes(policy=_WIRE)
 
 
-# --- SMTP -------------------------------------------------------------------------------------
+def campaign_message(
+    layout: EmailLayout,
+    *,
+    signing_key: str,
+    base_url: str,
+    postal_address: str,
+    campaign_id: str,
+    sender: tuple[str, str],
+    to: tuple[str | None, str],
+    subject: str,
+    body_text: str,
+    message_id: str,
+    references: Sequence[str],
+    date: datetime,
+) -> Message:
+    """A step's email for one contact: its body in the layout (footer, postal address), the
+    signed unsubscribe link (HTTPS and mailto), threading and the workflow's Message-ID.
 
-
-class SmtpTransient(Exception):
-    """Not handed over (connection refused, 4xx before the content): safe to try again."""
-
-
-class SmtpRejected(Exception):
-    """The server refused the recipient or the message for good (5xx)."""
-
-
-class SmtpAmbiguous(Exception):
-    """The failure came after the content was sent: the server may have accepted the message."""
-
-
-class SmtpMailer:
-    """Sends one message per connection, placing any failure before or after the hand-over."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        username: str | None = None,
-        password: str | None = None,
-        starttls: bool = False,
-        timeout: float = 30.0,
-        tls_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self._host, self._port = host, port
-        self._username, self._password = username, password
-        self._starttls, self._timeout = starttls, timeout
-        # STARTTLS verifies the relay's certificate and name (smtplib's own default does not,
-        # which would hand the password and every link to whoever sits in between).
-        self._tls_context = tls_context or ssl.create_default_context()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SmtpMailer:
-        """The one reading of the SMTP settings, for campaign and approval mail alike."""
-        password = settings.smtp_password
-        context = None
-        if settings.smtp_ca_cert is not None:
-            context = ssl.create_default_context(cafile=str(settings.smtp_ca_cert))
-        return cls(
-            settings.smtp_host,
-            settings.smtp_port,
-            username=settings.smtp_username,
-            password=password.get_secret_value() if password is not None else None,
-            starttls=settings.smtp_starttls,
-            tls_context=context,
-        )
-
-    def send(
-        self,
-        msg: Message,
-        *,
-        mail_from: str,
-        rcpt: str,
-        before_data: Callable[[], None] | None = None,
-    ) -> None:
-        """Blocking; call it in a thread.
-
-        ``before_data`` runs once the server has accepted the sender and recipient, right
-        before the DATA command: the last moment at which nothing has been handed over. The
-        caller records "handing over" there; if it raises, nothing is sent.
-        """
-        data = wire_bytes(msg)
-        data = re.sub(rb"(?m)^\.", b"..", data)  # dot-stuffing (RFC 5321 4.5.2)
-        if not data.endswith(b"\r\n"):
-            data += b"\r\n"
-        try:
-            client = smtplib.SMTP(self._host, self._port, timeout=self._timeout)
-        except (OSError, smtplib.SMTPException) as err:
-            raise SmtpTransient(f"cannot connect to {self._host}:{self._port}: {err}") from err
-        handed_over = False
-        try:
-            client.ehlo()
-            if self._starttls:
-                client.starttls(context=self._tls_context)
-                client.ehlo()
-            if self._username:
-                client.login(self._username, self._password or "")
-            code, reply = client.mail(mail_from)
-            self._check(code, reply, "MAIL FROM")
-            code, reply = client.rcpt(rcpt)
-            self._check(code, reply, "RCPT TO")
-            if before_data is not None:
-                before_data()
-            code, reply = client.docmd("DATA")
-            if code != 354:
-                self._check(code, reply, "DATA")
-                raise SmtpTransient(f"DATA answered {code}")
-            handed_over = True
-            client.send(data + b".\r\n")
-            code, reply = client.getreply()
-            if code >= 500:
-                raise SmtpRejected(f"message refused: {code} {reply!r}")
-            if code != 250:
-                # The server explicitly did not take it (4xx after the content): retry is safe.
-                raise SmtpTransient(f"message deferred: {code} {reply!r}")
-        except (SmtpRejected, SmtpTransient):
-            raise
-        except (OSError, smtplib.SMTPException) as err:  # TimeoutError is an OSError
-            if handed_over:
-                raise SmtpAmbiguous(f"connection lost after the message was sent: {err}") from err
-            raise SmtpTransient(f"SMTP failed before the hand-over: {err}") from err
-        finally:
-            try:
-                client.quit()
-            except (OSError, smtplib.SMTPException):
-                client.close()
-
-    @staticmethod
-    def _check(code: int, reply: bytes, step: str) -> None:
-        if 200 <= code < 400:
-            return
-        if code >= 500:
-            raise SmtpRejected(f"{step} refused: {code} {reply!r}")
-        raise SmtpTransient(f"{step} deferred: {code} {reply!r}")
+    ``sender`` and ``to`` are (name, address); the recipient's name may be missing.
+    """
+    sender_name, sender_email = sender
+    to_name, to_email = to
+    token = unsubscribe_token(
+        signing_key, campaign_id=campaign_id, sender_email=sender_email, contact_email=to_email
+    )
+    unsubscribe_url = f"{base_url}/v1/unsubscribe/{token}"
+    text_body, html_body = layout.render(
+        body_text=body_text,
+        context={
+            "subject": subject,
+            "sender_name": sender_name,
+            "postal_address": postal_address,
+            "unsubscribe_url": unsubscribe_url,
+        },
+    )
+    return build_message(
+        sender_name=sender_name,
+        sender_email=sender_email,
+        to_email=to_email,
+        to_name=to_name,
+        subject=subject,
+        text=text_body,
+        html_body=html_body,
+        message_id=message_id,
+        references=references,
+        unsubscribe_url=unsubscribe_url,
+        unsubscribe_mailto=f"mailto:{sender_email}?subject=unsubscribe%20{token}",
+        date=date,
+        campaign_id=campaign_id,
+    )
