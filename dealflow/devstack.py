@@ -302,6 +302,11 @@ def _parallel(pytest_args: list[str]) -> list[str]:
     return ["-n", TEST_PROCESSES, "--dist", "loadfile"]
 
 
+# The packages `make test` type-checks, strictly: pure rules, the messages workflows exchange, and
+# the deterministic workflow code (pyproject.toml, [tool.mypy]).
+TYPED = "domain messages workflows"
+
+
 def test(args: argparse.Namespace) -> int:
     try:
         temporal_bin = ensure_tool(TEMPORAL)
@@ -315,8 +320,13 @@ def test(args: argparse.Namespace) -> int:
         DEALFLOW_TEMPORAL_BIN=str(temporal_bin),
         DEALFLOW_STRIPE_MOCK_BIN=str(stripe_bin),
     )
-    say("==> lint: ruff check, ruff format --check")
-    for cmd in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
+    say("==> lint: ruff check, ruff format --check; types: mypy (strict on " + TYPED + ")")
+    for cmd in (
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        # The settings are [tool.mypy] in pyproject.toml; only these packages are checked.
+        ["mypy", *TYPED.split()],
+    ):
         code = subprocess.call([PY, "-m", *cmd], cwd=PROJECT_ROOT)
         if code:
             return code
