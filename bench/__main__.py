@@ -28,8 +28,9 @@ from bench.common import BenchError, Config
 from bench.handoff import HandoffScenario
 from bench.lists import ListsScenario
 from bench.runner import SCENARIOS, Results, run_scenarios
-from bench.stack import StackError, bench_stack
+from bench.stack import bench_stack
 from bench.stats import ratios, summarize
+from dealflow.stack import StackError
 
 SCENARIOS[ListsScenario.name] = ListsScenario  # issue 9: the lists beside the live read
 SCENARIOS[HandoffScenario.name] = HandoffScenario  # issue 8: closed-won -> package and CSM

@@ -49,10 +49,11 @@ import temporalio
 from temporalio.client import Client
 
 from activities.email import message_id_for
-from bench.stack import StackError, bench_stack
+from bench.stack import bench_stack
 from bench.stats import summarize
 from dealflow.ids import sequence_workflow_id
 from dealflow.settings import SANDBOX_FILE
+from dealflow.stack import StackError
 from tests.utils.campaigns import signed_headers
 from tests.utils.deals import REP
 from workflows.noop import NoopWorkflow
