@@ -90,8 +90,7 @@ class IdempotentCreate:
     if (replayed := await create.replay()) is not None:
         return replayed
     ... create the rows, build the response body ...
-    create.remember(201, body)          # in the same transaction as the rows
-    await session.commit()              # on IntegrityError: `await create.after_conflict()`
+    return await create.commit(201, body)   # on IntegrityError: `await create.after_conflict()`
     """
 
     def __init__(
@@ -131,6 +130,14 @@ class IdempotentCreate:
                 status_code=status_code,
                 body=body,
             )
+
+    async def commit(self, status_code: int, body: BaseModel) -> JSONResponse:
+        """The close of every idempotent create route: remember the answer in the transaction
+        that created the rows, commit both, and answer. An IntegrityError from the commit goes
+        to the caller, which asks `after_conflict` whether a concurrent twin won."""
+        self.remember(status_code, body.model_dump(mode="json"))
+        await self._session.commit()
+        return JSONResponse(jsonable_encoder(body), status_code=status_code)
 
     async def after_conflict(self) -> JSONResponse | None:
         """After an IntegrityError: a concurrent request with the same key won; answer as it."""

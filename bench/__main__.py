@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 import temporalio
 
 from bench import campaigns
-from bench.common import BenchError, Config
+from bench.common import BenchError, Config, write_results
 from bench.handoff import HandoffScenario
 from bench.lists import ListsScenario
 from bench.runner import SCENARIOS, Results, run_scenarios
@@ -219,19 +218,8 @@ def write_json(path_dir: Path, cfg: Config, stack_info: dict, results: Results, 
             },
         },
     }
-    path.write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
+    write_results(path, doc)
     return path
-
-
-def _clean(obj):
-    """NaN -> None, so the JSON stays valid."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -253,7 +241,7 @@ async def amain(args: argparse.Namespace) -> int:
                 "temporal": "dev server (WorkflowEnvironment.start_local)",
                 "worker": "separate process (python worker.py)",
                 "api": "separate process (uvicorn)",
-                "sandbox": "separate process (python -m bench.sandbox_proc)",
+                "sandbox": "separate process (python -m sandbox)",
                 "stripe": "stripe-mock, separate process",
             }
             results = await run_scenarios(stack, cfg, args.scenarios, say)

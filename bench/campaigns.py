@@ -49,6 +49,7 @@ import temporalio
 from temporalio.client import Client
 
 from activities.email import message_id_for
+from bench.common import write_results
 from bench.stack import bench_stack
 from bench.stats import summarize
 from dealflow.ids import sequence_workflow_id
@@ -512,16 +513,6 @@ def report(run: Run, args: argparse.Namespace) -> dict:
     }
 
 
-def _clean(obj):
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 async def amain(args: argparse.Namespace) -> int:
     # SIGTERM (and Ctrl-C) cancel the main task, so the stack below stops in order.
     main_task = asyncio.current_task()
@@ -576,7 +567,7 @@ async def amain(args: argparse.Namespace) -> int:
             "baseline_step_times": run.baseline_times,
         },
     }
-    path.write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
+    write_results(path, doc)
     say(f"\nresults: {path}")
     return 0
 

@@ -195,19 +195,27 @@ def _parallel(pytest_args: list[str]) -> list[str]:
 TYPED = "domain messages workflows"
 
 
-def test(args: argparse.Namespace) -> int:
+def _tools_env() -> dict[str, str] | None:
+    """The environment the tests and the benchmarks start their stack with: the Go tools built
+    (once) and named, the sandbox profile. None (said why) when a tool cannot be built."""
     try:
         temporal_bin = ensure_tool(TEMPORAL)
         stripe_bin = ensure_tool(STRIPE_MOCK)
     except ToolError as err:
         say(f"error: {err}")
-        return 1
-    env = dict(
+        return None
+    return dict(
         os.environ,
         DEALFLOW_PROFILE="sandbox",  # explicit: the settings default to production
         DEALFLOW_TEMPORAL_BIN=str(temporal_bin),
         DEALFLOW_STRIPE_MOCK_BIN=str(stripe_bin),
     )
+
+
+def test(args: argparse.Namespace) -> int:
+    env = _tools_env()
+    if env is None:
+        return 1
     say("==> lint: ruff check, ruff format --check; types: mypy (strict on " + TYPED + ")")
     for cmd in (
         ["ruff", "check", "."],
@@ -227,18 +235,9 @@ def test(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    try:
-        temporal_bin = ensure_tool(TEMPORAL)
-        stripe_bin = ensure_tool(STRIPE_MOCK)
-    except ToolError as err:
-        say(f"error: {err}")
+    env = _tools_env()
+    if env is None:
         return 1
-    env = dict(
-        os.environ,
-        DEALFLOW_PROFILE="sandbox",  # explicit: the settings default to production
-        DEALFLOW_TEMPORAL_BIN=str(temporal_bin),
-        DEALFLOW_STRIPE_MOCK_BIN=str(stripe_bin),
-    )
     return subprocess.call([PY, "-m", "bench", *args.bench_args], cwd=PROJECT_ROOT, env=env)
 
 

@@ -15,6 +15,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from sandbox.files import write_atomically
 from sandbox.server import DEFAULT_HOST, RunningSandbox, run_sandbox
 
 logger = logging.getLogger("sandbox")
@@ -112,9 +113,7 @@ def _write_ready(path: Path, sb: RunningSandbox) -> None:
         "smtp_port": sb.smtp_port,
         "ca_cert_path": str(sb.ca_cert_path),
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(ready))
-    tmp.rename(path)
+    write_atomically(path, json.dumps(ready).encode())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

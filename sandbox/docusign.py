@@ -67,12 +67,9 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -85,7 +82,9 @@ import jwt
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import AwareDatetime, BaseModel, ValidationError
+from pydantic import AwareDatetime, BaseModel
+
+from sandbox.files import load_state, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -921,18 +920,6 @@ async def _json_body(request: Request) -> dict[str, Any]:
 # --- the store --------------------------------------------------------------------------
 
 
-def _write_json_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a state file."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class DocuSignStore:
     """Envelopes, access tokens and the Connect delivery log, with the rules that move them.
 
@@ -991,19 +978,10 @@ class DocuSignStore:
     # persistence
 
     def _load(self) -> _State:
-        if not self.path.exists():
-            return _State()
-        try:
-            return _State.model_validate_json(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValidationError):
-            # Keep the unreadable file for a person to look at rather than overwrite it.
-            broken = self.path.with_suffix(f".unreadable-{int(time.time())}.json")
-            logger.exception("cannot read %s; moved it to %s", self.path, broken)
-            self.path.replace(broken)
-            return _State()
+        return load_state(self.path, _State)
 
     def _save(self) -> None:
-        _write_json_atomically(self.path, self._state.model_dump_json())
+        save_state(self.path, self._state)
 
     def document_bytes(self, document: StoredDocument) -> bytes:
         return (self.documents_dir / document.filename).read_bytes()

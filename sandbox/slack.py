@@ -44,6 +44,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from dealflow.settings import CONFIG_DIR, load_sandbox_file
+from sandbox.files import read_jsonl, skip_unreadable
 from sandbox.mail import rfc3339_utc
 
 logger = logging.getLogger(__name__)
@@ -354,23 +355,11 @@ class SlackStore:
     # -- the event log
 
     def _read_events(self) -> Iterator[dict[str, Any]]:
-        if not self._path.exists():
-            return
-        data = self._path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            # A crash mid-append leaves a partial last line; drop it before appending more.
-            keep = data.rfind(b"\n") + 1
-            logger.warning("dropping a partial record at the end of %s", self._path)
-            with self._path.open("r+b") as handle:
-                handle.truncate(keep)
-            data = data[:keep]
-        for number, line in enumerate(data.splitlines(), start=1):
-            if not line.strip():
-                continue
+        for number, line in read_jsonl(self._path):
             try:
                 event = json.loads(line)
             except ValueError:
-                logger.warning("skipping unreadable line %d of %s", number, self._path)
+                skip_unreadable(self._path, number)
                 continue
             if isinstance(event, dict):
                 yield event

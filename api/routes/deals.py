@@ -91,8 +91,7 @@ async def create_deal(
             detail={"name": deal.name, "revision": deal.revision},
         )
         read = await deal_read(session, settings, deal, None)
-        create.remember(201, read.model_dump(mode="json"))
-        await session.commit()
+        return await create.commit(201, read)
     except IntegrityError as err:
         if (replayed := await create.after_conflict()) is not None:
             return replayed
@@ -103,7 +102,6 @@ async def create_deal(
                 f"A deal with external_id {body.external_id!r} already exists.",
             ) from None
         raise
-    return JSONResponse(jsonable_encoder(read), status_code=201)
 
 
 @router.get("/{deal_id}", response_model=DealRead)
