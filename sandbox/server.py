@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from dealflow.settings import load_sandbox_file
 from sandbox import crm as crm_sandbox
-from sandbox import docusign as docusign_sandbox
+from sandbox.docusign import routes as docusign_sandbox
 from sandbox.mail import (
     MAIL_LOG_FILENAME,
     MailCaptureHandler,
