@@ -31,7 +31,9 @@ from sandbox.mail import (
     accept_any_login,
     create_mail_router,
 )
-from sandbox.slack import SLACK_LOG_FILENAME, SlackStore, SlackWorkspace, create_slack_router
+from sandbox.slack.routes import create_slack_router
+from sandbox.slack.store import SlackStore
+from sandbox.slack.workspace import SLACK_LOG_FILENAME, SlackWorkspace
 from sandbox.tls import ensure_self_signed_cert
 
 logger = logging.getLogger(__name__)

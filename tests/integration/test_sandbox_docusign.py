@@ -237,7 +237,7 @@ class Client:
 
 
 def connect_sdk(sandbox: Sandbox) -> Client:
-    """The recipe in sandbox/docusign/__init__.py's docstring, step by step (blocking: run in a thread)."""
+    """The recipe in the sandbox.docusign package's docstring, step by step (blocking)."""
     api_client = ApiClient(oauth_host_name=sandbox.oauth_host)
     configuration = Configuration()
     configuration.ssl_ca_cert = str(sandbox.tls.cert_path)
