@@ -273,12 +273,8 @@ def create_slack_router(store: SlackStore) -> APIRouter:
             response_url=f"{str(request.base_url).rstrip('/')}/slack/response_url/{hook.id}",
         )
         started = time.perf_counter()
-        try:
-            reply, duration_ms = await deliver_interaction(
-                workspace.interactions_url, workspace.signing_secret, payload
-            )
-        except httpx.HTTPError as failure:
-            duration_ms = (time.perf_counter() - started) * 1000
+
+        def record(**outcome: Any) -> None:
             store.record_delivery(
                 Delivery(
                     at=_now(),
@@ -287,11 +283,20 @@ def create_slack_router(store: SlackStore) -> APIRouter:
                     user_email=user.email,
                     url=workspace.interactions_url,
                     payload=payload,
-                    status_code=None,
-                    error=f"{type(failure).__name__}: {failure}",
-                    duration_ms=duration_ms,
-                    within_slack_deadline=False,
+                    **outcome,
                 )
+            )
+
+        try:
+            reply, duration_ms = await deliver_interaction(
+                workspace.interactions_url, workspace.signing_secret, payload
+            )
+        except httpx.HTTPError as failure:
+            record(
+                status_code=None,
+                error=f"{type(failure).__name__}: {failure}",
+                duration_ms=(time.perf_counter() - started) * 1000,
+                within_slack_deadline=False,
             )
             return _error(
                 502,
@@ -303,19 +308,11 @@ def create_slack_router(store: SlackStore) -> APIRouter:
         except ValueError:
             answer = reply.text
         within = duration_ms <= SLACK_ACK_DEADLINE_SECONDS * 1000
-        store.record_delivery(
-            Delivery(
-                at=_now(),
-                ts=ts,
-                action_id=action_id,
-                user_email=user.email,
-                url=workspace.interactions_url,
-                payload=payload,
-                status_code=reply.status_code,
-                response=answer,
-                duration_ms=duration_ms,
-                within_slack_deadline=within,
-            )
+        record(
+            status_code=reply.status_code,
+            response=answer,
+            duration_ms=duration_ms,
+            within_slack_deadline=within,
         )
         logger.info(
             "delivered block_actions ts=%s action_id=%s user=%s -> %d",
