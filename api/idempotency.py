@@ -103,32 +103,24 @@ class IdempotentCreate:
         body_json: str,
     ) -> None:
         check_key(key)
-        self._session, self._email, self._key, self._path = session, person_email, key, path
-        self._digest = request_digest(body_json)
+        self._session, self._key = session, key
+        # What identifies the request: its record's key and the check that a replay matches.
+        self._request = {
+            "person_email": person_email,
+            "method": "POST",
+            "path": path,
+            "digest": request_digest(body_json),
+        }
 
     async def replay(self) -> JSONResponse | None:
         if not self._key:
             return None
-        return await replay(
-            self._session,
-            person_email=self._email,
-            key=self._key,
-            method="POST",
-            path=self._path,
-            digest=self._digest,
-        )
+        return await replay(self._session, key=self._key, **self._request)
 
     def remember(self, status_code: int, body: Any) -> None:
         if self._key:
             remember(
-                self._session,
-                person_email=self._email,
-                key=self._key,
-                method="POST",
-                path=self._path,
-                digest=self._digest,
-                status_code=status_code,
-                body=body,
+                self._session, key=self._key, status_code=status_code, body=body, **self._request
             )
 
     async def commit(self, status_code: int, body: BaseModel) -> JSONResponse:

@@ -12,18 +12,14 @@ import argparse
 import asyncio
 import logging
 import math
-import os
-import platform
 import signal
 import sys
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-import temporalio
-
 from bench import campaigns
-from bench.common import BenchError, Config, write_results
+from bench.common import BenchError, Config, machine, write_results
 from bench.handoff import HandoffScenario
 from bench.lists import ListsScenario
 from bench.runner import SCENARIOS, Results, run_scenarios
@@ -201,12 +197,7 @@ def write_json(path_dir: Path, cfg: Config, stack_info: dict, results: Results, 
             "poll_ms": cfg.poll_ms,
             "scenarios": [sc.name for sc in results.scenarios],
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "temporalio": temporalio.__version__,
-        },
+        "machine": machine(),
         "stack": stack_info,
         "summary_ms": summary,
         "rounds": results.rounds,

@@ -32,7 +32,6 @@ import collections
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import signal
@@ -45,11 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import temporalio
 from temporalio.client import Client
 
 from activities.email import message_id_for
-from bench.common import write_results
+from bench.common import machine, write_results
 from bench.stack import bench_stack
 from bench.stats import summarize
 from dealflow.ids import sequence_workflow_id
@@ -549,12 +547,7 @@ async def amain(args: argparse.Namespace) -> int:
     doc = {
         "timestamp": stamp,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "temporalio": temporalio.__version__,
-        },
+        "machine": machine(),
         "stack": stack_info,
         "summary": summary,
         "samples": {

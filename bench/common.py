@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import platform
 import time
 import tomllib
 import uuid
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import httpx
+import temporalio
 from temporalio.client import Client
 
 from bench.stack import BenchStack
@@ -270,6 +273,16 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, list):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, for the results file."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "temporalio": temporalio.__version__,
+    }
 
 
 def write_results(path: Path, doc: dict[str, Any]) -> None:
