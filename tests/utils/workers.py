@@ -25,6 +25,9 @@ def start_worker(
             ca_cert_path=str(settings.docusign_ca_cert or ""),
         ),
         stripe_url=settings.stripe_api_base,
+        # The test's own, as given (service_env would derive them from the sandbox's address).
+        DEALFLOW_SLACK_API_URL=settings.slack_api_url,
+        DEALFLOW_CRM_API_URL=settings.crm_api_url,
         DEALFLOW_TASK_QUEUE=task_queue,
         DEALFLOW_CRASH_AT=crash_at,
         DEALFLOW_LOG_LEVEL="WARNING",
