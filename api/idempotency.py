@@ -90,8 +90,7 @@ class IdempotentCreate:
     if (replayed := await create.replay()) is not None:
         return replayed
     ... create the rows, build the response body ...
-    create.remember(201, body)          # in the same transaction as the rows
-    await session.commit()              # on IntegrityError: `await create.after_conflict()`
+    return await create.commit(201, body)   # on IntegrityError: `await create.after_conflict()`
     """
 
     def __init__(
@@ -104,33 +103,33 @@ class IdempotentCreate:
         body_json: str,
     ) -> None:
         check_key(key)
-        self._session, self._email, self._key, self._path = session, person_email, key, path
-        self._digest = request_digest(body_json)
+        self._session, self._key = session, key
+        # What identifies the request: its record's key and the check that a replay matches.
+        self._request = {
+            "person_email": person_email,
+            "method": "POST",
+            "path": path,
+            "digest": request_digest(body_json),
+        }
 
     async def replay(self) -> JSONResponse | None:
         if not self._key:
             return None
-        return await replay(
-            self._session,
-            person_email=self._email,
-            key=self._key,
-            method="POST",
-            path=self._path,
-            digest=self._digest,
-        )
+        return await replay(self._session, key=self._key, **self._request)
 
     def remember(self, status_code: int, body: Any) -> None:
         if self._key:
             remember(
-                self._session,
-                person_email=self._email,
-                key=self._key,
-                method="POST",
-                path=self._path,
-                digest=self._digest,
-                status_code=status_code,
-                body=body,
+                self._session, key=self._key, status_code=status_code, body=body, **self._request
             )
+
+    async def commit(self, status_code: int, body: BaseModel) -> JSONResponse:
+        """The close of every idempotent create route: remember the answer in the transaction
+        that created the rows, commit both, and answer. An IntegrityError from the commit goes
+        to the caller, which asks `after_conflict` whether a concurrent twin won."""
+        self.remember(status_code, body.model_dump(mode="json"))
+        await self._session.commit()
+        return JSONResponse(jsonable_encoder(body), status_code=status_code)
 
     async def after_conflict(self) -> JSONResponse | None:
         """After an IntegrityError: a concurrent request with the same key won; answer as it."""

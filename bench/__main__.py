@@ -10,26 +10,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import math
-import os
-import platform
 import signal
 import sys
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-import temporalio
-
 from bench import campaigns
-from bench.common import BenchError, Config
+from bench.common import BenchError, Config, machine, write_results
 from bench.handoff import HandoffScenario
 from bench.lists import ListsScenario
 from bench.runner import SCENARIOS, Results, run_scenarios
-from bench.stack import StackError, bench_stack
+from bench.stack import bench_stack
 from bench.stats import ratios, summarize
+from dealflow.stack import StackError
 
 SCENARIOS[ListsScenario.name] = ListsScenario  # issue 9: the lists beside the live read
 SCENARIOS[HandoffScenario.name] = HandoffScenario  # issue 8: closed-won -> package and CSM
@@ -201,12 +197,7 @@ def write_json(path_dir: Path, cfg: Config, stack_info: dict, results: Results, 
             "poll_ms": cfg.poll_ms,
             "scenarios": [sc.name for sc in results.scenarios],
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "temporalio": temporalio.__version__,
-        },
+        "machine": machine(),
         "stack": stack_info,
         "summary_ms": summary,
         "rounds": results.rounds,
@@ -218,19 +209,8 @@ def write_json(path_dir: Path, cfg: Config, stack_info: dict, results: Results, 
             },
         },
     }
-    path.write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
+    write_results(path, doc)
     return path
-
-
-def _clean(obj):
-    """NaN -> None, so the JSON stays valid."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 async def amain(args: argparse.Namespace) -> int:
@@ -252,7 +232,7 @@ async def amain(args: argparse.Namespace) -> int:
                 "temporal": "dev server (WorkflowEnvironment.start_local)",
                 "worker": "separate process (python worker.py)",
                 "api": "separate process (uvicorn)",
-                "sandbox": "separate process (python -m bench.sandbox_proc)",
+                "sandbox": "separate process (python -m sandbox)",
                 "stripe": "stripe-mock, separate process",
             }
             results = await run_scenarios(stack, cfg, args.scenarios, say)

@@ -32,7 +32,6 @@ import collections
 import json
 import math
 import os
-import platform
 import random
 import shutil
 import signal
@@ -45,13 +44,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import temporalio
 from temporalio.client import Client
 
-from bench.stack import StackError, bench_stack
+from bench.common import machine, write_results
+from bench.stack import bench_stack
 from bench.stats import summarize
 from dealflow.ids import message_id_for, sequence_workflow_id
 from dealflow.settings import SANDBOX_FILE
+from dealflow.stack import StackError
 from tests.utils.campaigns import signed_headers
 from tests.utils.deals import REP
 from workflows.noop import NoopWorkflow
@@ -510,16 +510,6 @@ def report(run: Run, args: argparse.Namespace) -> dict:
     }
 
 
-def _clean(obj):
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 async def amain(args: argparse.Namespace) -> int:
     # SIGTERM (and Ctrl-C) cancel the main task, so the stack below stops in order.
     main_task = asyncio.current_task()
@@ -556,12 +546,7 @@ async def amain(args: argparse.Namespace) -> int:
     doc = {
         "timestamp": stamp,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "temporalio": temporalio.__version__,
-        },
+        "machine": machine(),
         "stack": stack_info,
         "summary": summary,
         "samples": {
@@ -574,7 +559,7 @@ async def amain(args: argparse.Namespace) -> int:
             "baseline_step_times": run.baseline_times,
         },
     }
-    path.write_text(json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
+    write_results(path, doc)
     say(f"\nresults: {path}")
     return 0
 

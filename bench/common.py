@@ -10,19 +10,25 @@ the point where the timed step starts) happens before its batch's timed part, un
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import os
+import platform
 import time
 import tomllib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import httpx
+import temporalio
 from temporalio.client import Client
 
 from bench.stack import BenchStack
 from dealflow.settings import SANDBOX_FILE
+from dealflow.stack import StackError, until
 from tests.utils.deals import deal_payload
 from workflows.noop import NoopWorkflow
 
@@ -252,11 +258,32 @@ async def wait_untimed(
     what: str, probe: Callable[[], Awaitable[T | None]], timeout: float, interval: float = 0.05
 ) -> T:
     """Set-up waits (not measured): poll ``probe`` until it returns a value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what} not seen after {timeout:.0f}s (hang guard)")
-        await asyncio.sleep(interval)
+    try:
+        return await until(what, probe, timeout, interval=interval)
+    except StackError as err:
+        raise BenchError(str(err)) from err
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN (a metric with no samples) -> None, so the results stay valid JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, for the results file."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "temporalio": temporalio.__version__,
+    }
+
+
+def write_results(path: Path, doc: dict[str, Any]) -> None:
+    path.write_text(json.dumps(json_safe(doc), indent=1, allow_nan=False) + "\n")

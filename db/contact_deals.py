@@ -15,8 +15,8 @@ from sqlalchemy import DateTime, ForeignKey, String, desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from db.base import Base
 from db.campaign_models import Campaign, InboundMessage
-from db.models import Base
 
 ENGAGED_KINDS = ("meeting_request", "interested", "question", "referral", "objection")
 

@@ -17,7 +17,7 @@ from sqlalchemy import DateTime, Index, Integer, Numeric, String, Text, UniqueCo
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.models import Base, Money
+from db.base import Base, Money
 
 
 def _now() -> Any:

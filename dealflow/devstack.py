@@ -10,24 +10,28 @@ This is the CLI of the project: it prints (the rest of the code logs).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import tomllib
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO
+from dataclasses import dataclass
 
-from dealflow.ids import search_attribute_cli_args
 from dealflow.settings import PROJECT_ROOT, SANDBOX_FILE
 from dealflow.stack import (
+    bind_api_socket,
     migrate,
     port_is_open,
+    service_env,
+    start_api,
     start_embedded_postgres,
-    wait_for_port,
+    start_sandbox,
+    start_stripe_mock,
+    start_worker,
+    temporal_dev_server,
+    wait_worker_ready,
     with_database,
 )
 from dealflow.tools import STRIPE_MOCK, TEMPORAL, ToolError, ensure_tool
@@ -47,72 +51,8 @@ class Ports:
     stripe_mock: int = 12111
 
 
-@dataclass
-class Service:
-    name: str
-    proc: subprocess.Popen
-    log_path: Path | None = None
-    pump: threading.Thread | None = field(default=None, repr=False)
-
-
 def say(msg: str) -> None:
     print(msg, flush=True)
-
-
-def _pump(name: str, stream: IO[str], log: IO[str] | None, echo: bool) -> None:
-    for line in stream:
-        if log is not None:
-            log.write(line)
-            log.flush()
-        if echo:
-            sys.stdout.write(f"{name:>7} | {line}")
-            sys.stdout.flush()
-
-
-class Stack:
-    """Child processes started in order and stopped in reverse, cleanly, on exit or Ctrl-C."""
-
-    def __init__(self) -> None:
-        self.services: list[Service] = []
-        (STATE / "logs").mkdir(parents=True, exist_ok=True)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str], *, echo: bool) -> Service:
-        log_path = STATE / "logs" / f"{name}.log"
-        log = log_path.open("a")
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=PROJECT_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
-        )
-        assert proc.stdout is not None
-        pump = threading.Thread(target=_pump, args=(name, proc.stdout, log, echo), daemon=True)
-        pump.start()
-        svc = Service(name, proc, log_path, pump)
-        self.services.append(svc)
-        return svc
-
-    def check_alive(self) -> None:
-        for svc in self.services:
-            if svc.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{svc.name} exited with code {svc.proc.returncode}; see {svc.log_path}"
-                )
-
-    def stop(self) -> None:
-        for svc in reversed(self.services):
-            if svc.proc.poll() is None:
-                say(f"==> stopping {svc.name}")
-                svc.proc.send_signal(signal.SIGTERM)
-                try:
-                    svc.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    svc.proc.kill()
-                    svc.proc.wait()
-        self.services.clear()
 
 
 def _check_ports_free(ports: Ports) -> None:
@@ -123,153 +63,101 @@ def _check_ports_free(ports: Ports) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> int:
-    ports = Ports()
-    _check_ports_free(ports)
-    temporal_bin = ensure_tool(TEMPORAL, out=sys.stdout)
-    stripe_bin = ensure_tool(STRIPE_MOCK, out=sys.stdout)
-    stack = Stack()
-    pg = None
+async def _run_stack(ports: Ports) -> None:
+    """The stack on fixed local ports, by the one launcher (dealflow/stack.py), until cancelled.
 
-    def on_signal(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    # Restore Python's Ctrl-C handling even when started from a shell that ignores SIGINT for
-    # background jobs, and treat SIGTERM the same way.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
+    Unlike the tests and the benchmarks, its data lives on in .state (PostgreSQL in .state/pg,
+    Temporal's SQLite file, the sandbox's captures) from one `make run` to the next.
+    """
+    # SIGTERM stops the stack as Ctrl-C does: the main task is cancelled, the exit stack unwinds.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    log_dir = STATE / "logs"
+    await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    async with contextlib.AsyncExitStack() as stack:
         database_url = os.environ.get("DATABASE_URL")
         if database_url:
             say("==> PostgreSQL: using DATABASE_URL")
         else:
             say("==> PostgreSQL: starting embedded server (pgserver) in .state/pg")
-            pg, server_url = start_embedded_postgres(STATE / "pg")
-            database_url = with_database(server_url, "dealflow")
+            pg, server_url = await asyncio.to_thread(start_embedded_postgres, STATE / "pg")
+            stack.push_async_callback(asyncio.to_thread, pg.cleanup)
+            database_url = await asyncio.to_thread(with_database, server_url, "dealflow")
         say("==> applying migrations (alembic upgrade head)")
-        migrate(database_url)
+        await asyncio.to_thread(migrate, database_url)
 
-        env = dict(
-            os.environ,
-            # The dev stack is the sandbox, explicitly: the settings default to production.
-            DEALFLOW_PROFILE="sandbox",
-            DATABASE_URL=database_url,
-            TEMPORAL_ADDRESS=f"127.0.0.1:{ports.temporal}",
-            DEALFLOW_PUBLIC_BASE_URL=f"http://127.0.0.1:{ports.api}",
-            DEALFLOW_SANDBOX_URL=f"http://127.0.0.1:{ports.sandbox_http}",
-            DEALFLOW_SMTP_PORT=str(ports.smtp),
-            DEALFLOW_STRIPE_API_BASE=f"http://127.0.0.1:{ports.stripe_mock}",
-            DEALFLOW_CRM_API_URL=f"http://127.0.0.1:{ports.sandbox_http}",
-            DEALFLOW_DOCUSIGN_OAUTH_HOST=f"127.0.0.1:{ports.sandbox_https}",
-            DEALFLOW_DOCUSIGN_CA_CERT=str(STATE / "sandbox" / "sandbox-tls-cert.pem"),
-            PYTHONUNBUFFERED="1",
-        )
         say(
             f"==> Temporal dev server (SQLite in .state/temporal.db, Web UI on {ports.temporal_ui})"
         )
-        stack.start(
-            "temporal",
-            [
-                str(temporal_bin),
-                "server",
-                "start-dev",
-                "--ip",
-                "127.0.0.1",
-                "--port",
-                str(ports.temporal),
-                "--ui-port",
-                str(ports.temporal_ui),
-                "--db-filename",
-                str(STATE / "temporal.db"),
-                "--log-level",
-                "warn",
-                *search_attribute_cli_args(),
-            ],
-            env,
-            echo=False,
+        temporal = await stack.enter_async_context(
+            temporal_dev_server(
+                log_dir / "temporal.log",
+                port=ports.temporal,
+                ui_port=ports.temporal_ui,
+                db_file=STATE / "temporal.db",
+            )
         )
         say("==> stripe-mock")
-        stack.start(
-            "stripe",
-            # Without -https-addr stripe-mock also takes 12112 on every interface.
-            [
-                str(stripe_bin),
-                "-http-addr",
-                f"127.0.0.1:{ports.stripe_mock}",
-                "-https-addr",
-                "127.0.0.1:0",
-            ],
-            env,
-            echo=False,
-        )
+        stripe, stripe_url = await start_stripe_mock(log_dir, ports.stripe_mock)
+        stack.push_async_callback(stripe.stop)
         say("==> sandbox servers (mail/SMTP, Slack, DocuSign, CRM stand-ins)")
-        stack.start(
-            "sandbox",
-            [
-                PY,
-                "-m",
-                "sandbox",
-                "--http-port",
-                str(ports.sandbox_http),
-                "--smtp-port",
-                str(ports.smtp),
-                "--state-dir",
-                str(STATE / "sandbox"),
-                "--https-port",
-                str(ports.sandbox_https),
-                "--interactions-url",
-                f"http://127.0.0.1:{ports.api}/v1/webhooks/slack/interactions",
-                "--connect-url",
-                f"http://127.0.0.1:{ports.api}/v1/webhooks/docusign",
-            ],
-            env,
+        api_url = f"http://127.0.0.1:{ports.api}"
+        sandbox, sandbox_ready = await start_sandbox(
+            STATE,
+            log_dir,
+            api_url,
+            http_port=ports.sandbox_http,
+            smtp_port=ports.smtp,
+            https_port=ports.sandbox_https,
             echo=True,
         )
-        for name, port in (
-            ("temporal", ports.temporal),
-            ("stripe-mock", ports.stripe_mock),
-            ("sandbox", ports.sandbox_http),
-        ):
-            wait_for_port(port, timeout=60, what=name)
-            stack.check_alive()
+        stack.push_async_callback(sandbox.stop)
+        env = service_env(
+            database_url=database_url,
+            temporal_address=f"127.0.0.1:{ports.temporal}",
+            state_dir=STATE,
+            public_base_url=api_url,
+            sandbox=await sandbox_ready(),
+            stripe_url=stripe_url,
+        )
         say("==> worker")
-        stack.start("worker", [PY, "worker.py"], env, echo=True)
+        worker = await start_worker(env, log_dir, echo=True)
+        stack.push_async_callback(worker.stop)
+        await wait_worker_ready(temporal.client, (stripe, sandbox, worker), "run")
         say(f"==> API on {ports.api}")
-        stack.start(
-            "api",
-            [
-                PY,
-                "-m",
-                "uvicorn",
-                "api.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ports.api),
-                "--log-level",
-                "warning",
-            ],
-            env,
-            echo=True,
-        )
-        wait_for_port(ports.api, timeout=60, what="api")
-        stack.check_alive()
+        api = await start_api(env, log_dir, bind_api_socket(ports.api), echo=True)
+        stack.push_async_callback(api.stop)
+        children = (stripe, sandbox, worker, api)
         _print_banner(ports)
         while True:
-            stack.check_alive()
-            time.sleep(1)
-    except KeyboardInterrupt:
-        say("\n==> Ctrl-C: stopping everything")
-        return 0
-    except (RuntimeError, TimeoutError, ToolError) as err:
+            for child in children:
+                child.check_alive()
+            await asyncio.sleep(1)
+
+
+def run(args: argparse.Namespace) -> int:
+    ports = Ports()
+    _check_ports_free(ports)
+    try:
+        ensure_tool(TEMPORAL, out=sys.stdout)
+        ensure_tool(STRIPE_MOCK, out=sys.stdout)
+    except ToolError as err:
         say(f"error: {err}")
         return 1
-    finally:
-        stack.stop()
-        if pg is not None:
-            say("==> stopping PostgreSQL")
-            pg.cleanup()
+    # Restore Python's Ctrl-C handling even when started from a shell that ignores SIGINT for
+    # background jobs; asyncio.run then cancels the stack, whose exit stops every process in
+    # reverse order.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        asyncio.run(_run_stack(ports))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        say("\n==> stopped: everything it started is down")
+        return 0
+    except (RuntimeError, TimeoutError) as err:  # StackError is a RuntimeError
+        say(f"error: {err}")
+        return 1
+    return 0
 
 
 def _print_banner(ports: Ports) -> None:
@@ -302,21 +190,39 @@ def _parallel(pytest_args: list[str]) -> list[str]:
     return ["-n", TEST_PROCESSES, "--dist", "loadfile"]
 
 
-def test(args: argparse.Namespace) -> int:
+# The packages `make test` type-checks, strictly: pure rules, the messages workflows exchange, and
+# the deterministic workflow code (pyproject.toml, [tool.mypy]).
+TYPED = "domain messages workflows"
+
+
+def _tools_env() -> dict[str, str] | None:
+    """The environment the tests and the benchmarks start their stack with: the Go tools built
+    (once) and named, the sandbox profile. None (said why) when a tool cannot be built."""
     try:
         temporal_bin = ensure_tool(TEMPORAL)
         stripe_bin = ensure_tool(STRIPE_MOCK)
     except ToolError as err:
         say(f"error: {err}")
-        return 1
-    env = dict(
+        return None
+    return dict(
         os.environ,
         DEALFLOW_PROFILE="sandbox",  # explicit: the settings default to production
         DEALFLOW_TEMPORAL_BIN=str(temporal_bin),
         DEALFLOW_STRIPE_MOCK_BIN=str(stripe_bin),
     )
-    say("==> lint: ruff check, ruff format --check")
-    for cmd in (["ruff", "check", "."], ["ruff", "format", "--check", "."]):
+
+
+def test(args: argparse.Namespace) -> int:
+    env = _tools_env()
+    if env is None:
+        return 1
+    say("==> lint: ruff check, ruff format --check; types: mypy (strict on " + TYPED + ")")
+    for cmd in (
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        # The settings are [tool.mypy] in pyproject.toml; only these packages are checked.
+        ["mypy", *TYPED.split()],
+    ):
         code = subprocess.call([PY, "-m", *cmd], cwd=PROJECT_ROOT)
         if code:
             return code
@@ -329,18 +235,9 @@ def test(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    try:
-        temporal_bin = ensure_tool(TEMPORAL)
-        stripe_bin = ensure_tool(STRIPE_MOCK)
-    except ToolError as err:
-        say(f"error: {err}")
+    env = _tools_env()
+    if env is None:
         return 1
-    env = dict(
-        os.environ,
-        DEALFLOW_PROFILE="sandbox",  # explicit: the settings default to production
-        DEALFLOW_TEMPORAL_BIN=str(temporal_bin),
-        DEALFLOW_STRIPE_MOCK_BIN=str(stripe_bin),
-    )
     return subprocess.call([PY, "-m", "bench", *args.bench_args], cwd=PROJECT_ROOT, env=env)
 
 

@@ -46,9 +46,9 @@ import httpx
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.service import RPCError
 
-from bench.stack import Child
 from dealflow.prodstack import ProdStack, StackError, prod_stack
 from dealflow.settings import SANDBOX_FILE
+from dealflow.stack import Child
 from tests.utils.campaigns import signed_headers
 from tests.utils.deals import REP, deal_payload
 

@@ -23,8 +23,9 @@ In order:
 4. The namespace (``RegisterNamespace``) and the search attributes of ``dealflow.ids``
    (``OperatorService.AddSearchAttributes``), idempotently.
 5. The sandbox, stripe-mock, dealflow's own database (Alembic), **two workers** and **two API
-   processes** (uvicorn, each on its own port), as separate processes with the production layout
-   of ``bench.stack`` (whose ``Child`` this reuses).
+   processes** (uvicorn, each on its own port), as separate processes, each started by the one
+   launcher in ``dealflow/stack.py`` (``Child``, ``start_sandbox``, ``start_stripe_mock``,
+   ``service_env``, ``start_api``); what is here is only what differs from the dev stack.
 
 What does not depend on each other starts side by side, to keep the check cheap enough for CI:
 the sandbox and stripe-mock start first and come up during the rest, dealflow's Alembic
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -47,14 +47,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import httpx
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
@@ -66,14 +64,23 @@ from temporalio.api.workflowservice.v1 import (
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from bench.stack import Child, StackError
-from dealflow.ids import SEARCH_ATTRIBUTES, TASK_QUEUE
+from dealflow.ids import SEARCH_ATTRIBUTES
 from dealflow.settings import PROJECT_ROOT
 from dealflow.stack import (
+    Child,
+    StackError,
+    bind_api_socket,
     drop_database,
     free_port,
     migrate,
     port_is_open,
+    service_env,
+    start_api,
+    start_sandbox,
+    start_stripe_mock,
+    start_worker,
+    until,
+    wait_worker_ready,
     with_database,
 )
 from dealflow.temporal import DATA_CONVERTER
@@ -84,9 +91,6 @@ from dealflow.tools import (
     ensure_tool,
     temporal_schema_dir,
 )
-from workflows.noop import NoopWorkflow
-
-T = TypeVar("T")
 
 CONFIG_DIR = PROJECT_ROOT / "config" / "temporal"
 DYNAMIC_CONFIG = CONFIG_DIR / "dynamicconfig" / "production.yaml"
@@ -275,26 +279,6 @@ class ServerPorts:
         }
 
 
-async def until(
-    what: str,
-    attempt: Callable[[], Awaitable[T | None]],
-    timeout: float,
-    children: tuple[Child, ...] = (),
-    interval: float = 0.1,
-) -> T:
-    """Call ``attempt`` until it returns a value; fail if a child dies or at the hang guard."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for child in children:
-            child.check_alive()
-        result = await attempt()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise StackError(f"{what} not reached after {timeout:.0f}s (hang guard)")
-        await asyncio.sleep(interval)
-
-
 @dataclass
 class ProdStack:
     client: Client
@@ -360,12 +344,7 @@ class ProdStack:
     # --- workers and API processes ---------------------------------------------------------
 
     async def start_worker(self, i: int) -> None:
-        child = await Child.start(
-            self._log_name(f"worker-{i}"),
-            [sys.executable, "worker.py"],
-            self._child_env,
-            self.log_dir,
-        )
+        child = await start_worker(self._child_env, self.log_dir, self._log_name(f"worker-{i}"))
         while len(self.workers) <= i:
             self.workers.append(None)
         self.workers[i] = child
@@ -391,47 +370,13 @@ class ProdStack:
         child.proc.send_signal(signal.SIGCONT)
 
     async def start_api(self, i: int) -> None:
-        # The listening socket is bound here (the same port every time, so the check's client
-        # keeps its two addresses) and handed to uvicorn; our copy is closed once it holds it.
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self._api_ports[i]))
-        sock.listen(1024)
-        try:
-            child = await Child.start(
-                self._log_name(f"api-{i}"),
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.app:create_app",
-                    "--factory",
-                    "--fd",
-                    str(sock.fileno()),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                self._child_env,
-                self.log_dir,
-                pass_fds=(sock.fileno(),),
-            )
-        finally:
-            sock.close()
+        # The same port every time, so the check's client keeps its two addresses.
+        sock = bind_api_socket(self._api_ports[i])
         while len(self.apis) <= i:
             self.apis.append(None)
-        self.apis[i] = child
-        url = self.api_urls[i]
-
-        async def ready() -> bool | None:
-            async with httpx.AsyncClient(base_url=url, timeout=5) as http:
-                try:
-                    resp = await http.get("/healthz")
-                except httpx.TransportError:
-                    return None
-            return True if resp.status_code == 200 else None
-
-        await until(f"API {i} on {url}", ready, START_TIMEOUT, (child,))
+        self.apis[i] = await start_api(
+            self._child_env, self.log_dir, sock, self._log_name(f"api-{i}"), ready_path="/healthz"
+        )
 
     async def kill_api(self, i: int) -> None:
         child = self.apis[i]
@@ -556,7 +501,6 @@ async def prod_stack(
         say(f"==> {tool.binary}: {path}")
     server_bin = ensure_tool(TEMPORAL_SERVER)
     sql_bin = ensure_tool(TEMPORAL_SQL_TOOL)
-    stripe_bin = ensure_tool(STRIPE_MOCK)
 
     async with contextlib.AsyncExitStack() as stack:
         # Removed when the block ends cleanly; kept (logs, the database) when it fails.
@@ -601,45 +545,14 @@ async def prod_stack(
             stack.callback(drop_all)
 
         # The sandbox and stripe-mock need nothing of the rest: they start now and come up while
-        # the schemas are migrated (their readiness is awaited below, before the workers).
-        sandbox_ready = state_dir / "sandbox-ready.json"
+        # the schemas are migrated (the sandbox's readiness is awaited below, before the workers).
         api_ports = [free_port() for _ in range(apis)]
         api_urls = [f"http://127.0.0.1:{p}" for p in api_ports]
-        sandbox = await Child.start(
-            "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "bench.sandbox_proc",
-                "--state-dir",
-                str(state_dir / "sandbox"),
-                "--ready-file",
-                str(sandbox_ready),
-                # Slack clicks and DocuSign Connect go to the first API (a load balancer's job
-                # in production; the check kills the second one).
-                "--interactions-url",
-                f"{api_urls[0]}/v1/webhooks/slack/interactions",
-                "--connect-url",
-                f"{api_urls[0]}/v1/webhooks/docusign",
-            ],
-            dict(os.environ, PYTHONUNBUFFERED="1"),
-            log_dir,
-        )
+        # Slack clicks and DocuSign Connect go to the first API (a load balancer's job in
+        # production; the check kills the second one).
+        sandbox, sandbox_ready = await start_sandbox(state_dir, log_dir, api_urls[0])
         stack.push_async_callback(sandbox.stop)
-
-        stripe_port = free_port()
-        stripe = await Child.start(
-            "stripe-mock",
-            [
-                str(stripe_bin),
-                "-http-addr",
-                f"127.0.0.1:{stripe_port}",
-                "-https-addr",
-                "127.0.0.1:0",
-            ],
-            dict(os.environ),
-            log_dir,
-        )
+        stripe, stripe_url = await start_stripe_mock(log_dir)
         stack.push_async_callback(stripe.stop)
 
         # 2. Temporal's schema, by its own tool, and dealflow's (Alembic) side by side
@@ -734,36 +647,17 @@ async def prod_stack(
 
         # 5. The rest, as in bench.stack (the sandbox and stripe-mock were started above)
         say("==> sandbox, stripe-mock")
-
-        async def sandbox_up() -> dict | None:
-            return json.loads(sandbox_ready.read_text()) if sandbox_ready.exists() else None
-
-        sb = await until("sandbox", sandbox_up, START_TIMEOUT, (sandbox,))
-        prod.sandbox_url = sb["http_url"]
+        sb = await sandbox_ready()
+        prod.sandbox_url = sb.http_url
         prod.others += [sandbox, stripe]
-
-        async def stripe_up() -> bool | None:
-            return True if await asyncio.to_thread(port_is_open, stripe_port) else None
-
-        await until("stripe-mock", stripe_up, START_TIMEOUT, (stripe,))
-
-        prod._child_env = dict(
-            os.environ,
-            DEALFLOW_PROFILE="sandbox",
-            DEALFLOW_TASK_QUEUE=TASK_QUEUE,
-            DATABASE_URL=database_url,
-            TEMPORAL_ADDRESS=temporal_address,
+        prod._child_env = service_env(
+            database_url=database_url,
+            temporal_address=temporal_address,
+            state_dir=state_dir,
+            public_base_url=api_urls[0],
+            sandbox=sb,
+            stripe_url=stripe_url,
             DEALFLOW_TEMPORAL_NAMESPACE=NAMESPACE,
-            DEALFLOW_STATE_DIR=str(state_dir),  # shared: the worker writes documents, APIs serve
-            DEALFLOW_PUBLIC_BASE_URL=api_urls[0],
-            DEALFLOW_SANDBOX_URL=sb["http_url"],
-            DEALFLOW_SMTP_PORT=str(sb["smtp_port"]),
-            DEALFLOW_SLACK_API_URL=f"{sb['http_url']}/slack/api/",
-            DEALFLOW_CRM_API_URL=sb["http_url"],
-            DEALFLOW_DOCUSIGN_OAUTH_HOST=sb["https_url"].removeprefix("https://"),
-            DEALFLOW_DOCUSIGN_CA_CERT=sb["ca_cert_path"],
-            DEALFLOW_STRIPE_API_BASE=f"http://127.0.0.1:{stripe_port}",
-            PYTHONUNBUFFERED="1",
         )
         say(f"==> {workers} worker process(es), {apis} API process(es)")
         for i in range(workers):
@@ -771,13 +665,7 @@ async def prod_stack(
         # The API processes import and come up side by side (each waits for its /healthz).
         await asyncio.gather(*(prod.start_api(i) for i in range(apis)))
 
-        async def noop() -> bool | None:
-            await client.execute_workflow(
-                NoopWorkflow.run, id=f"prod-ready-{uuid.uuid4().hex}", task_queue=TASK_QUEUE
-            )
-            return True
-
-        await until("a worker runs a workflow", noop, START_TIMEOUT, prod.children())
+        await wait_worker_ready(client, prod.children(), "prod")
         yield prod
         prod.check_alive()
         say("==> stopping the stack")

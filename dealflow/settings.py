@@ -21,6 +21,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dealflow.ids import TASK_QUEUE
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PROJECT_ROOT / "config"
 SANDBOX_FILE = CONFIG_DIR / "sandbox.toml"
@@ -100,7 +102,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TEMPORAL_ADDRESS", "DEALFLOW_TEMPORAL_ADDRESS"),
     )
     temporal_namespace: str = "default"
-    task_queue: str = "dealflow"
+    task_queue: str = TASK_QUEUE  # the name is defined once, in dealflow/ids.py
 
     # The API's public base URL, used in links we hand out (document URLs, approval links).
     public_base_url: str = "http://127.0.0.1:8000"

@@ -16,7 +16,7 @@ a fall-back day means its first occurrence.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -192,7 +192,7 @@ def window_bounds(d: date, window: SendWindow, tz: str) -> tuple[datetime, datet
 # --- send times -------------------------------------------------------------------------------
 
 
-def _eligible_days(start: date, window: SendWindow, country: str | None):
+def _eligible_days(start: date, window: SendWindow, country: str | None) -> Iterator[date]:
     """Window days from ``start`` on (inclusive), bounded so a bad calendar cannot hang us."""
     for offset in range(_MAX_DAYS_SEARCHED):
         d = start + timedelta(days=offset)

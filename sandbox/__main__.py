@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 from collections.abc import Sequence
 from pathlib import Path
 
-from sandbox.server import DEFAULT_HOST, run_sandbox
+from sandbox.files import write_atomically
+from sandbox.server import DEFAULT_HOST, RunningSandbox, run_sandbox
 
 logger = logging.getLogger("sandbox")
 
@@ -65,6 +67,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="where DocuSign Connect events are posted, e.g. "
         "http://127.0.0.1:8000/v1/webhooks/docusign",
     )
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        help="once both servers answer, write their addresses here as JSON (written whole, then "
+        "renamed): how dealflow/stack.py learns the ports the system chose",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser.parse_args(argv)
 
@@ -88,12 +96,24 @@ async def serve(args: argparse.Namespace) -> None:
             org_path=args.org_path,
             https_port=args.https_port,
             connect_url=args.connect_url,
-        ):
+        ) as sb:
+            if args.ready_file is not None:
+                _write_ready(args.ready_file, sb)
             await stop.wait()
             logger.info("stopping")
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
+
+
+def _write_ready(path: Path, sb: RunningSandbox) -> None:
+    ready = {
+        "http_url": sb.http_url,
+        "https_url": sb.https_url,
+        "smtp_port": sb.smtp_port,
+        "ca_cert_path": str(sb.ca_cert_path),
+    }
+    write_atomically(path, json.dumps(ready).encode())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -42,7 +40,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import AwareDatetime, BaseModel, ValidationError
+from pydantic import AwareDatetime, BaseModel
+
+from sandbox.files import load_state, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -240,18 +240,6 @@ class _State(BaseModel):
     history: list[Change] = []
 
 
-def _write_json_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a state file."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 class CrmStore:
     """Deals, notes and tasks with HubSpot's validation, and the change history.
 
@@ -284,18 +272,10 @@ class CrmStore:
         self._state = self._load()
 
     def _load(self) -> _State:
-        if not self.path.exists():
-            return _State()
-        try:
-            return _State.model_validate_json(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValidationError):
-            broken = self.path.with_suffix(f".unreadable-{uuid.uuid4().hex[:8]}.json")
-            logger.exception("cannot read %s; moved it to %s", self.path, broken)
-            self.path.replace(broken)
-            return _State()
+        return load_state(self.path, _State)
 
     def _save(self) -> None:
-        _write_json_atomically(self.path, self._state.model_dump_json())
+        save_state(self.path, self._state)
 
     # auth
 

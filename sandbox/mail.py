@@ -23,6 +23,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, ValidationError
 
+from sandbox.files import read_jsonl, skip_unreadable
+
 logger = logging.getLogger(__name__)
 
 MAIL_LOG_FILENAME = "mail.jsonl"
@@ -179,25 +181,12 @@ class MailStore:
         return self._path
 
     def _load(self) -> list[CapturedMessage]:
-        if not self._path.exists():
-            return []
-        data = self._path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            # A crash mid-append leaves a partial last line; drop it now, or the next
-            # append would glue a good record onto it and lose that one too.
-            keep = data.rfind(b"\n") + 1
-            logger.warning("dropping a partial record at the end of %s", self._path)
-            with self._path.open("r+b") as handle:
-                handle.truncate(keep)
-            data = data[:keep]
         messages: list[CapturedMessage] = []
-        for number, line in enumerate(data.splitlines(), start=1):
-            if not line.strip():
-                continue
+        for number, line in read_jsonl(self._path):
             try:
                 message = CapturedMessage.model_validate_json(line)
             except ValidationError:
-                logger.warning("skipping unreadable line %d of %s", number, self._path)
+                skip_unreadable(self._path, number)
                 continue
             message.index = len(messages)
             messages.append(message)

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 
 from dealflow.settings import load_sandbox_file
 from sandbox import crm as crm_sandbox
-from sandbox import docusign as docusign_sandbox
+from sandbox.docusign import routes as docusign_sandbox
 from sandbox.mail import (
     MAIL_LOG_FILENAME,
     MailCaptureHandler,
@@ -31,7 +31,9 @@ from sandbox.mail import (
     accept_any_login,
     create_mail_router,
 )
-from sandbox.slack import SLACK_LOG_FILENAME, SlackStore, SlackWorkspace, create_slack_router
+from sandbox.slack.routes import create_slack_router
+from sandbox.slack.store import SlackStore
+from sandbox.slack.workspace import SLACK_LOG_FILENAME, SlackWorkspace
 from sandbox.tls import ensure_self_signed_cert
 
 logger = logging.getLogger(__name__)

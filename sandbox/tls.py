@@ -13,8 +13,6 @@ unreadable, about to expire, or does not name every requested host.
 from __future__ import annotations
 
 import ipaddress
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sandbox.files import write_atomically
 
 CERT_FILENAME = "sandbox-tls-cert.pem"
 KEY_FILENAME = "sandbox-tls-key.pem"
@@ -71,19 +71,6 @@ def _usable(files: TlsFiles, hosts: Sequence[str]) -> bool:
     except x509.ExtensionNotFound:
         return False
     return all(entry in names for entry in _san_entries(hosts))
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a PEM file."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def generate_self_signed(hosts: Sequence[str] = DEFAULT_HOSTS) -> tuple[bytes, bytes]:
@@ -157,6 +144,6 @@ def ensure_self_signed_cert(state_dir: Path, hosts: Sequence[str] = DEFAULT_HOST
     cert_pem, key_pem = generate_self_signed(hosts)
     # Key first: a crash between the two writes leaves a mismatched pair, which `_usable`
     # rejects, rather than a new certificate beside a key that cannot serve it.
-    _write_atomically(files.key_path, key_pem, 0o600)
-    _write_atomically(files.cert_path, cert_pem, 0o644)
+    write_atomically(files.key_path, key_pem, 0o600)
+    write_atomically(files.cert_path, cert_pem, 0o644)
     return files

@@ -2,17 +2,18 @@
 
 Nothing here is faked. PostgreSQL is the embedded pgserver (or DATABASE_URL's server, in a fresh
 database), Temporal is the CLI dev server built by `make test`, the API is served by uvicorn on a
-real port, and the worker is the same `build_worker` that `worker.py` runs.
+real port, and the worker is the same `build_worker` that `worker.py` runs. PostgreSQL, the
+dev server and stripe-mock are started by the one launcher, `dealflow/stack.py`, as for `make run`
+and the benchmarks; the sandbox, the worker and the API run in this process, so tests can reach
+into them (the sandbox's stores, the worker's interceptors).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import tomllib
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -24,18 +25,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from db.engine import make_engine, make_sessionmaker
-from dealflow.ids import SEARCH_ATTRIBUTES
 from dealflow.settings import SANDBOX_FILE, Settings
-from dealflow.stack import (
-    drop_database,
-    free_port,
-    migrate,
-    start_embedded_postgres,
-    wait_for_port,
-    with_database,
-)
-from dealflow.temporal import DATA_CONVERTER
-from dealflow.tools import STRIPE_MOCK, TEMPORAL, find_tool
+from dealflow.stack import free_port, fresh_database, start_stripe_mock, temporal_dev_server
 from sandbox.server import run_sandbox
 from worker import build_worker
 
@@ -51,35 +42,16 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def database_url(state_dir: Path):
+async def database_url(state_dir: Path) -> AsyncIterator[str]:
     """A fresh, migrated database for this test session."""
-    server_url = os.environ.get("DATABASE_URL")
-    pg = None
-    if not server_url:
-        pg, server_url = start_embedded_postgres(state_dir / "pg")
-    name = f"dealflow_test_{uuid.uuid4().hex[:8]}"
-    url = with_database(server_url, name)
-    migrate(url)
-    yield url
-    if pg is not None:
-        pg.cleanup()  # the embedded server's folder is temporary: nothing to drop
-    else:
-        drop_database(server_url, name)
+    async with fresh_database(state_dir / "pg", "dealflow_test") as (url, _where):
+        yield url
 
 
 @pytest.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    binary = find_tool(TEMPORAL)
-    if binary is None:
-        pytest.fail("the Temporal CLI is not built: run the tests with `make test`")
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(binary),
-        search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=DATA_CONVERTER,
-        dev_server_log_level="error",
-    )
-    yield env
-    await env.shutdown()
+async def temporal_env(state_dir: Path) -> AsyncIterator[WorkflowEnvironment]:
+    async with temporal_dev_server(state_dir / "logs" / "temporal.log") as env:
+        yield env
 
 
 @pytest.fixture(scope="session")
@@ -98,24 +70,11 @@ async def sandbox(state_dir: Path, api_port: int):
 
 
 @pytest.fixture(scope="session")
-def stripe_mock() -> Iterator[str]:
-    """stripe-mock (Stripe's own mock server) on free ports; its HTTP base URL."""
-    binary = find_tool(STRIPE_MOCK)
-    if binary is None:
-        pytest.fail("stripe-mock is not built: run the tests with `make test`")
-    port = free_port()
-    # An explicit HTTPS address too: by default it also takes :12112, which `make run` holds.
-    proc = subprocess.Popen(
-        [str(binary), "-http-addr", f"127.0.0.1:{port}", "-https-addr", "127.0.0.1:0"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, timeout=30, what="stripe-mock")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+async def stripe_mock(state_dir: Path) -> AsyncIterator[str]:
+    """stripe-mock (Stripe's own mock server) on a free port; its HTTP base URL."""
+    child, url = await start_stripe_mock(state_dir / "logs")
+    yield url
+    await child.stop()
 
 
 @pytest.fixture(scope="session")

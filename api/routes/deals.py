@@ -55,10 +55,14 @@ router = APIRouter(prefix="/v1/deals", tags=["deals"])
 EDITABLE_STAGES = frozenset({"draft", "needs_attention", "changes_requested", "declined"})
 
 
+async def _live_closure(temporal: TemporalDep, deal: Deal, *, read: bool = False):
+    """The closure's live status (``closure_status``), or None: a draft has no closure to ask,
+    and a closure that cannot answer leaves the caller with the deal row (the mirror)."""
+    return await closure_status(temporal, deal.id, read=read) if deal.stage != "draft" else None
+
+
 async def _current_stage(temporal: TemporalDep, deal: Deal) -> str:
-    if deal.stage == "draft":
-        return "draft"
-    live = await closure_status(temporal, deal.id)
+    live = await _live_closure(temporal, deal)
     return live.stage if live is not None else deal.stage
 
 
@@ -91,8 +95,7 @@ async def create_deal(
             detail={"name": deal.name, "revision": deal.revision},
         )
         read = await deal_read(session, settings, deal, None)
-        create.remember(201, read.model_dump(mode="json"))
-        await session.commit()
+        return await create.commit(201, read)
     except IntegrityError as err:
         if (replayed := await create.after_conflict()) is not None:
             return replayed
@@ -103,7 +106,6 @@ async def create_deal(
                 f"A deal with external_id {body.external_id!r} already exists.",
             ) from None
         raise
-    return JSONResponse(jsonable_encoder(read), status_code=201)
 
 
 @router.get("/{deal_id}", response_model=DealRead)
@@ -116,7 +118,7 @@ async def get_deal(
 ) -> DealRead:
     """The deal and its live closure state (owner, the deal's approvers, ops)."""
     deal = await deal_or_404(session, deal_id)
-    live = await closure_status(temporal, deal.id, read=True) if deal.stage != "draft" else None
+    live = await _live_closure(temporal, deal, read=True)
     steps = await live_approval_steps(temporal, live) if live is not None else []
     allowed = owns_or_operates(person, deal) or person.email in await approvers_of(
         session, deal.id, live, steps
@@ -323,7 +325,7 @@ async def retry_deal(
     """
     deal = await deal_or_404(session, deal_id)
     require_deal_owner(person, deal, also=("ops", "admin"))
-    live = await closure_status(temporal, deal.id) if deal.stage != "draft" else None
+    live = await _live_closure(temporal, deal)
     if live is None or live.parked is None:
         stage = live.stage if live is not None else deal.stage
         raise ApiError(

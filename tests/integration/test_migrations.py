@@ -16,7 +16,7 @@ def test_every_model_module_is_registered_in_the_one_metadata():
     # The tables of each model module, whichever was imported first (db/__init__ registers all).
     for table in ("deals", "campaigns", "closing_steps", "contact_deals", "handoffs"):
         assert table in metadata.tables, table
-    assert db.models.Base.metadata is metadata
+    assert db.base.Base.metadata is metadata
 
 
 def test_alembic_check_finds_no_difference_between_the_migrations_and_the_models(

@@ -50,7 +50,9 @@ from docusign_esign.models import (
 )
 from fastapi import FastAPI, Request, Response
 
-from sandbox.docusign import DocuSignStore, install, minimal_pdf
+from sandbox.docusign.routes import install
+from sandbox.docusign.store import DocuSignStore
+from sandbox.docusign.wire import minimal_pdf
 from sandbox.tls import TlsFiles, ensure_self_signed_cert
 
 HMAC_KEY = "test-connect-hmac-key"
@@ -235,7 +237,7 @@ class Client:
 
 
 def connect_sdk(sandbox: Sandbox) -> Client:
-    """The recipe in sandbox/docusign.py's docstring, step by step (blocking: run in a thread)."""
+    """The recipe in the sandbox.docusign package's docstring, step by step (blocking)."""
     api_client = ApiClient(oauth_host_name=sandbox.oauth_host)
     configuration = Configuration()
     configuration.ssl_ca_cert = str(sandbox.tls.cert_path)

@@ -1,6 +1,6 @@
 """The Slack sandbox, end to end: slack_sdk in, signed interaction payloads out.
 
-The last tests hold the sandbox's declared method table (`sandbox.slack.METHODS`) and its
+The last tests hold the sandbox's declared method table (`sandbox.slack.methods.METHODS`) and its
 real answers against Slack's published OpenAPI description, so the stand-in cannot drift
 from the API the production code will meet.
 """
@@ -31,7 +31,7 @@ from slack_sdk.signature import SignatureVerifier
 from dealflow.settings import load_sandbox_file
 from sandbox.__main__ import parse_args
 from sandbox.server import RunningSandbox, run_sandbox
-from sandbox.slack import METHODS, MethodSpec
+from sandbox.slack.methods import METHODS, MethodSpec
 
 SECRETS = load_sandbox_file()["secrets"]
 BOT_TOKEN = SECRETS["slack_bot_token"]

@@ -3,36 +3,39 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 
 from dealflow.settings import PROJECT_ROOT, Settings
+from dealflow.stack import WORKER_ARGV, SandboxAddresses, service_env
 
 
 def start_worker(
     settings: Settings, task_queue: str, crash_at: str = "", **extra_env: str
 ) -> subprocess.Popen:
-    env = dict(
-        os.environ,
-        DEALFLOW_PROFILE="sandbox",  # explicit: the settings default to production
-        DATABASE_URL=settings.require_database_url(),
-        TEMPORAL_ADDRESS=settings.temporal_address,
-        DEALFLOW_TASK_QUEUE=task_queue,
-        DEALFLOW_STATE_DIR=str(settings.state_dir),
-        DEALFLOW_PUBLIC_BASE_URL=settings.public_base_url,
+    """The environment is the launcher's (``dealflow/stack.py::service_env``), from ``settings``."""
+    env = service_env(
+        database_url=settings.require_database_url(),
+        temporal_address=settings.temporal_address,
+        state_dir=settings.state_dir,
+        public_base_url=settings.public_base_url,
+        sandbox=SandboxAddresses(
+            http_url=settings.sandbox_url,
+            https_url=f"https://{settings.docusign_oauth_host}",
+            smtp_port=settings.smtp_port,
+            ca_cert_path=str(settings.docusign_ca_cert or ""),
+        ),
+        stripe_url=settings.stripe_api_base,
+        # The test's own, as given (service_env would derive them from the sandbox's address).
         DEALFLOW_SLACK_API_URL=settings.slack_api_url,
-        DEALFLOW_SMTP_PORT=str(settings.smtp_port),
-        DEALFLOW_DOCUSIGN_OAUTH_HOST=settings.docusign_oauth_host,
-        DEALFLOW_STRIPE_API_BASE=settings.stripe_api_base,
-        DEALFLOW_CRM_API_URL=getattr(settings, "crm_api_url", ""),
+        DEALFLOW_CRM_API_URL=settings.crm_api_url,
+        DEALFLOW_TASK_QUEUE=task_queue,
         DEALFLOW_CRASH_AT=crash_at,
         DEALFLOW_LOG_LEVEL="WARNING",
+        **extra_env,
     )
-    env.update(extra_env)
-    if settings.docusign_ca_cert:
-        env["DEALFLOW_DOCUSIGN_CA_CERT"] = str(settings.docusign_ca_cert)
-    return subprocess.Popen([sys.executable, "worker.py"], cwd=PROJECT_ROOT, env=env)
+    if not settings.docusign_ca_cert:
+        env.pop("DEALFLOW_DOCUSIGN_CA_CERT")  # an empty path is not "none"
+    return subprocess.Popen(WORKER_ARGV, cwd=PROJECT_ROOT, env=env)
 
 
 async def wait_exit(proc: subprocess.Popen, timeout: float = 60) -> int:
