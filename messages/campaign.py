@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from temporalio.exceptions import ApplicationError
 
+from dealflow.ids import TASK_QUEUE
 from domain.campaign_email import variant_names
 from domain.schedule import SendWindow
 
@@ -258,7 +259,7 @@ class SequenceStatus(BaseModel):
 class CampaignOptions(BaseModel):
     """Chosen by the API from Settings; nothing in workflows/ reads the environment."""
 
-    task_queue: str = "dealflow"
+    task_queue: str = TASK_QUEUE
     activity_timeout_seconds: float = 30.0
     batch_size: int = 200
     batches_per_run: int = 20

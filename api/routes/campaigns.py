@@ -12,8 +12,6 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -101,14 +99,11 @@ async def create_campaign(
             fallbacks=body.fallbacks,
             options=options,
         )
-        created = CampaignCreated(id=campaign.id, status=campaign.status)
-        create.remember(201, created.model_dump(mode="json"))
-        await session.commit()
+        return await create.commit(201, CampaignCreated(id=campaign.id, status=campaign.status))
     except IntegrityError:
         if (replayed := await create.after_conflict()) is not None:
             return replayed
         raise
-    return JSONResponse(jsonable_encoder(created), status_code=201)
 
 
 async def _watched_campaign(
