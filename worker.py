@@ -73,9 +73,7 @@ WORKFLOWS: Sequence[type] = (
 # dealflow.settings and every client.
 SANDBOX_PASSTHROUGH = (
     "domain.models",
-    "domain.approval_models",
     "domain.approval_inputs",
-    "domain.closing_models",
     "domain.documents",
     "domain.money",
     "domain.pricing",
@@ -85,6 +83,7 @@ SANDBOX_PASSTHROUGH = (
     "domain.validation",
     "domain.variants",
     "workflows.parking",  # RetryBudget and the park models: pure
+    "messages",  # what workflows exchange: pure models
     "dateutil",
     "holidays",
 )

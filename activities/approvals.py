@@ -35,7 +35,6 @@ from typing import Any
 
 from aiohttp import ClientConnectorError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from pydantic import BaseModel
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select, update
@@ -52,8 +51,20 @@ from dealflow.holds import HoldPoints
 from dealflow.links import make_token
 from dealflow.mailer import Mailer
 from dealflow.settings import Settings
-from domain.approval_models import ApprovalStep, DealSummary
 from domain.money import format_pct
+from messages.approval import (
+    ApproverStats,
+    DecisionStats,
+    DecisionStatsInput,
+    DeliverInput,
+    NotifyInput,
+    OpenRequestInput,
+    PersonInfo,
+    RecordDecisionInput,
+    RequestEventInput,
+    ResolvePersonInput,
+    WithdrawInput,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,84 +78,6 @@ NOT_TAKEN = (SlackApiError, ClientConnectorError, SmtpRejected, SmtpTransient)
 
 class HandOverTaken(Exception):
     """Another attempt holds (or held) the hand-over mark of this delivery: send nothing."""
-
-
-class PersonInfo(BaseModel):
-    email: str
-    name: str
-    title: str | None = None
-    timezone: str = "UTC"
-    slack_user_id: str | None = None
-    manager_email: str | None = None
-    backup_email: str | None = None
-    ooo_until: dt.datetime | None = None
-    ooo_delegate_email: str | None = None
-
-
-class ResolvePersonInput(BaseModel):
-    email: str
-    deal_id: str | None = None  # the deal asking (the failure points' key); None before it was sent
-
-
-class OpenRequestInput(BaseModel):
-    deal_id: str
-    quote_version: int
-    workflow_id: str
-    step: ApprovalStep
-
-
-class DeliverInput(BaseModel):
-    step: ApprovalStep
-    role_label: str
-    recipient_email: str
-    purpose: str  # request, reminder, escalation.N, delegation.<email>
-    summary: DealSummary
-    link_ttl_hours: float
-
-
-class RecordDecisionInput(BaseModel):
-    deal_id: str
-    step: ApprovalStep
-    summary: DealSummary
-
-
-class RequestEventInput(BaseModel):
-    deal_id: str
-    step: ApprovalStep
-    event: str
-    actor: str
-    detail: dict[str, Any]
-    at: dt.datetime
-    idempotency_key: str
-
-
-class WithdrawInput(BaseModel):
-    deal_id: str
-    step: ApprovalStep
-    reason: str
-    at: dt.datetime
-
-
-class NotifyInput(BaseModel):
-    recipient_email: str
-    key: str
-    text: str
-    deal_id: str | None = None  # the deal it is about (the failure points' key)
-
-
-class DecisionStatsInput(BaseModel):
-    emails: list[str]
-    deal_id: str | None = None  # the deal asking (the failure points' key)
-
-
-class ApproverStats(BaseModel):
-    count: int
-    median_hours: float
-    p90_hours: float
-
-
-class DecisionStats(BaseModel):
-    by_email: dict[str, ApproverStats]
 
 
 def _deal_of(step_id: str) -> str | None:

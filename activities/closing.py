@@ -42,15 +42,9 @@ from domain.billing import (
     revenue_rows,
     to_minor_units,
 )
-from domain.closing_models import (
-    BillingResult,
-    ClosingInput,
-    CrmResult,
-    InvoicePaid,
-    RevenueResult,
-)
 from domain.money import format_money
 from domain.regions import is_eu
+from messages.closure import BillingResult, ClosingInput, CrmResult, InvoicePaid, RevenueResult
 
 log = logging.getLogger(__name__)
 

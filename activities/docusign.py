@@ -33,13 +33,12 @@ from docusign_esign import (
 )
 from docusign_esign.client.api_exception import ApiException
 from docusign_esign.client.api_response import RESTClientObject
-from pydantic import BaseModel
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.deals import DocumentRef, document_id
+from activities.deals import document_id
 from db import deals as deals_db
 from db.audit import append_audit
 from db.models import Document as DocumentRow
@@ -48,68 +47,18 @@ from db.org import OrgDirectory
 from dealflow.faults import CrashPoints
 from dealflow.holds import HoldPoints
 from dealflow.settings import Settings
+from messages.signature import (
+    DocumentRef,
+    EnvelopeState,
+    RecipientState,
+    ResendInput,
+    SendEnvelopeInput,
+    SignerRef,
+    StoreSignedInput,
+    VoidInput,
+)
 
 KEY_FIELD = "dealflow_key"
-RECIPIENT_RANK = {
-    "created": 0,
-    "sent": 1,
-    "delivered": 2,
-    "completed": 3,
-    "signed": 3,
-    "declined": 4,
-}
-
-
-class SignerRef(BaseModel):
-    name: str
-    email: str
-    title: str | None = None
-    routing_order: int
-
-
-class SendEnvelopeInput(BaseModel):
-    deal_id: str
-    quote_version: int
-    email_subject: str
-    documents: list[DocumentRef]
-    signers: list[SignerRef]
-
-
-class RecipientState(BaseModel):
-    recipient_id: str
-    email: str
-    name: str
-    routing_order: int
-    status: str
-    delivered_at: dt.datetime | None = None
-    signed_at: dt.datetime | None = None
-    declined_at: dt.datetime | None = None
-    declined_reason: str | None = None
-
-
-class EnvelopeState(BaseModel):
-    envelope_id: str
-    status: str
-    recipients: list[RecipientState]
-    voided_reason: str | None = None
-
-
-class ResendInput(BaseModel):
-    envelope_id: str
-    recipient_ids: list[str]
-    deal_id: str | None = None  # the failure points' key (None in older histories)
-
-
-class VoidInput(BaseModel):
-    envelope_id: str
-    reason: str
-    deal_id: str | None = None  # the failure points' key (None in older histories)
-
-
-class StoreSignedInput(BaseModel):
-    deal_id: str
-    quote_version: int
-    envelope_id: str
 
 
 def envelope_key(deal_id: str, quote_version: int) -> str:

@@ -28,16 +28,13 @@ from dealflow.ids import (
     deal_closure_workflow_id,
 )
 from dealflow.settings import Settings
-from workflows.approval_chain import ApprovalChainStatus, ApprovalChainWorkflow
-from workflows.deal_closure import (
-    CancelRequest,
-    DealClosureInput,
-    DealClosureOptions,
-    DealClosureStatus,
-    DealClosureWorkflow,
-)
+from messages.approval import ApprovalChainStatus
+from messages.closure import CancelRequest, DealClosureInput, DealClosureOptions, DealClosureStatus
+from messages.signature import SignatureStatus, SignatureTiming
+from workflows.approval_chain import ApprovalChainWorkflow
+from workflows.deal_closure import DealClosureWorkflow
 from workflows.parking import RetryBudget
-from workflows.signature import SignatureStatus, SignatureTiming, SignatureWorkflow
+from workflows.signature import SignatureWorkflow
 
 # A query needs a worker to answer; when none does in this time, GET falls back to the database.
 QUERY_TIMEOUT = timedelta(seconds=5)

@@ -34,27 +34,32 @@ import asyncio
 import contextlib
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.approvals import (
-        ApprovalActivities,
+    from activities.approvals import ApprovalActivities
+    from domain.schedule import add_business_hours
+    from messages.approval import (
+        ApprovalChainInput,
+        ApprovalChainStatus,
+        ApprovalStep,
+        DecisionRequest,
         DecisionStatsInput,
         DeliverInput,
         NotifyInput,
         OpenRequestInput,
         PersonInfo,
+        Reassignment,
         RecordDecisionInput,
         RequestEventInput,
+        RequestSpec,
         ResolvePersonInput,
+        StageSpec,
+        Withdrawal,
         WithdrawInput,
     )
-    from activities.deals import PlannedRequest
-    from domain.approval_models import ApprovalStep, DealSummary
-    from domain.schedule import add_business_hours
     from workflows.parking import (
         ChildPark,
         ParkedFailure,
@@ -88,80 +93,6 @@ STAGE_END_STOPS_REQUESTS_PATCH = "stage-end-stops-requests"
 
 PENDING = "pending"
 DECISIONS = {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}
-
-
-class ApprovalOptions(BaseModel):
-    """Timing chosen by the caller from Settings (nothing in workflows/ reads the environment)."""
-
-    activity_timeout_seconds: float = 30.0
-    # When set, every SLA is this many wall-clock seconds (tests and demos); business hours apply
-    # only to real SLAs.
-    sla_override_seconds: float | None = None
-    escalation_levels: int = 2
-    link_ttl_hours: float = 72.0
-    min_history: int = 3
-    retry: RetryBudget = RetryBudget()
-
-
-class RequestSpec(PlannedRequest):
-    """A planned approval as the chain runs it: the plan's entry plus the step's id."""
-
-    step_id: str
-
-
-class StageSpec(BaseModel):
-    index: int
-    mode: str
-    requests: list[RequestSpec]
-
-
-class CarriedApproval(BaseModel):
-    step_id: str
-    stage: int
-    role: str
-    approver_email: str
-    reason: str
-    inputs_sha256: str
-    decided_by: str
-    decided_at: datetime
-    from_version: int
-
-
-class ApprovalChainInput(BaseModel):
-    deal: DealSummary
-    quote_version: int
-    stages: list[StageSpec]
-    carried: list[CarriedApproval] = []
-    options: ApprovalOptions = ApprovalOptions()
-
-
-class ApprovalChainStatus(BaseModel):
-    outcome: str  # running, approved, rejected, changes_requested, withdrawn
-    current_stage: int | None = None
-    steps: list[ApprovalStep]
-    predicted_finish: datetime | None = None
-    decided_by: str | None = None
-    comment: str | None = None
-    parked: ParkedFailure | None = None
-
-
-class DecisionRequest(BaseModel):
-    step_id: str
-    actor_email: str
-    decision: str  # approve, reject, request_changes
-    comment: str | None = None
-    channel: str  # api, link, slack
-
-
-class Reassignment(BaseModel):
-    approver_email: str
-    delegate_email: str
-    reason: str
-
-
-class Withdrawal(BaseModel):
-    by: str
-    reason: str | None = None
 
 
 @workflow.defn(name="ApprovalChain")

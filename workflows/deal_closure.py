@@ -32,32 +32,20 @@ deal row and the audit trail.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.approvals import ApprovalActivities, NotifyInput
+    from activities.approvals import ApprovalActivities
     from activities.closing import ClosingActivities
     from activities.deals import (
         DEAL_NOT_FOUND,
         NO_APPROVER_FOR_ROLE,
         QUOTE_VERIFICATION_FAILED,
         DealActivities,
-        DocumentRef,
-        LoadDealInput,
-        LoadDealResult,
-        PlanApprovalsInput,
-        PlanApprovalsResult,
-        PricedQuote,
-        PriceQuoteInput,
-        RecordStageInput,
-        RenderDocumentsInput,
     )
-    from activities.docusign import SignerRef
     from activities.handoff import HandoffActivities, StartHandoffInput
     from dealflow.ids import (
         SA_DEAL_AMOUNT,
@@ -65,19 +53,45 @@ with workflow.unsafe.imports_passed_through():
         approval_chain_workflow_id,
         signature_workflow_id,
     )
-    from domain.approval_models import ApprovalStep, DealSummary
-    from domain.closing_models import ClosingInput, InvoicePaid, SignedDocumentRef
-    from domain.models import Problem
-    from workflows.approval_chain import (
+    from messages.approval import (
         ApprovalChainInput,
         ApprovalChainStatus,
-        ApprovalChainWorkflow,
         ApprovalOptions,
         CarriedApproval,
+        DealSummary,
+        NotifyInput,
         RequestSpec,
         StageSpec,
         Withdrawal,
     )
+    from messages.closure import (
+        CancelRequest,
+        ClosingInput,
+        DealClosureInput,
+        DealClosureStatus,
+        DealUpdated,
+        InvoicePaid,
+        LoadDealInput,
+        LoadDealResult,
+        PlanApprovalsInput,
+        PlanApprovalsResult,
+        PlannedApprovalStatus,
+        PricedQuote,
+        PriceQuoteInput,
+        QuoteSummary,
+        RecordStageInput,
+        RenderDocumentsInput,
+        SignedDocumentRef,
+        TimelineEntry,
+    )
+    from messages.signature import (
+        OfflineSignature,
+        SignatureInput,
+        SignatureStatus,
+        SignatureWithdrawal,
+        SignerRef,
+    )
+    from workflows.approval_chain import ApprovalChainWorkflow
     from workflows.parking import (
         ChildPark,
         ParkedFailure,
@@ -87,14 +101,7 @@ with workflow.unsafe.imports_passed_through():
         park_reason,
         worker_loss_timeout,
     )
-    from workflows.signature import (
-        OfflineSignature,
-        SignatureInput,
-        SignatureStatus,
-        SignatureTiming,
-        SignatureWithdrawal,
-        SignatureWorkflow,
-    )
+    from workflows.signature import SignatureWorkflow
 
 # Where cancel (and lost) is refused. "declined" is not here: the closure waits there for the
 # rep's change, and a deal the customer declined may well be cancelled or lost instead.
@@ -126,92 +133,6 @@ LOCAL_SYSTEM_RETRY: RetryPolicy = RetryBudget().policy(non_retryable=NON_RETRYAB
 # Writing needs_attention itself while parking: two quick tries, then show it anyway (the query
 # and search attribute) — the park must not wait out a full budget to become visible.
 PARK_RECORD_ATTEMPTS = 2
-
-
-class DealClosureOptions(BaseModel):
-    """Timing chosen by the caller from Settings: nothing in workflows/ reads the environment."""
-
-    activity_timeout_seconds: float = 30.0
-    # Every approval SLA in wall-clock seconds instead of the policy's hours (tests, demos).
-    approval_sla_override_seconds: float | None = None
-    signature: SignatureTiming = SignatureTiming()
-    public_base_url: str = "http://127.0.0.1:8000"
-    finance_email: str | None = None  # told, with the rep, when an invoice is overdue
-    payment_grace_seconds: float = 7 * 86400.0
-    # Retry budget of every activity, passed on to the children.
-    retry: RetryBudget = RetryBudget()
-
-
-class DealClosureInput(BaseModel):
-    deal_id: str
-    owner_email: str
-    options: DealClosureOptions = DealClosureOptions()
-
-
-class DealUpdated(BaseModel):
-    revision: int
-    by: str
-
-
-class LostInfo(BaseModel):
-    reason: str
-    competitor: str | None = None
-    notes: str | None = None
-
-
-class CancelRequest(BaseModel):
-    by: str
-    reason: str | None = None
-    lost: LostInfo | None = None  # POST /v1/deals/{id}/lost: end at closed_lost, not cancelled
-
-
-class QuoteSummary(BaseModel):
-    version: int
-    subtotal: Decimal
-    discount: Decimal
-    tax: Decimal
-    total: Decimal
-    currency: str
-    tax_note: str
-    terms_sha256: str
-
-
-class PlannedApprovalStatus(BaseModel):
-    step_id: str
-    stage: int
-    mode: str
-    role: str
-    approver_email: str
-    reason: str
-    reasons: list[str]
-    status: str  # "planned" until the approval chain asks
-
-
-class TimelineEntry(BaseModel):
-    at: datetime
-    event: str
-    detail: str | None = None
-
-
-class DealClosureStatus(BaseModel):
-    deal_id: str
-    stage: str
-    approval_chain_workflow_id: str | None = None  # the running chain, for live approvals
-    stage_reason: str | None = None
-    problems: list[Problem] = []
-    quote: QuoteSummary | None = None
-    documents: list[DocumentRef] = []
-    approvals: list[PlannedApprovalStatus] = []
-    approval_steps: list[ApprovalStep] = []  # the last chain's steps, once it has run
-    signature_workflow_id: str | None = None  # the running signature tracking, for live state
-    signature: SignatureStatus | None = None
-    billing: dict | None = None
-    crm: dict | None = None
-    parked: ParkedFailure | None = None  # while the closure waits in needs_attention for a retry
-    approval_required: bool | None = None
-    policy_version: str | None = None
-    policy_sha256: str | None = None
-    timeline: list[TimelineEntry] = []
 
 
 class _Cancelled(Exception):

@@ -29,25 +29,29 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.approvals import ApprovalActivities, NotifyInput
-    from activities.deals import DocumentRef
-    from activities.docusign import (
+    from activities.approvals import ApprovalActivities
+    from activities.docusign import SignatureActivities
+    from domain.schedule import add_business_hours
+    from messages.approval import NotifyInput
+    from messages.signature import (
         RECIPIENT_RANK,
+        ConnectEvent,
         EnvelopeState,
+        OfflineSignature,
+        RecipientView,
         ResendInput,
         SendEnvelopeInput,
-        SignatureActivities,
-        SignerRef,
+        SignatureInput,
+        SignatureStatus,
+        SignatureWithdrawal,
         StoreSignedInput,
         VoidInput,
     )
-    from domain.schedule import add_business_hours
     from workflows.parking import (
         ChildPark,
         ParkedFailure,
@@ -72,69 +76,6 @@ HINT_DURING_READ_PATCH = "signature-hint-during-read"
 
 
 _INTERRUPTED = object()  # what _act returns when a withdrawal or offline signature ended a park
-
-
-class SignatureTiming(BaseModel):
-    poll_seconds: float = 900.0
-    reminder_business_days: int = 2
-    reminder_seconds: float | None = None  # overrides business days (tests, demos)
-    not_opened_alert_seconds: float = 48 * 3600.0
-    expire_seconds: float = 30 * 86400.0
-    activity_timeout_seconds: float = 30.0
-
-
-class SignatureInput(BaseModel):
-    deal_id: str
-    deal_name: str
-    quote_version: int
-    owner_email: str
-    documents: list[DocumentRef]
-    signers: list[SignerRef]
-    timing: SignatureTiming = SignatureTiming()
-    retry: RetryBudget = RetryBudget()
-
-
-class ConnectEvent(BaseModel):
-    key: str  # dedupe key computed by the API from the message
-    event: str
-    envelope_id: str
-    recipient_email: str | None = None
-
-
-class OfflineSignature(BaseModel):
-    document: DocumentRef
-    by: str
-
-
-class SignatureWithdrawal(BaseModel):
-    by: str
-    reason: str
-
-
-class RecipientView(BaseModel):
-    recipient_id: str
-    email: str
-    name: str
-    routing_order: int
-    status: str
-    at: datetime | None = None
-    declined_reason: str | None = None
-
-
-class SignatureStatus(BaseModel):
-    provider: str = "docusign"
-    envelope_id: str | None = None
-    status: str = "creating"  # creating, sent, delivered, completed, declined, voided, expired
-    method: str | None = None  # docusign, wet
-    recipients: list[RecipientView] = []
-    declined_reason: str | None = None
-    documents: list[DocumentRef] = []
-    reminders_sent: int = 0
-    events_received: int = 0
-    duplicates_dropped: int = 0
-    polls: int = 0
-    reads: int = 0  # envelope re-reads (hints, polls, timers)
-    parked: ParkedFailure | None = None
 
 
 @workflow.defn(name="SignatureTracking")

@@ -36,9 +36,9 @@ from db.org import get_person
 from dealflow import limits
 from dealflow.links import InvalidToken, parse_token
 from dealflow.settings import Settings
-from domain.approval_models import ApprovalStep
 from domain.money import plain_decimal, quantize
-from workflows.approval_chain import ApprovalChainWorkflow, DecisionRequest, Reassignment
+from messages.approval import ApprovalStep, DecisionRequest, Reassignment
+from workflows.approval_chain import ApprovalChainWorkflow
 
 log = logging.getLogger("dealflow.api.approvals")
 router = APIRouter(tags=["approvals"])

@@ -48,7 +48,8 @@ from db.handoff_models import HandoffTask
 from db.models import Deal, Person
 from dealflow.ids import deal_closure_workflow_id, handoff_workflow_id
 from dealflow.settings import Settings
-from workflows.deal_closure import CancelRequest, DealClosureWorkflow, LostInfo
+from messages.closure import CancelRequest, LostInfo
+from workflows.deal_closure import DealClosureWorkflow
 from workflows.handoff import (
     CancelHandoff,
     HandoffStatus,

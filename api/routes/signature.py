@@ -21,8 +21,9 @@ from api.errors import ApiError
 from db.audit import append_audit
 from dealflow import limits
 from dealflow.ids import deal_closure_workflow_id, signature_workflow_id
+from messages.signature import ConnectEvent, OfflineSignature
 from workflows.deal_closure import DealClosureWorkflow
-from workflows.signature import ConnectEvent, OfflineSignature, SignatureWorkflow
+from workflows.signature import SignatureWorkflow
 
 log = logging.getLogger("dealflow.api.signature")
 router = APIRouter(tags=["signature"])

@@ -27,7 +27,7 @@ from api.unavailable import TemporalUnavailable
 from db import closing as closing_db
 from dealflow.ids import deal_closure_workflow_id
 from domain.billing import from_minor_units
-from domain.closing_models import InvoicePaid
+from messages.closure import InvoicePaid
 
 log = logging.getLogger("dealflow.api")
 

@@ -34,10 +34,10 @@ from dealflow.settings import Settings
 from dealflow.stack import free_port
 from dealflow.temporal import DATA_CONVERTER
 from domain.billing import load_commission_policy
-from domain.closing_models import ClosingInput, InvoicePaid, SignedDocumentRef
 from domain.money import quantize
 from domain.pricing import price_quote
 from domain.tax import load_tax_table
+from messages.closure import ClosingInput, InvoicePaid, SignedDocumentRef
 from tests.utils.deals import REP, create_deal
 
 

@@ -1,0 +1,1 @@
+"""What workflows exchange with activities and the API: one module per process."""
