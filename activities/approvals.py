@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import json
 import logging
 import statistics
@@ -48,6 +47,7 @@ from db.audit import append_audit
 from db.models import ApprovalDelivery, ApprovalLink, ApprovalRequest, Person
 from dealflow.faults import CrashPoints
 from dealflow.holds import HoldPoints
+from dealflow.ids import approval_delivery_key, deal_of_approval_step
 from dealflow.links import make_token
 from dealflow.mailer import Mailer
 from dealflow.settings import Settings
@@ -78,14 +78,6 @@ NOT_TAKEN = (SlackApiError, ClientConnectorError, SmtpRejected, SmtpTransient)
 
 class HandOverTaken(Exception):
     """Another attempt holds (or held) the hand-over mark of this delivery: send nothing."""
-
-
-def _deal_of(step_id: str) -> str | None:
-    return step_id.split(".")[0] if step_id.startswith("deal_") else None
-
-
-def delivery_key(step_id: str, recipient: str, purpose: str) -> str:
-    return hashlib.sha256(f"{step_id}|{recipient}|{purpose}".encode()).hexdigest()[:32]
 
 
 OUTCOME_TEXT = {
@@ -385,7 +377,9 @@ class ApprovalActivities:
         key = (step_id, recipient, "email", purpose)
         if not await self._may_send(*key):
             return
-        message_id = f"<approval.{delivery_key(step_id, recipient, purpose)}@dealflow.example>"
+        message_id = (
+            f"<approval.{approval_delivery_key(step_id, recipient, purpose)}@dealflow.example>"
+        )
         subject_prefix = {
             "request": "Approval needed",
             "reminder": "Reminder: approval needed",
@@ -452,7 +446,7 @@ class ApprovalActivities:
                 )
                 await append_audit(
                     session,
-                    deal_id=_deal_of(step_id),
+                    deal_id=deal_of_approval_step(step_id),
                     actor="workflow",
                     channel=channel,
                     event="approval.delivery_unconfirmed"
@@ -529,7 +523,7 @@ class ApprovalActivities:
             if status == "sent":
                 await append_audit(
                     session,
-                    deal_id=_deal_of(step_id),
+                    deal_id=deal_of_approval_step(step_id),
                     actor="workflow",
                     channel=channel,
                     event="approval.delivered" if purpose != "notify" else "notification.sent",
@@ -546,7 +540,7 @@ class ApprovalActivities:
         self, step_id: str, recipient: str, purpose: str, ttl_hours: float
     ) -> str:
         """One token per (step, recipient, purpose): a retried delivery reuses it."""
-        token_id = delivery_key(step_id, recipient, purpose)
+        token_id = approval_delivery_key(step_id, recipient, purpose)
         async with self._sessions.begin() as session:
             row = await session.get(ApprovalLink, token_id)
             if row is None:

@@ -25,6 +25,7 @@ from db.models import Document, QuoteVersion
 from db.org import OrgDirectory
 from dealflow.faults import CrashPoints
 from dealflow.holds import HoldPoints
+from dealflow.ids import document_id
 from dealflow.rendering import DocumentRenderer, contract_context
 from dealflow.settings import Settings
 from domain.approval_inputs import inputs_sha256
@@ -60,11 +61,6 @@ NO_APPROVER_FOR_ROLE = "NoApproverForRole"
 
 def terms_sha256(terms: DealTerms) -> str:
     return hashlib.sha256(terms.model_dump_json().encode()).hexdigest()
-
-
-def document_id(deal_id: str, kind: str, version: int) -> str:
-    """Deterministic, so a retried render converges on the same row and file."""
-    return "doc_" + hashlib.sha256(f"{deal_id}/{kind}/{version}".encode()).hexdigest()[:24]
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
-import json
 import threading
 import time
 from pathlib import Path
@@ -38,7 +37,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.deals import document_id
 from db import deals as deals_db
 from db.audit import append_audit
 from db.models import Document as DocumentRow
@@ -46,6 +44,7 @@ from db.models import Person
 from db.org import OrgDirectory
 from dealflow.faults import CrashPoints
 from dealflow.holds import HoldPoints
+from dealflow.ids import document_id, envelope_key
 from dealflow.settings import Settings
 from messages.signature import (
     DocumentRef,
@@ -59,10 +58,6 @@ from messages.signature import (
 )
 
 KEY_FIELD = "dealflow_key"
-
-
-def envelope_key(deal_id: str, quote_version: int) -> str:
-    return f"{deal_id}.v{quote_version}"
 
 
 def _parse_time(value: str | None) -> dt.datetime | None:
@@ -359,19 +354,3 @@ async def store_document(
     return DocumentRef(
         id=doc_id, kind=kind, version=version, sha256=row.sha256, template="", reason=reason
     )
-
-
-def connect_event_key(payload: dict) -> str:
-    """A stable identity for a Connect message, to drop duplicates."""
-    data = payload.get("data") or {}
-    return hashlib.sha256(
-        json.dumps(
-            [
-                payload.get("event"),
-                data.get("envelopeId"),
-                data.get("recipientId"),
-                payload.get("generatedDateTime"),
-            ],
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:32]

@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         SA_DEAL_AMOUNT,
         SA_DEAL_STAGE,
         approval_chain_workflow_id,
+        approval_step_id,
         signature_workflow_id,
     )
     from messages.approval import (
@@ -445,7 +446,7 @@ class DealClosureWorkflow:
         carried: list[CarriedApproval] = []
         modes = {st.index: st.mode for st in plan.plan.stages}
         for req in plan.requests:
-            step_id = f"{self._input.deal_id}.v{version}.s{req.stage}.{req.role}"
+            step_id = approval_step_id(self._input.deal_id, version, req.stage, req.role)
             before = previous.get(req.role)
             if before is not None and before.inputs_sha256 == req.inputs_sha256:
                 carried.append(
@@ -590,7 +591,7 @@ class DealClosureWorkflow:
         self._status.approval_required = not result.plan.is_empty
         self._status.approvals = [
             PlannedApprovalStatus(
-                step_id=f"{self._input.deal_id}.v{version}.s{stage.index}.{approval.role}",
+                step_id=approval_step_id(self._input.deal_id, version, stage.index, approval.role),
                 stage=stage.index,
                 mode=stage.mode,
                 role=approval.role,
