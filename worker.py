@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import CodeType
 
-from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -28,11 +27,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.approvals import ApprovalActivities
 from activities.campaigns import build_campaign_activities
-from activities.closing import ClosingActivities, build_stripe_client
-from activities.crm import HubSpotCrm
+from activities.closing import ClosingActivities
 from activities.deals import DealActivities, NoopActivities
-from activities.docusign import DocuSignClient, SignatureActivities
 from activities.handoff import HandoffActivities
+from activities.signature import SignatureActivities
 from db.engine import make_engine, make_sessionmaker
 from dealflow.faults import CrashPoints, FailurePoints
 from dealflow.heartbeat import PulseInterceptor
@@ -41,6 +39,10 @@ from dealflow.mailer import Mailer
 from dealflow.rendering import DocumentRenderer
 from dealflow.settings import Settings
 from dealflow.temporal import connect
+from integrations.crm import HubSpotCrm
+from integrations.docusign import DocuSignClient
+from integrations.slack import Slack
+from integrations.stripe import build_stripe_client
 from workflows.approval_chain import ApprovalChainWorkflow
 from workflows.campaign import CampaignWorkflow
 from workflows.deal_closure import DealClosureWorkflow
@@ -163,12 +165,11 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         renderer=DocumentRenderer(settings.templates_dir),
         crash_points=crash_points,
     )
+    slack = Slack.from_settings(settings)  # one client (and one user-id cache) for the worker
     approvals = ApprovalActivities(
         settings=settings,
         sessions=sessions,
-        slack=AsyncWebClient(
-            token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
-        ),
+        slack=slack,
         mailer=Mailer.from_settings(settings),  # SMTP auth and STARTTLS as for campaigns
         crash_points=crash_points,
     )
@@ -189,9 +190,7 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         settings=settings,
         sessions=sessions,
         mailer=Mailer.from_settings(settings),
-        slack=AsyncWebClient(
-            token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
-        ),
+        slack=slack.client,
         crash_points=crash_points,
     )
     noop = NoopActivities()

@@ -32,10 +32,7 @@ import logging
 import statistics
 from typing import Any
 
-from aiohttp import ClientConnectorError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -43,15 +40,17 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.email import SmtpRejected, SmtpTransient
+from db import approvals as approvals_db
 from db.audit import append_audit
-from db.models import ApprovalDelivery, ApprovalLink, ApprovalRequest, Person
+from db.models import ApprovalLink, ApprovalRequest, Person
 from dealflow.faults import CrashPoints
 from dealflow.holds import HoldPoints
-from dealflow.ids import approval_delivery_key, deal_of_approval_step
+from dealflow.ids import approval_delivery_key
 from dealflow.links import make_token
 from dealflow.mailer import Mailer
 from dealflow.settings import Settings
 from domain.money import format_pct
+from integrations.slack import SLACK_NOT_TAKEN, HandOverTaken, Slack
 from messages.approval import (
     ApproverStats,
     DecisionStats,
@@ -70,14 +69,52 @@ log = logging.getLogger(__name__)
 
 UNKNOWN_PERSON = "UnknownPerson"
 
-# Delivery row states in which a message may already have left: never hand it over again.
-SETTLED = ("sending", "sent", "unconfirmed")
 # Failures that prove the message was not taken: the row goes back to ``failed``, a retry sends.
-NOT_TAKEN = (SlackApiError, ClientConnectorError, SmtpRejected, SmtpTransient)
+NOT_TAKEN = (*SLACK_NOT_TAKEN, SmtpRejected, SmtpTransient)
 
 
-class HandOverTaken(Exception):
-    """Another attempt holds (or held) the hand-over mark of this delivery: send nothing."""
+class Delivery:
+    """One row of ``approval_deliveries`` (the ledger ``Slack.dm_once`` and the email path use).
+
+    Each call is its own transaction, committed at once: the hand-over mark must be durable
+    before the message is handed over.
+    """
+
+    def __init__(
+        self, sessions: async_sessionmaker, step_id: str, recipient: str, channel: str, purpose: str
+    ) -> None:
+        self._sessions = sessions
+        self._key = {
+            "step_id": step_id,
+            "recipient": recipient,
+            "channel": channel,
+            "purpose": purpose,
+        }
+
+    async def may_send(self) -> bool:
+        async with self._sessions.begin() as session:
+            return await approvals_db.delivery_may_send(session, **self._key)
+
+    async def hand_over(self, external_ref: str | None = None) -> None:
+        async with self._sessions.begin() as session:
+            taken = await approvals_db.take_hand_over(
+                session, **self._key, external_ref=external_ref
+            )
+        if not taken:
+            k = self._key
+            raise HandOverTaken(f"{k['channel']} {k['step_id']}/{k['recipient']}/{k['purpose']}")
+
+    async def mark(
+        self, status: str, external_ref: str | None = None, slack_channel: str | None = None
+    ) -> None:
+        async with self._sessions.begin() as session:
+            await approvals_db.mark_delivery(
+                session,
+                **self._key,
+                status=status,
+                external_ref=external_ref,
+                slack_channel=slack_channel,
+            )
 
 
 OUTCOME_TEXT = {
@@ -96,7 +133,7 @@ class ApprovalActivities:
         *,
         settings: Settings,
         sessions: async_sessionmaker,
-        slack: AsyncWebClient,
+        slack: Slack,
         mailer: Mailer,
         crash_points: CrashPoints,
     ) -> None:
@@ -114,7 +151,6 @@ class ApprovalActivities:
         )
         # Percentages as text, never "1E+1%" (the summary's discount may be a normalized string).
         self._templates.filters["pct"] = format_pct
-        self._slack_ids: dict[str, str] = {}
 
     # --- the directory ----------------------------------------------------------------------
 
@@ -332,50 +368,38 @@ class ApprovalActivities:
     async def notify(self, input: NotifyInput) -> None:
         """A Slack DM to a person (the rep), once per key."""
         self._crash.failures.check("notify", input.deal_id or input.key)
-        key = (input.key, input.recipient_email, "slack", "notify")
-        if not await self._may_send(*key):
-            return
-        channel = await self._slack_user(input.recipient_email)
-        try:
-            await self._hand_over(*key)
-            resp = await self._slack.chat_postMessage(channel=channel, text=input.text)
-        except HandOverTaken:
-            return
-        except NOT_TAKEN:
-            await self._mark(*key, "failed")
-            raise
-        self._crash.checkpoint("notify.after_post")
-        await self._mark(*key, "sent", resp["ts"], resp["channel"])
+        delivery = Delivery(self._sessions, input.key, input.recipient_email, "slack", "notify")
+        await self._slack.dm_once(
+            delivery,
+            input.recipient_email,
+            input.text,
+            after_post=lambda: self._crash.checkpoint("notify.after_post"),
+        )
 
     async def _deliver_slack(
         self, step_id: str, recipient: str, purpose: str, context: dict[str, Any]
     ) -> None:
-        key = (step_id, recipient, "slack", purpose)
-        if not await self._may_send(*key):
-            return
         blocks = json.loads(
             self._templates.get_template("slack/approval_request.json.j2").render(**context)
         )
-        channel = await self._slack_user(recipient)
         text = f"Approval needed: {context['summary'].name}"
-        try:
-            await self._hand_over(*key)  # the hand-over mark, committed right before the post
-            resp = await self._slack.chat_postMessage(channel=channel, text=text, blocks=blocks)
-        except HandOverTaken:
-            return
-        except NOT_TAKEN:
-            await self._mark(*key, "failed")
-            raise
-        # The worst moment to die: Slack has the post, our row does not say so yet.
-        self._crash.checkpoint("deliver.after_slack_post")
-        await self._mark(*key, "sent", resp["ts"], resp["channel"])
-        self._crash.checkpoint("deliver.after_slack")
+        delivery = Delivery(self._sessions, step_id, recipient, "slack", purpose)
+        posted = await self._slack.dm_once(
+            delivery,
+            recipient,
+            text,
+            blocks=blocks,
+            # The worst moment to die: Slack has the post, our row does not say so yet.
+            after_post=lambda: self._crash.checkpoint("deliver.after_slack_post"),
+        )
+        if posted:
+            self._crash.checkpoint("deliver.after_slack")
 
     async def _deliver_email(
         self, step_id: str, recipient: str, purpose: str, context: dict[str, Any]
     ) -> None:
-        key = (step_id, recipient, "email", purpose)
-        if not await self._may_send(*key):
+        delivery = Delivery(self._sessions, step_id, recipient, "email", purpose)
+        if not await delivery.may_send():
             return
         message_id = (
             f"<approval.{approval_delivery_key(step_id, recipient, purpose)}@dealflow.example>"
@@ -397,7 +421,7 @@ class ApprovalActivities:
         loop = asyncio.get_running_loop()
 
         def handing_over() -> None:  # in the SMTP thread, after RCPT TO, right before DATA
-            asyncio.run_coroutine_threadsafe(self._hand_over(*key, message_id), loop).result(
+            asyncio.run_coroutine_threadsafe(delivery.hand_over(message_id), loop).result(
                 timeout=30
             )
 
@@ -406,135 +430,11 @@ class ApprovalActivities:
         except HandOverTaken:
             return
         except NOT_TAKEN:
-            await self._mark(*key, "failed", message_id)
+            await delivery.mark("failed", message_id)
             raise
         # The worst moment to die: the server has the message, our row does not say so yet.
         self._crash.checkpoint("deliver.after_email_data")
-        await self._mark(*key, "sent", message_id)
-
-    async def _slack_user(self, email: str) -> str:
-        if email not in self._slack_ids:
-            resp = await self._slack.users_lookupByEmail(email=email)
-            self._slack_ids[email] = resp["user"]["id"]
-        return self._slack_ids[email]
-
-    async def _may_send(self, step_id: str, recipient: str, channel: str, purpose: str) -> bool:
-        """False if this delivery went out, or may have: a ``sending`` row left by an attempt
-        that died mid-hand-over is recorded ``unconfirmed`` (and audited) here, never resent."""
-        async with self._sessions.begin() as session:
-            row = (
-                await session.execute(
-                    select(ApprovalDelivery)
-                    .where(
-                        ApprovalDelivery.step_id == step_id,
-                        ApprovalDelivery.recipient_email == recipient,
-                        ApprovalDelivery.channel == channel,
-                        ApprovalDelivery.purpose == purpose,
-                    )
-                    .with_for_update()
-                )
-            ).scalar_one_or_none()
-            if row is None or row.status not in SETTLED:
-                return True
-            if row.status == "sending":
-                row.status = "unconfirmed"
-                log.warning(
-                    "%s delivery %s/%s left mid-hand-over: recorded unconfirmed, not resent",
-                    channel,
-                    step_id,
-                    purpose,
-                )
-                await append_audit(
-                    session,
-                    deal_id=deal_of_approval_step(step_id),
-                    actor="workflow",
-                    channel=channel,
-                    event="approval.delivery_unconfirmed"
-                    if purpose != "notify"
-                    else "notification.unconfirmed",
-                    detail={
-                        "step_id": step_id,
-                        "to": recipient,
-                        "purpose": purpose,
-                        "ref": row.external_ref,
-                    },
-                    idempotency_key=f"{step_id}/{recipient}/{channel}/{purpose}/unconfirmed",
-                )
-            return False
-
-    async def _hand_over(
-        self,
-        step_id: str,
-        recipient: str,
-        channel: str,
-        purpose: str,
-        external_ref: str | None = None,
-    ) -> None:
-        """The hand-over mark: ``sending``, committed now, unless an attempt took it already
-        (then ``HandOverTaken``: whoever holds it sent, or may have)."""
-        async with self._sessions.begin() as session:
-            stmt = insert(ApprovalDelivery).values(
-                step_id=step_id,
-                recipient_email=recipient,
-                channel=channel,
-                purpose=purpose,
-                status="sending",
-                external_ref=external_ref,
-            )
-            taken = await session.scalar(
-                stmt.on_conflict_do_update(
-                    index_elements=["step_id", "recipient_email", "channel", "purpose"],
-                    set_={"status": "sending", "external_ref": external_ref},
-                    where=ApprovalDelivery.status.not_in(SETTLED),
-                ).returning(ApprovalDelivery.id)
-            )
-        if taken is None:
-            raise HandOverTaken(f"{channel} {step_id}/{recipient}/{purpose}")
-
-    async def _mark(
-        self,
-        step_id: str,
-        recipient: str,
-        channel: str,
-        purpose: str,
-        status: str,
-        external_ref: str | None = None,
-        slack_channel: str | None = None,
-    ) -> None:
-        async with self._sessions.begin() as session:
-            values = {
-                "status": status,
-                "external_ref": external_ref,
-                "slack_channel": slack_channel,
-            }
-            stmt = insert(ApprovalDelivery).values(
-                step_id=step_id,
-                recipient_email=recipient,
-                channel=channel,
-                purpose=purpose,
-                **values,
-            )
-            await session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["step_id", "recipient_email", "channel", "purpose"],
-                    set_=values,
-                )
-            )
-            if status == "sent":
-                await append_audit(
-                    session,
-                    deal_id=deal_of_approval_step(step_id),
-                    actor="workflow",
-                    channel=channel,
-                    event="approval.delivered" if purpose != "notify" else "notification.sent",
-                    detail={
-                        "step_id": step_id,
-                        "to": recipient,
-                        "purpose": purpose,
-                        "ref": external_ref,
-                    },
-                    idempotency_key=f"{step_id}/{recipient}/{channel}/{purpose}/sent",
-                )
+        await delivery.mark("sent", message_id)
 
     async def _link_token(
         self, step_id: str, recipient: str, purpose: str, ttl_hours: float
@@ -563,15 +463,7 @@ class ApprovalActivities:
     async def _show_outcome(self, step_id: str, text: str) -> None:
         """Replace the buttons of every Slack message about this step with the outcome."""
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(ApprovalDelivery.slack_channel, ApprovalDelivery.external_ref).where(
-                        ApprovalDelivery.step_id == step_id,
-                        ApprovalDelivery.channel == "slack",
-                        ApprovalDelivery.status == "sent",
-                    )
-                )
-            ).all()
+            rows = await approvals_db.sent_slack_messages(session, step_id=step_id)
         for channel, ts in rows:
             blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}}]
-            await self._slack.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+            await self._slack.update(channel, ts, text, blocks)

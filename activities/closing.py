@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.crm import CrmClient, CrmDeal, CrmRejected
 from db import closing as closing_db
 from db.audit import append_audit
 from db.closing_models import ClosingStep
@@ -44,6 +43,7 @@ from domain.billing import (
 )
 from domain.money import format_money
 from domain.regions import is_eu
+from integrations.crm import CrmClient, CrmDeal, CrmRejected
 from messages.closure import BillingResult, ClosingInput, CrmResult, InvoicePaid, RevenueResult
 
 log = logging.getLogger(__name__)
@@ -606,18 +606,4 @@ def _note_body(input: ClosingInput, key: str) -> str:
         f"{input.close_date.isoformat()}.</p>"
         f"<p>Signed documents:</p><ul>{documents or '<li>none recorded</li>'}</ul>"
         f"<p>dealflow reference: {e(key)}</p>"
-    )
-
-
-def build_stripe_client(
-    settings: Settings, *, http_client: stripe.HTTPClient | None = None
-) -> stripe.StripeClient:
-    """The Stripe client the worker uses: stripe-mock in the sandbox, api.stripe.com in production.
-
-    httpx underneath, so the activities' ``*_async`` calls do not block the event loop.
-    """
-    return stripe.StripeClient(
-        settings.secret("stripe_api_key"),
-        base_addresses={"api": settings.stripe_api_base},
-        http_client=http_client or stripe.HTTPXClient(),
     )

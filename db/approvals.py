@@ -1,17 +1,24 @@
-"""Approvals' SQL for the API: steps, signed links, approvers and out of office.
+"""Approvals' SQL: steps, signed links, approvers and out of office; the deliveries ledger.
 
 The approval chain workflow writes the steps (``activities/approvals.py``); the API reads them to
 find which chain holds a step, spends the single-use links, and marks approvers out of office.
+The deliveries (``approval_deliveries``) make each message go out at most once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import ApprovalLink, ApprovalRequest, Person
+from db.audit import append_audit
+from db.models import ApprovalDelivery, ApprovalLink, ApprovalRequest, Person
+from dealflow.ids import deal_of_approval_step
+
+log = logging.getLogger(__name__)
 
 
 async def get_step(session: AsyncSession, *, step_id: str) -> ApprovalRequest | None:
@@ -60,3 +67,143 @@ async def pending_steps_held_by(session: AsyncSession, *, email: str) -> list[tu
         )
     )
     return [(step_id, workflow_id) for step_id, workflow_id in rows.all()]
+
+
+# --- deliveries: at most once per (step, recipient, channel, purpose) ---------------------------
+
+# Delivery row states in which a message may already have left: never hand it over again.
+SETTLED = ("sending", "sent", "unconfirmed")
+
+
+async def delivery_may_send(
+    session: AsyncSession, *, step_id: str, recipient: str, channel: str, purpose: str
+) -> bool:
+    """False if this delivery went out, or may have: a ``sending`` row left by an attempt
+    that died mid-hand-over is recorded ``unconfirmed`` (and audited) here, never resent."""
+    row = (
+        await session.execute(
+            select(ApprovalDelivery)
+            .where(
+                ApprovalDelivery.step_id == step_id,
+                ApprovalDelivery.recipient_email == recipient,
+                ApprovalDelivery.channel == channel,
+                ApprovalDelivery.purpose == purpose,
+            )
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if row is None or row.status not in SETTLED:
+        return True
+    if row.status == "sending":
+        row.status = "unconfirmed"
+        log.warning(
+            "%s delivery %s/%s left mid-hand-over: recorded unconfirmed, not resent",
+            channel,
+            step_id,
+            purpose,
+        )
+        await append_audit(
+            session,
+            deal_id=deal_of_approval_step(step_id),
+            actor="workflow",
+            channel=channel,
+            event="approval.delivery_unconfirmed"
+            if purpose != "notify"
+            else "notification.unconfirmed",
+            detail={
+                "step_id": step_id,
+                "to": recipient,
+                "purpose": purpose,
+                "ref": row.external_ref,
+            },
+            idempotency_key=f"{step_id}/{recipient}/{channel}/{purpose}/unconfirmed",
+        )
+    return False
+
+
+async def take_hand_over(
+    session: AsyncSession,
+    *,
+    step_id: str,
+    recipient: str,
+    channel: str,
+    purpose: str,
+    external_ref: str | None = None,
+) -> bool:
+    """The hand-over mark: ``sending``, unless an attempt took it already (then False: whoever
+    holds it sent, or may have). The caller commits at once."""
+    stmt = insert(ApprovalDelivery).values(
+        step_id=step_id,
+        recipient_email=recipient,
+        channel=channel,
+        purpose=purpose,
+        status="sending",
+        external_ref=external_ref,
+    )
+    taken = await session.scalar(
+        stmt.on_conflict_do_update(
+            index_elements=["step_id", "recipient_email", "channel", "purpose"],
+            set_={"status": "sending", "external_ref": external_ref},
+            where=ApprovalDelivery.status.not_in(SETTLED),
+        ).returning(ApprovalDelivery.id)
+    )
+    return taken is not None
+
+
+async def mark_delivery(
+    session: AsyncSession,
+    *,
+    step_id: str,
+    recipient: str,
+    channel: str,
+    purpose: str,
+    status: str,
+    external_ref: str | None = None,
+    slack_channel: str | None = None,
+) -> None:
+    """Record the delivery's outcome; ``sent`` is audited (``approval.delivered``)."""
+    values = {
+        "status": status,
+        "external_ref": external_ref,
+        "slack_channel": slack_channel,
+    }
+    stmt = insert(ApprovalDelivery).values(
+        step_id=step_id,
+        recipient_email=recipient,
+        channel=channel,
+        purpose=purpose,
+        **values,
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["step_id", "recipient_email", "channel", "purpose"],
+            set_=values,
+        )
+    )
+    if status == "sent":
+        await append_audit(
+            session,
+            deal_id=deal_of_approval_step(step_id),
+            actor="workflow",
+            channel=channel,
+            event="approval.delivered" if purpose != "notify" else "notification.sent",
+            detail={
+                "step_id": step_id,
+                "to": recipient,
+                "purpose": purpose,
+                "ref": external_ref,
+            },
+            idempotency_key=f"{step_id}/{recipient}/{channel}/{purpose}/sent",
+        )
+
+
+async def sent_slack_messages(session: AsyncSession, *, step_id: str) -> list[tuple[str, str]]:
+    """(channel, ts) of every Slack message sent about this step."""
+    rows = await session.execute(
+        select(ApprovalDelivery.slack_channel, ApprovalDelivery.external_ref).where(
+            ApprovalDelivery.step_id == step_id,
+            ApprovalDelivery.channel == "slack",
+            ApprovalDelivery.status == "sent",
+        )
+    )
+    return [(channel, ts) for channel, ts in rows.all()]

@@ -35,7 +35,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.approvals import ApprovalActivities
-    from activities.docusign import SignatureActivities
+    from activities.signature import SignatureActivities
     from domain.schedule import add_business_hours
     from messages.approval import NotifyInput
     from messages.signature import (

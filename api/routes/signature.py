@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.docusign import KEY_FIELD, store_document
+from activities.signature import store_document
 from api.access import deal_or_404, require_deal_owner
 from api.closure import closure_status
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep
@@ -21,6 +21,7 @@ from api.errors import ApiError
 from db.audit import append_audit
 from dealflow import limits
 from dealflow.ids import connect_event_key, deal_closure_workflow_id, signature_workflow_id
+from integrations.docusign import KEY_FIELD
 from messages.signature import ConnectEvent, OfflineSignature
 from workflows.deal_closure import DealClosureWorkflow
 from workflows.signature import SignatureWorkflow
