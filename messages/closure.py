@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -208,8 +209,8 @@ class DealClosureStatus(BaseModel):
     approval_steps: list[ApprovalStep] = []  # the last chain's steps, once it has run
     signature_workflow_id: str | None = None  # the running signature tracking, for live state
     signature: SignatureStatus | None = None
-    billing: dict | None = None
-    crm: dict | None = None
+    billing: dict[str, Any] | None = None
+    crm: dict[str, Any] | None = None
     parked: ParkedFailure | None = None  # while the closure waits in needs_attention for a retry
     approval_required: bool | None = None
     policy_version: str | None = None
