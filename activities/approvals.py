@@ -33,8 +33,6 @@ import statistics
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -42,7 +40,7 @@ from temporalio.exceptions import ApplicationError
 from activities.email import SmtpRejected, SmtpTransient
 from db import approvals as approvals_db
 from db.audit import append_audit
-from db.models import ApprovalLink, ApprovalRequest, Person
+from db.org import get_person
 from dealflow.faults import CrashPoints
 from dealflow.holds import HoldPoints
 from dealflow.ids import approval_delivery_key
@@ -159,7 +157,7 @@ class ApprovalActivities:
         """The person as the org directory has them now (timezone, backup, out of office)."""
         self._crash.failures.check("resolve_person", input.deal_id or input.email)
         async with self._sessions() as session:
-            person = await session.get(Person, input.email)
+            person = await get_person(session, email=input.email)
         if person is None:
             raise ApplicationError(
                 f"{input.email} is not in the org directory",
@@ -183,18 +181,7 @@ class ApprovalActivities:
         """Median and 90th-percentile decision time per approver, from their past decisions."""
         self._crash.failures.check("decision_stats", input.deal_id or "")
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        ApprovalRequest.decided_by,
-                        ApprovalRequest.requested_at,
-                        ApprovalRequest.decided_at,
-                    ).where(
-                        ApprovalRequest.decided_by.in_(input.emails),
-                        ApprovalRequest.decided_at.is_not(None),
-                    )
-                )
-            ).all()
+            rows = await approvals_db.decision_times(session, emails=input.emails)
         hours: dict[str, list[float]] = {}
         for who, requested, decided in rows:
             hours.setdefault(who, []).append((decided - requested).total_seconds() / 3600)
@@ -216,24 +203,13 @@ class ApprovalActivities:
         await self._holds.wait("open_request", input.deal_id)  # tests pin races here
         step = input.step
         async with self._sessions.begin() as session:
-            stmt = insert(ApprovalRequest).values(
-                step_id=step.step_id,
+            await approvals_db.insert_request(
+                session,
                 deal_id=input.deal_id,
                 quote_version=input.quote_version,
                 workflow_id=input.workflow_id,
-                stage=step.stage,
-                role=step.role,
-                approver_email=step.approver_email,
-                holder_email=step.holder_email,
-                delegate_email=step.delegate_email,
-                reason=step.reason,
-                inputs_sha256=step.inputs_sha256,
-                status="pending",
-                requested_at=step.requested_at,
-                due_at=step.due_at,
-                escalation_level=0,
+                step=step,
             )
-            await session.execute(stmt.on_conflict_do_nothing())
             await append_audit(
                 session,
                 deal_id=input.deal_id,
@@ -258,18 +234,7 @@ class ApprovalActivities:
         self._crash.failures.check("record_event", input.deal_id)
         step = input.step
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(ApprovalRequest)
-                .where(ApprovalRequest.step_id == step.step_id)
-                .values(
-                    holder_email=step.holder_email,
-                    delegate_email=step.delegate_email,
-                    due_at=step.due_at,
-                    reminded_at=step.reminded_at,
-                    escalated_to=step.escalated_to,
-                    escalation_level=step.escalation_level,
-                )
-            )
+            await approvals_db.mirror_request(session, step=step)
             await append_audit(
                 session,
                 deal_id=input.deal_id,
@@ -288,19 +253,8 @@ class ApprovalActivities:
         step = input.step
         step_id = step.step_id
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(ApprovalRequest)
-                .where(ApprovalRequest.step_id == step_id)
-                .values(
-                    status=step.status,
-                    decided_by=step.decided_by,
-                    decision=step.decision,
-                    comment=step.comment,
-                    decided_at=step.decided_at,
-                    channel=step.channel,
-                )
-            )
-            await self._revoke_links(session, step_id, step.decided_at)
+            await approvals_db.record_decision(session, step=step)
+            await approvals_db.revoke_links(session, step_id=step_id, at=step.decided_at)
             await append_audit(
                 session,
                 deal_id=input.deal_id,
@@ -324,12 +278,8 @@ class ApprovalActivities:
         self._crash.failures.check("withdraw_request", input.deal_id)
         step_id = input.step.step_id
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(ApprovalRequest)
-                .where(ApprovalRequest.step_id == step_id, ApprovalRequest.status == "pending")
-                .values(status="withdrawn", comment=input.reason)
-            )
-            await self._revoke_links(session, step_id, input.at)
+            await approvals_db.withdraw_pending(session, step_id=step_id, reason=input.reason)
+            await approvals_db.revoke_links(session, step_id=step_id, at=input.at)
             await append_audit(
                 session,
                 deal_id=input.deal_id,
@@ -442,23 +392,15 @@ class ApprovalActivities:
         """One token per (step, recipient, purpose): a retried delivery reuses it."""
         token_id = approval_delivery_key(step_id, recipient, purpose)
         async with self._sessions.begin() as session:
-            row = await session.get(ApprovalLink, token_id)
-            if row is None:
-                expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=ttl_hours)
-                row = ApprovalLink(
-                    token_id=token_id, step_id=step_id, approver_email=recipient, expires_at=expires
-                )
-                session.add(row)
-                await session.flush()
-            expires_unix = int(row.expires_at.timestamp())
+            expires_at = await approvals_db.link_expiry(
+                session,
+                token_id=token_id,
+                step_id=step_id,
+                recipient=recipient,
+                expires=dt.datetime.now(dt.UTC) + dt.timedelta(hours=ttl_hours),
+            )
+            expires_unix = int(expires_at.timestamp())
         return make_token(self._settings.secret("link_signing_key"), token_id, expires_unix)
-
-    async def _revoke_links(self, session: Any, step_id: str, at: dt.datetime) -> None:
-        await session.execute(
-            update(ApprovalLink)
-            .where(ApprovalLink.step_id == step_id, ApprovalLink.revoked_at.is_(None))
-            .values(revoked_at=at)
-        )
 
     async def _show_outcome(self, step_id: str, text: str) -> None:
         """Replace the buttons of every Slack message about this step with the outcome."""

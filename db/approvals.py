@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.audit import append_audit
 from db.models import ApprovalDelivery, ApprovalLink, ApprovalRequest, Person
 from dealflow.ids import deal_of_approval_step
+from messages.approval import ApprovalStep
 
 log = logging.getLogger(__name__)
 
@@ -207,3 +208,116 @@ async def sent_slack_messages(session: AsyncSession, *, step_id: str) -> list[tu
         )
     )
     return [(channel, ts) for channel, ts in rows.all()]
+
+
+# --- requests: the chain's steps as rows -------------------------------------------------------
+
+
+async def decision_times(
+    session: AsyncSession, *, emails: list[str]
+) -> list[tuple[str, dt.datetime, dt.datetime]]:
+    """(decided by, requested at, decided at) of every past decision of these people."""
+    rows = await session.execute(
+        select(
+            ApprovalRequest.decided_by,
+            ApprovalRequest.requested_at,
+            ApprovalRequest.decided_at,
+        ).where(
+            ApprovalRequest.decided_by.in_(emails),
+            ApprovalRequest.decided_at.is_not(None),
+        )
+    )
+    return [(who, requested, decided) for who, requested, decided in rows.all()]
+
+
+async def insert_request(
+    session: AsyncSession, *, deal_id: str, quote_version: int, workflow_id: str, step: ApprovalStep
+) -> None:
+    """The request row of a step, pending (once: a second insert does nothing)."""
+    stmt = insert(ApprovalRequest).values(
+        step_id=step.step_id,
+        deal_id=deal_id,
+        quote_version=quote_version,
+        workflow_id=workflow_id,
+        stage=step.stage,
+        role=step.role,
+        approver_email=step.approver_email,
+        holder_email=step.holder_email,
+        delegate_email=step.delegate_email,
+        reason=step.reason,
+        inputs_sha256=step.inputs_sha256,
+        status="pending",
+        requested_at=step.requested_at,
+        due_at=step.due_at,
+        escalation_level=0,
+    )
+    await session.execute(stmt.on_conflict_do_nothing())
+
+
+async def mirror_request(session: AsyncSession, *, step: ApprovalStep) -> None:
+    """A reminder, escalation or delegation: who holds the step now, and its timers."""
+    await session.execute(
+        update(ApprovalRequest)
+        .where(ApprovalRequest.step_id == step.step_id)
+        .values(
+            holder_email=step.holder_email,
+            delegate_email=step.delegate_email,
+            due_at=step.due_at,
+            reminded_at=step.reminded_at,
+            escalated_to=step.escalated_to,
+            escalation_level=step.escalation_level,
+        )
+    )
+
+
+async def record_decision(session: AsyncSession, *, step: ApprovalStep) -> None:
+    """The decision on the step's row."""
+    await session.execute(
+        update(ApprovalRequest)
+        .where(ApprovalRequest.step_id == step.step_id)
+        .values(
+            status=step.status,
+            decided_by=step.decided_by,
+            decision=step.decision,
+            comment=step.comment,
+            decided_at=step.decided_at,
+            channel=step.channel,
+        )
+    )
+
+
+async def withdraw_pending(session: AsyncSession, *, step_id: str, reason: str) -> None:
+    """Withdraw the step if it is still pending (a decided step keeps its decision)."""
+    await session.execute(
+        update(ApprovalRequest)
+        .where(ApprovalRequest.step_id == step_id, ApprovalRequest.status == "pending")
+        .values(status="withdrawn", comment=reason)
+    )
+
+
+async def revoke_links(session: AsyncSession, *, step_id: str, at: dt.datetime) -> None:
+    """Every signed link of the step dies (decided or withdrawn)."""
+    await session.execute(
+        update(ApprovalLink)
+        .where(ApprovalLink.step_id == step_id, ApprovalLink.revoked_at.is_(None))
+        .values(revoked_at=at)
+    )
+
+
+async def link_expiry(
+    session: AsyncSession,
+    *,
+    token_id: str,
+    step_id: str,
+    recipient: str,
+    expires: dt.datetime,
+) -> dt.datetime:
+    """The link row of this token, created with ``expires`` if new; its expiry either way."""
+    row = await session.get(ApprovalLink, token_id)
+    if row is None:
+        row = ApprovalLink(
+            token_id=token_id, step_id=step_id, approver_email=recipient, expires_at=expires
+        )
+        session.add(row)
+        await session.flush()
+    return row.expires_at

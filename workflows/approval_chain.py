@@ -26,6 +26,9 @@ request (or the stage's bookkeeping) until ``retry``, and the chain tells the cl
 Per request: deliver (Slack + email with a signed link), remind at ``reminder_at`` of the SLA,
 escalate at the SLA to the backup (else the manager), who then holds the authority, and again up
 to ``escalation_levels`` times. SLAs in business hours use the approver's time zone.
+
+Where the rest is: what it exchanges in ``messages/approval.py``; its activity calls and parks in
+``workflows/approval_steps.py``; the activities in ``activities/approvals.py``.
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ reviewed inputs changed are asked again; the other approvals carry over.
 
 Stage changes are mirrored to the ``DealStage`` search attribute and, through an activity, to the
 deal row and the audit trail.
+
+Where the rest is: what it exchanges in ``messages/closure.py``; how a step runs (park and retry,
+children, stage recording) in ``workflows/closure_steps.py``; the closing stage after signature
+in ``workflows/closing.py``; the activities in ``activities/deals.py`` and ``closing.py``.
 """
 
 from __future__ import annotations
