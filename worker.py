@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import CodeType
 
-from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -28,13 +27,12 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.approvals import ApprovalActivities
 from activities.campaigns import CampaignActivities
-from activities.closing import ClosingActivities, build_stripe_client
-from activities.crm import HubSpotCrm
+from activities.closing import ClosingActivities
 from activities.deals import DealActivities, NoopActivities
-from activities.docusign import DocuSignClient, SignatureActivities
 from activities.handoff import HandoffActivities
 from activities.onboarding import OnboardingActivities
 from activities.sequence import SequenceActivities
+from activities.signature import SignatureActivities
 from db.engine import make_engine, make_sessionmaker, sqlalchemy_url
 from dealflow.faults import CrashPoints, FailurePoints
 from dealflow.heartbeat import PulseInterceptor
@@ -43,7 +41,11 @@ from dealflow.rendering import DocumentRenderer
 from dealflow.settings import Settings
 from dealflow.temporal import connect
 from domain.campaign_email import EmailLayout
+from integrations.crm import HubSpotCrm
+from integrations.docusign import DocuSignClient
+from integrations.slack import Slack
 from integrations.smtp import Mailer
+from integrations.stripe import build_stripe_client
 from workflows.approval_chain import ApprovalChainWorkflow
 from workflows.campaign import CampaignWorkflow
 from workflows.deal_closure import DealClosureWorkflow
@@ -76,9 +78,7 @@ WORKFLOWS: Sequence[type] = (
 # dealflow.settings and every client.
 SANDBOX_PASSTHROUGH = (
     "domain.models",
-    "domain.approval_models",
     "domain.approval_inputs",
-    "domain.closing_models",
     "domain.documents",
     "domain.money",
     "domain.pricing",
@@ -170,12 +170,11 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         renderer=DocumentRenderer(settings.templates_dir),
         crash_points=crash_points,
     )
+    slack = Slack.from_settings(settings)  # one client (and one user-id cache) for the worker
     approvals = ApprovalActivities(
         settings=settings,
         sessions=sessions,
-        slack=AsyncWebClient(
-            token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
-        ),
+        slack=slack,
         mailer=mailer,
         crash_points=crash_points,
     )
@@ -196,9 +195,7 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         settings=settings,
         sessions=sessions,
         mailer=mailer,
-        slack=AsyncWebClient(
-            token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
-        ),
+        slack=slack.client,
         crash_points=crash_points,
     )
     campaigns = CampaignActivities(settings=settings, sessions=sessions, crash_points=crash_points)
@@ -215,9 +212,7 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
         ),
         mailer=mailer.transport,
         layout=EmailLayout(settings.templates_dir),
-        slack=AsyncWebClient(
-            token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url
-        ),
+        slack=slack.client,
         crash_points=crash_points,
     )
     onboarding = OnboardingActivities(

@@ -27,131 +27,91 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import json
 import logging
 import statistics
 from typing import Any
 
-from aiohttp import ClientConnectorError
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from pydantic import BaseModel
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from db import approvals as approvals_db
 from db.audit import append_audit
-from db.models import ApprovalDelivery, ApprovalLink, ApprovalRequest, Person
+from db.org import get_person
 from dealflow.faults import CrashPoints
 from dealflow.holds import HoldPoints
+from dealflow.ids import approval_delivery_key
 from dealflow.links import make_token
 from dealflow.settings import Settings
-from domain.approval_models import ApprovalStep, DealSummary
 from domain.money import format_pct
+from integrations.slack import SLACK_NOT_TAKEN, HandOverTaken, Slack
 from integrations.smtp import Mailer, SmtpRejected, SmtpTransient
+from messages.approval import (
+    ApproverStats,
+    DecisionStats,
+    DecisionStatsInput,
+    DeliverInput,
+    NotifyInput,
+    OpenRequestInput,
+    PersonInfo,
+    RecordDecisionInput,
+    RequestEventInput,
+    ResolvePersonInput,
+    WithdrawInput,
+)
 
 log = logging.getLogger(__name__)
 
 UNKNOWN_PERSON = "UnknownPerson"
 
-# Delivery row states in which a message may already have left: never hand it over again.
-SETTLED = ("sending", "sent", "unconfirmed")
 # Failures that prove the message was not taken: the row goes back to ``failed``, a retry sends.
-NOT_TAKEN = (SlackApiError, ClientConnectorError, SmtpRejected, SmtpTransient)
+NOT_TAKEN = (*SLACK_NOT_TAKEN, SmtpRejected, SmtpTransient)
 
 
-class HandOverTaken(Exception):
-    """Another attempt holds (or held) the hand-over mark of this delivery: send nothing."""
+class Delivery:
+    """One row of ``approval_deliveries`` (the ledger ``Slack.dm_once`` and the email path use).
 
+    Each call is its own transaction, committed at once: the hand-over mark must be durable
+    before the message is handed over.
+    """
 
-class PersonInfo(BaseModel):
-    email: str
-    name: str
-    title: str | None = None
-    timezone: str = "UTC"
-    slack_user_id: str | None = None
-    manager_email: str | None = None
-    backup_email: str | None = None
-    ooo_until: dt.datetime | None = None
-    ooo_delegate_email: str | None = None
+    def __init__(
+        self, sessions: async_sessionmaker, step_id: str, recipient: str, channel: str, purpose: str
+    ) -> None:
+        self._sessions = sessions
+        self._key = {
+            "step_id": step_id,
+            "recipient": recipient,
+            "channel": channel,
+            "purpose": purpose,
+        }
 
+    async def may_send(self) -> bool:
+        async with self._sessions.begin() as session:
+            return await approvals_db.delivery_may_send(session, **self._key)
 
-class ResolvePersonInput(BaseModel):
-    email: str
-    deal_id: str | None = None  # the deal asking (the failure points' key); None before it was sent
+    async def hand_over(self, external_ref: str | None = None) -> None:
+        async with self._sessions.begin() as session:
+            taken = await approvals_db.take_hand_over(
+                session, **self._key, external_ref=external_ref
+            )
+        if not taken:
+            k = self._key
+            raise HandOverTaken(f"{k['channel']} {k['step_id']}/{k['recipient']}/{k['purpose']}")
 
-
-class OpenRequestInput(BaseModel):
-    deal_id: str
-    quote_version: int
-    workflow_id: str
-    step: ApprovalStep
-
-
-class DeliverInput(BaseModel):
-    step: ApprovalStep
-    role_label: str
-    recipient_email: str
-    purpose: str  # request, reminder, escalation.N, delegation.<email>
-    summary: DealSummary
-    link_ttl_hours: float
-
-
-class RecordDecisionInput(BaseModel):
-    deal_id: str
-    step: ApprovalStep
-    summary: DealSummary
-
-
-class RequestEventInput(BaseModel):
-    deal_id: str
-    step: ApprovalStep
-    event: str
-    actor: str
-    detail: dict[str, Any]
-    at: dt.datetime
-    idempotency_key: str
-
-
-class WithdrawInput(BaseModel):
-    deal_id: str
-    step: ApprovalStep
-    reason: str
-    at: dt.datetime
-
-
-class NotifyInput(BaseModel):
-    recipient_email: str
-    key: str
-    text: str
-    deal_id: str | None = None  # the deal it is about (the failure points' key)
-
-
-class DecisionStatsInput(BaseModel):
-    emails: list[str]
-    deal_id: str | None = None  # the deal asking (the failure points' key)
-
-
-class ApproverStats(BaseModel):
-    count: int
-    median_hours: float
-    p90_hours: float
-
-
-class DecisionStats(BaseModel):
-    by_email: dict[str, ApproverStats]
-
-
-def _deal_of(step_id: str) -> str | None:
-    return step_id.split(".")[0] if step_id.startswith("deal_") else None
-
-
-def delivery_key(step_id: str, recipient: str, purpose: str) -> str:
-    return hashlib.sha256(f"{step_id}|{recipient}|{purpose}".encode()).hexdigest()[:32]
+    async def mark(
+        self, status: str, external_ref: str | None = None, slack_channel: str | None = None
+    ) -> None:
+        async with self._sessions.begin() as session:
+            await approvals_db.mark_delivery(
+                session,
+                **self._key,
+                status=status,
+                external_ref=external_ref,
+                slack_channel=slack_channel,
+            )
 
 
 OUTCOME_TEXT = {
@@ -170,7 +130,7 @@ class ApprovalActivities:
         *,
         settings: Settings,
         sessions: async_sessionmaker,
-        slack: AsyncWebClient,
+        slack: Slack,
         mailer: Mailer,
         crash_points: CrashPoints,
     ) -> None:
@@ -188,7 +148,6 @@ class ApprovalActivities:
         )
         # Percentages as text, never "1E+1%" (the summary's discount may be a normalized string).
         self._templates.filters["pct"] = format_pct
-        self._slack_ids: dict[str, str] = {}
 
     # --- the directory ----------------------------------------------------------------------
 
@@ -197,7 +156,7 @@ class ApprovalActivities:
         """The person as the org directory has them now (timezone, backup, out of office)."""
         self._crash.failures.check("resolve_person", input.deal_id or input.email)
         async with self._sessions() as session:
-            person = await session.get(Person, input.email)
+            person = await get_person(session, email=input.email)
         if person is None:
             raise ApplicationError(
                 f"{input.email} is not in the org directory",
@@ -221,18 +180,7 @@ class ApprovalActivities:
         """Median and 90th-percentile decision time per approver, from their past decisions."""
         self._crash.failures.check("decision_stats", input.deal_id or "")
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        ApprovalRequest.decided_by,
-                        ApprovalRequest.requested_at,
-                        ApprovalRequest.decided_at,
-                    ).where(
-                        ApprovalRequest.decided_by.in_(input.emails),
-                        ApprovalRequest.decided_at.is_not(None),
-                    )
-                )
-            ).all()
+            rows = await approvals_db.decision_times(session, emails=input.emails)
         hours: dict[str, list[float]] = {}
         for who, requested, decided in rows:
             hours.setdefault(who, []).append((decided - requested).total_seconds() / 3600)
@@ -254,24 +202,13 @@ class ApprovalActivities:
         await self._holds.wait("open_request", input.deal_id)  # tests pin races here
         step = input.step
         async with self._sessions.begin() as session:
-            stmt = insert(ApprovalRequest).values(
-                step_id=step.step_id,
+            await approvals_db.insert_request(
+                session,
                 deal_id=input.deal_id,
                 quote_version=input.quote_version,
                 workflow_id=input.workflow_id,
-                stage=step.stage,
-                role=step.role,
-                approver_email=step.approver_email,
-                holder_email=step.holder_email,
-                delegate_email=step.delegate_email,
-                reason=step.reason,
-                inputs_sha256=step.inputs_sha256,
-                status="pending",
-                requested_at=step.requested_at,
-                due_at=step.due_at,
-                escalation_level=0,
+                step=step,
             )
-            await session.execute(stmt.on_conflict_do_nothing())
             await append_audit(
                 session,
                 deal_id=input.deal_id,
@@ -296,18 +233,7 @@ class ApprovalActivities:
         self._crash.failures.check("record_event", input.deal_id)
         step = input.step
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(ApprovalRequest)
-                .where(ApprovalRequest.step_id == step.step_id)
-                .values(
-                    holder_email=step.holder_email,
-                    delegate_email=step.delegate_email,
-                    due_at=step.due_at,
-                    reminded_at=step.reminded_at,
-                    escalated_to=step.escalated_to,
-                    escalation_level=step.escalation_level,
-                )
-            )
+            await approvals_db.mirror_request(session, step=step)
             await append_audit(
                 session,
                 deal_id=input.deal_id,
@@ -326,19 +252,8 @@ class ApprovalActivities:
         step = input.step
         step_id = step.step_id
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(ApprovalRequest)
-                .where(ApprovalRequest.step_id == step_id)
-                .values(
-                    status=step.status,
-                    decided_by=step.decided_by,
-                    decision=step.decision,
-                    comment=step.comment,
-                    decided_at=step.decided_at,
-                    channel=step.channel,
-                )
-            )
-            await self._revoke_links(session, step_id, step.decided_at)
+            await approvals_db.record_decision(session, step=step)
+            await approvals_db.revoke_links(session, step_id=step_id, at=step.decided_at)
             await append_audit(
                 session,
                 deal_id=input.deal_id,
@@ -362,12 +277,8 @@ class ApprovalActivities:
         self._crash.failures.check("withdraw_request", input.deal_id)
         step_id = input.step.step_id
         async with self._sessions.begin() as session:
-            await session.execute(
-                update(ApprovalRequest)
-                .where(ApprovalRequest.step_id == step_id, ApprovalRequest.status == "pending")
-                .values(status="withdrawn", comment=input.reason)
-            )
-            await self._revoke_links(session, step_id, input.at)
+            await approvals_db.withdraw_pending(session, step_id=step_id, reason=input.reason)
+            await approvals_db.revoke_links(session, step_id=step_id, at=input.at)
             await append_audit(
                 session,
                 deal_id=input.deal_id,
@@ -406,52 +317,42 @@ class ApprovalActivities:
     async def notify(self, input: NotifyInput) -> None:
         """A Slack DM to a person (the rep), once per key."""
         self._crash.failures.check("notify", input.deal_id or input.key)
-        key = (input.key, input.recipient_email, "slack", "notify")
-        if not await self._may_send(*key):
-            return
-        channel = await self._slack_user(input.recipient_email)
-        try:
-            await self._hand_over(*key)
-            resp = await self._slack.chat_postMessage(channel=channel, text=input.text)
-        except HandOverTaken:
-            return
-        except NOT_TAKEN:
-            await self._mark(*key, "failed")
-            raise
-        self._crash.checkpoint("notify.after_post")
-        await self._mark(*key, "sent", resp["ts"], resp["channel"])
+        delivery = Delivery(self._sessions, input.key, input.recipient_email, "slack", "notify")
+        await self._slack.dm_once(
+            delivery,
+            input.recipient_email,
+            input.text,
+            after_post=lambda: self._crash.checkpoint("notify.after_post"),
+        )
 
     async def _deliver_slack(
         self, step_id: str, recipient: str, purpose: str, context: dict[str, Any]
     ) -> None:
-        key = (step_id, recipient, "slack", purpose)
-        if not await self._may_send(*key):
-            return
         blocks = json.loads(
             self._templates.get_template("slack/approval_request.json.j2").render(**context)
         )
-        channel = await self._slack_user(recipient)
         text = f"Approval needed: {context['summary'].name}"
-        try:
-            await self._hand_over(*key)  # the hand-over mark, committed right before the post
-            resp = await self._slack.chat_postMessage(channel=channel, text=text, blocks=blocks)
-        except HandOverTaken:
-            return
-        except NOT_TAKEN:
-            await self._mark(*key, "failed")
-            raise
-        # The worst moment to die: Slack has the post, our row does not say so yet.
-        self._crash.checkpoint("deliver.after_slack_post")
-        await self._mark(*key, "sent", resp["ts"], resp["channel"])
-        self._crash.checkpoint("deliver.after_slack")
+        delivery = Delivery(self._sessions, step_id, recipient, "slack", purpose)
+        posted = await self._slack.dm_once(
+            delivery,
+            recipient,
+            text,
+            blocks=blocks,
+            # The worst moment to die: Slack has the post, our row does not say so yet.
+            after_post=lambda: self._crash.checkpoint("deliver.after_slack_post"),
+        )
+        if posted:
+            self._crash.checkpoint("deliver.after_slack")
 
     async def _deliver_email(
         self, step_id: str, recipient: str, purpose: str, context: dict[str, Any]
     ) -> None:
-        key = (step_id, recipient, "email", purpose)
-        if not await self._may_send(*key):
+        delivery = Delivery(self._sessions, step_id, recipient, "email", purpose)
+        if not await delivery.may_send():
             return
-        message_id = f"<approval.{delivery_key(step_id, recipient, purpose)}@dealflow.example>"
+        message_id = (
+            f"<approval.{approval_delivery_key(step_id, recipient, purpose)}@dealflow.example>"
+        )
         subject_prefix = {
             "request": "Approval needed",
             "reminder": "Reminder: approval needed",
@@ -469,7 +370,7 @@ class ApprovalActivities:
         loop = asyncio.get_running_loop()
 
         def handing_over() -> None:  # in the SMTP thread, after RCPT TO, right before DATA
-            asyncio.run_coroutine_threadsafe(self._hand_over(*key, message_id), loop).result(
+            asyncio.run_coroutine_threadsafe(delivery.hand_over(message_id), loop).result(
                 timeout=30
             )
 
@@ -478,172 +379,32 @@ class ApprovalActivities:
         except HandOverTaken:
             return
         except NOT_TAKEN:
-            await self._mark(*key, "failed", message_id)
+            await delivery.mark("failed", message_id)
             raise
         # The worst moment to die: the server has the message, our row does not say so yet.
         self._crash.checkpoint("deliver.after_email_data")
-        await self._mark(*key, "sent", message_id)
-
-    async def _slack_user(self, email: str) -> str:
-        if email not in self._slack_ids:
-            resp = await self._slack.users_lookupByEmail(email=email)
-            self._slack_ids[email] = resp["user"]["id"]
-        return self._slack_ids[email]
-
-    async def _may_send(self, step_id: str, recipient: str, channel: str, purpose: str) -> bool:
-        """False if this delivery went out, or may have: a ``sending`` row left by an attempt
-        that died mid-hand-over is recorded ``unconfirmed`` (and audited) here, never resent."""
-        async with self._sessions.begin() as session:
-            row = (
-                await session.execute(
-                    select(ApprovalDelivery)
-                    .where(
-                        ApprovalDelivery.step_id == step_id,
-                        ApprovalDelivery.recipient_email == recipient,
-                        ApprovalDelivery.channel == channel,
-                        ApprovalDelivery.purpose == purpose,
-                    )
-                    .with_for_update()
-                )
-            ).scalar_one_or_none()
-            if row is None or row.status not in SETTLED:
-                return True
-            if row.status == "sending":
-                row.status = "unconfirmed"
-                log.warning(
-                    "%s delivery %s/%s left mid-hand-over: recorded unconfirmed, not resent",
-                    channel,
-                    step_id,
-                    purpose,
-                )
-                await append_audit(
-                    session,
-                    deal_id=_deal_of(step_id),
-                    actor="workflow",
-                    channel=channel,
-                    event="approval.delivery_unconfirmed"
-                    if purpose != "notify"
-                    else "notification.unconfirmed",
-                    detail={
-                        "step_id": step_id,
-                        "to": recipient,
-                        "purpose": purpose,
-                        "ref": row.external_ref,
-                    },
-                    idempotency_key=f"{step_id}/{recipient}/{channel}/{purpose}/unconfirmed",
-                )
-            return False
-
-    async def _hand_over(
-        self,
-        step_id: str,
-        recipient: str,
-        channel: str,
-        purpose: str,
-        external_ref: str | None = None,
-    ) -> None:
-        """The hand-over mark: ``sending``, committed now, unless an attempt took it already
-        (then ``HandOverTaken``: whoever holds it sent, or may have)."""
-        async with self._sessions.begin() as session:
-            stmt = insert(ApprovalDelivery).values(
-                step_id=step_id,
-                recipient_email=recipient,
-                channel=channel,
-                purpose=purpose,
-                status="sending",
-                external_ref=external_ref,
-            )
-            taken = await session.scalar(
-                stmt.on_conflict_do_update(
-                    index_elements=["step_id", "recipient_email", "channel", "purpose"],
-                    set_={"status": "sending", "external_ref": external_ref},
-                    where=ApprovalDelivery.status.not_in(SETTLED),
-                ).returning(ApprovalDelivery.id)
-            )
-        if taken is None:
-            raise HandOverTaken(f"{channel} {step_id}/{recipient}/{purpose}")
-
-    async def _mark(
-        self,
-        step_id: str,
-        recipient: str,
-        channel: str,
-        purpose: str,
-        status: str,
-        external_ref: str | None = None,
-        slack_channel: str | None = None,
-    ) -> None:
-        async with self._sessions.begin() as session:
-            values = {
-                "status": status,
-                "external_ref": external_ref,
-                "slack_channel": slack_channel,
-            }
-            stmt = insert(ApprovalDelivery).values(
-                step_id=step_id,
-                recipient_email=recipient,
-                channel=channel,
-                purpose=purpose,
-                **values,
-            )
-            await session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["step_id", "recipient_email", "channel", "purpose"],
-                    set_=values,
-                )
-            )
-            if status == "sent":
-                await append_audit(
-                    session,
-                    deal_id=_deal_of(step_id),
-                    actor="workflow",
-                    channel=channel,
-                    event="approval.delivered" if purpose != "notify" else "notification.sent",
-                    detail={
-                        "step_id": step_id,
-                        "to": recipient,
-                        "purpose": purpose,
-                        "ref": external_ref,
-                    },
-                    idempotency_key=f"{step_id}/{recipient}/{channel}/{purpose}/sent",
-                )
+        await delivery.mark("sent", message_id)
 
     async def _link_token(
         self, step_id: str, recipient: str, purpose: str, ttl_hours: float
     ) -> str:
         """One token per (step, recipient, purpose): a retried delivery reuses it."""
-        token_id = delivery_key(step_id, recipient, purpose)
+        token_id = approval_delivery_key(step_id, recipient, purpose)
         async with self._sessions.begin() as session:
-            row = await session.get(ApprovalLink, token_id)
-            if row is None:
-                expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=ttl_hours)
-                row = ApprovalLink(
-                    token_id=token_id, step_id=step_id, approver_email=recipient, expires_at=expires
-                )
-                session.add(row)
-                await session.flush()
-            expires_unix = int(row.expires_at.timestamp())
+            expires_at = await approvals_db.link_expiry(
+                session,
+                token_id=token_id,
+                step_id=step_id,
+                recipient=recipient,
+                expires=dt.datetime.now(dt.UTC) + dt.timedelta(hours=ttl_hours),
+            )
+            expires_unix = int(expires_at.timestamp())
         return make_token(self._settings.secret("link_signing_key"), token_id, expires_unix)
-
-    async def _revoke_links(self, session: Any, step_id: str, at: dt.datetime) -> None:
-        await session.execute(
-            update(ApprovalLink)
-            .where(ApprovalLink.step_id == step_id, ApprovalLink.revoked_at.is_(None))
-            .values(revoked_at=at)
-        )
 
     async def _show_outcome(self, step_id: str, text: str) -> None:
         """Replace the buttons of every Slack message about this step with the outcome."""
         async with self._sessions() as session:
-            rows = (
-                await session.execute(
-                    select(ApprovalDelivery.slack_channel, ApprovalDelivery.external_ref).where(
-                        ApprovalDelivery.step_id == step_id,
-                        ApprovalDelivery.channel == "slack",
-                        ApprovalDelivery.status == "sent",
-                    )
-                )
-            ).all()
+            rows = await approvals_db.sent_slack_messages(session, step_id=step_id)
         for channel, ts in rows:
             blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}}]
-            await self._slack.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+            await self._slack.update(channel, ts, text, blocks)

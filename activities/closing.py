@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.crm import CrmClient, CrmDeal, CrmRejected
 from db import closing as closing_db
 from db.audit import append_audit
 from db.closing_models import ClosingStep
@@ -42,59 +41,16 @@ from domain.billing import (
     revenue_rows,
     to_minor_units,
 )
-from domain.closing_models import (
-    BillingResult,
-    ClosingInput,
-    CrmResult,
-    InvoicePaid,
-    RevenueResult,
-)
 from domain.money import format_money
-from domain.regions import is_eu
+from integrations.crm import CrmClient, CrmDeal, CrmRejected
+from integrations.stripe import customer_params, is_rejection, subscription_ids
+from messages.closure import BillingResult, ClosingInput, CrmResult, InvoicePaid, RevenueResult
 
 log = logging.getLogger(__name__)
 
 # ApplicationError types the workflow matches on.
 STRIPE_REJECTED = "StripeRejected"
 CRM_REJECTED = "CrmRejected"
-
-# Stripe's tax id type for an account's tax id, by the account's country. A country missing
-# here keeps its tax id in the customer's metadata (and on our quote) rather than failing.
-_TAX_ID_TYPES = {
-    "GB": "gb_vat",
-    "CH": "ch_vat",
-    "LI": "li_vat",
-    "NO": "no_vat",
-    "IS": "is_vat",
-    "US": "us_ein",
-    "CA": "ca_bn",
-    "AU": "au_abn",
-    "NZ": "nz_gst",
-    "IN": "in_gst",
-    "SG": "sg_gst",
-    "JP": "jp_trn",
-}
-
-
-def stripe_tax_id_type(country: str) -> str | None:
-    country = country.upper()
-    return "eu_vat" if is_eu(country) else _TAX_ID_TYPES.get(country)
-
-
-def _rejection(err: stripe.StripeError) -> bool:
-    """A refusal no retry changes: bad parameters, a declined card, a bad key.
-
-    Stripe answers an idempotency key reused with other parameters with 400 (a refusal); a
-    request racing another with the same key gets 409 (an APIError: retried).
-    """
-    return isinstance(
-        err,
-        stripe.InvalidRequestError
-        | stripe.CardError
-        | stripe.IdempotencyError
-        | stripe.AuthenticationError
-        | stripe.PermissionError,
-    )
 
 
 class ClosingActivities:
@@ -186,7 +142,8 @@ class ClosingActivities:
             steps,
             "stripe.customer",
             lambda key: self._stripe.v1.customers.create_async(
-                params=_customer_params(input, plan), options={"idempotency_key": key}
+                params=customer_params(input, plan, _metadata(input)),
+                options={"idempotency_key": key},
             ),
         )
         self._crash.checkpoint("closing.after_customer")
@@ -343,7 +300,7 @@ class ClosingActivities:
                 options={"idempotency_key": key},
             ),
             detail=lambda schedule: {
-                **_subscription_ids(schedule),
+                **subscription_ids(schedule),
                 # The first invoice is created now and finalised by Stripe within the hour.
                 "due_date": _due(days).isoformat(),
             },
@@ -393,7 +350,7 @@ class ClosingActivities:
         try:
             obj = await call(key)
         except stripe.StripeError as err:
-            if not _rejection(err):
+            if not is_rejection(err):
                 raise
             message = err.user_message or str(err)
             await self._reject(input, step, message)
@@ -549,35 +506,6 @@ def _metadata(input: ClosingInput) -> dict[str, str]:
     return {"dealflow_deal_id": input.deal_id, "quote_version": str(input.quote_version)}
 
 
-def _customer_params(input: ClosingInput, plan: BillingPlan) -> dict[str, Any]:
-    account = input.terms.account
-    # Invoices go to the first signer: the person who signed for the customer.
-    contact = min(input.terms.signers, key=lambda s: s.routing_order, default=None)
-    metadata = {**_metadata(input), "account_domain": account.domain}
-    address = {"country": account.country}
-    if account.region:
-        address["state"] = account.region
-    params: dict[str, Any] = {
-        "name": account.name,
-        "address": address,
-        "metadata": metadata,
-    }
-    if contact is not None:
-        params["email"] = contact.email
-    if plan.tax_note:
-        # On every invoice of this customer: the reverse-charge wording and the like.
-        params["invoice_settings"] = {"footer": plan.tax_note}
-    if input.quote.tax.reverse_charge:
-        params["tax_exempt"] = "reverse"
-    if account.tax_id:
-        tax_type = stripe_tax_id_type(account.country)
-        if tax_type is None:
-            metadata["tax_id"] = account.tax_id
-        else:
-            params["tax_id_data"] = [{"type": tax_type, "value": account.tax_id}]
-    return params
-
-
 def _charges_by_key(plan: BillingPlan) -> list[Charge]:
     """One charge per key (the first phase that has it): one Stripe product each."""
     seen: dict[str, Charge] = {}
@@ -585,17 +513,6 @@ def _charges_by_key(plan: BillingPlan) -> list[Charge]:
         for charge in phase.charges:
             seen.setdefault(charge.key, charge)
     return list(seen.values())
-
-
-def _subscription_ids(schedule: stripe.SubscriptionSchedule) -> dict[str, Any]:
-    subscription = schedule.to_dict().get("subscription")
-    if subscription is None:
-        return {}
-    if isinstance(subscription, str):
-        return {"subscription_id": subscription}
-    invoice = subscription.get("latest_invoice")
-    invoice_id = invoice if isinstance(invoice, str) or invoice is None else invoice.get("id")
-    return {"subscription_id": subscription.get("id"), "invoice_id": invoice_id}
 
 
 def _note_body(input: ClosingInput, key: str) -> str:
@@ -612,18 +529,4 @@ def _note_body(input: ClosingInput, key: str) -> str:
         f"{input.close_date.isoformat()}.</p>"
         f"<p>Signed documents:</p><ul>{documents or '<li>none recorded</li>'}</ul>"
         f"<p>dealflow reference: {e(key)}</p>"
-    )
-
-
-def build_stripe_client(
-    settings: Settings, *, http_client: stripe.HTTPClient | None = None
-) -> stripe.StripeClient:
-    """The Stripe client the worker uses: stripe-mock in the sandbox, api.stripe.com in production.
-
-    httpx underneath, so the activities' ``*_async`` calls do not block the event loop.
-    """
-    return stripe.StripeClient(
-        settings.secret("stripe_api_key"),
-        base_addresses={"api": settings.stripe_api_base},
-        http_client=http_client or stripe.HTTPXClient(),
     )

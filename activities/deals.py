@@ -7,7 +7,6 @@ version, or a key it made), so a retry after a crash finds the work already done
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -15,7 +14,6 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
@@ -27,15 +25,29 @@ from db.models import Document, QuoteVersion
 from db.org import OrgDirectory
 from dealflow.faults import CrashPoints
 from dealflow.holds import HoldPoints
+from dealflow.ids import document_id
 from dealflow.rendering import DocumentRenderer, contract_context
 from dealflow.settings import Settings
 from domain.approval_inputs import inputs_sha256
 from domain.approval_policy import known_currencies, load_policy, plan_approvals
 from domain.documents import select_documents
-from domain.models import ApprovalPlan, DealTerms, Problem, Quote
+from domain.models import DealTerms, Quote
 from domain.pricing import price_quote, verify_quote
 from domain.tax import load_tax_table
 from domain.validation import validate_deal
+from messages.approval import PlannedRequest
+from messages.closure import (
+    LoadDealInput,
+    LoadDealResult,
+    PlanApprovalsInput,
+    PlanApprovalsResult,
+    PricedQuote,
+    PriceQuoteInput,
+    RecordStageInput,
+    RenderDocumentsInput,
+    RenderDocumentsResult,
+)
+from messages.signature import DocumentRef
 
 log = logging.getLogger(__name__)
 
@@ -47,94 +59,8 @@ QUOTE_VERIFICATION_FAILED = "QuoteVerificationFailed"
 NO_APPROVER_FOR_ROLE = "NoApproverForRole"
 
 
-class LoadDealInput(BaseModel):
-    deal_id: str
-
-
-class LoadDealResult(BaseModel):
-    revision: int
-    terms: DealTerms | None  # None when the deal cannot even be read as terms
-    problems: tuple[Problem, ...]
-    close_by: dt.date | None = None
-    external_id: str | None = None
-
-
-class PriceQuoteInput(BaseModel):
-    deal_id: str
-    version: int
-    revision: int
-    terms: DealTerms
-
-
-class PricedQuote(BaseModel):
-    version: int
-    quote: Quote
-    terms_sha256: str
-    tax_table_version: str
-
-
-class RenderDocumentsInput(BaseModel):
-    deal_id: str
-    version: int
-
-
-class DocumentRef(BaseModel):
-    id: str
-    kind: str
-    version: int
-    sha256: str
-    template: str
-    reason: str
-
-
-class RenderDocumentsResult(BaseModel):
-    documents: tuple[DocumentRef, ...]
-
-
-class PlanApprovalsInput(BaseModel):
-    deal_id: str
-    version: int
-
-
-class PlannedRequest(BaseModel):
-    """A planned approval with what the chain needs to run it (from the policy's role entry)."""
-
-    stage: int
-    role: str
-    role_label: str
-    approver_email: str
-    reason: str
-    inputs_sha256: str
-    sla_hours: float
-    sla_business_hours: bool
-    reminder_at: float
-    expected_hours: float
-
-
-class PlanApprovalsResult(BaseModel):
-    plan: ApprovalPlan
-    assignees: dict[str, str]  # policy role -> approver email (from the org directory)
-    requests: list[PlannedRequest] = []
-    escalation_levels: int = 2
-    link_ttl_hours: float = 72.0
-    min_history: int = 3
-
-
-class RecordStageInput(BaseModel):
-    deal_id: str
-    stage: str
-    reason: str | None = None
-    at: dt.datetime
-    idempotency_key: str
-
-
 def terms_sha256(terms: DealTerms) -> str:
     return hashlib.sha256(terms.model_dump_json().encode()).hexdigest()
-
-
-def document_id(deal_id: str, kind: str, version: int) -> str:
-    """Deterministic, so a retried render converges on the same row and file."""
-    return "doc_" + hashlib.sha256(f"{deal_id}/{kind}/{version}".encode()).hexdigest()[:24]
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -32,7 +32,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from activities.approvals import NOT_TAKEN, HandOverTaken
+from activities.approvals import NOT_TAKEN
 from db import deals as deals_db
 from db import handoff as handoff_db
 from db.models import Deal
@@ -52,6 +52,7 @@ from dealflow.settings import Settings
 from domain import handoff as rules
 from domain.approval_policy import load_policy, to_reference
 from domain.money import plain_decimal
+from integrations.slack import HandOverTaken
 from integrations.smtp import Mailer
 from messages.handoff import (
     DEAL_NOT_FOUND,

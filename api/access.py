@@ -14,8 +14,8 @@ from db import campaigns as campaigns_db
 from db import deals as deals_db
 from db.campaign_models import Campaign, CampaignContact
 from db.models import Deal, Person
-from domain.approval_models import ApprovalStep
-from workflows.deal_closure import DealClosureStatus
+from messages.approval import ApprovalStep
+from messages.closure import DealClosureStatus
 
 
 def _require_owner(person: Person, owner_email: str, what: str, also: tuple[str, ...]) -> None:

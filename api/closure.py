@@ -28,16 +28,19 @@ from dealflow.ids import (
     deal_closure_workflow_id,
 )
 from dealflow.settings import Settings
-from workflows.approval_chain import ApprovalChainStatus, ApprovalChainWorkflow
-from workflows.deal_closure import (
+from messages.approval import ApprovalChainStatus
+from messages.closure import (
     CancelRequest,
     DealClosureInput,
     DealClosureOptions,
     DealClosureStatus,
-    DealClosureWorkflow,
+    InvoicePaid,
 )
+from messages.signature import OfflineSignature, SignatureStatus, SignatureTiming
+from workflows.approval_chain import ApprovalChainWorkflow
+from workflows.deal_closure import DealClosureWorkflow
 from workflows.parking import RetryBudget
-from workflows.signature import SignatureStatus, SignatureTiming, SignatureWorkflow
+from workflows.signature import SignatureWorkflow
 
 # A query needs a worker to answer; when none does in this time, GET falls back to the database.
 QUERY_TIMEOUT = timedelta(seconds=5)
@@ -210,3 +213,21 @@ async def cancel_closure(
     with contextlib.suppress(asyncio.CancelledError, WorkflowUpdateRPCTimeoutOrCancelledError):
         await poll
     return None
+
+
+async def signal_offline_signed(client: Client, deal_id: str, signature: OfflineSignature) -> None:
+    """A wet-signed PDF was stored: the closure passes it to its signature tracking."""
+    handle = client.get_workflow_handle(deal_closure_workflow_id(deal_id))
+    await handle.signal(DealClosureWorkflow.offline_signed, signature)
+
+
+async def signal_retry_closing(client: Client, deal_id: str, by: str) -> None:
+    """Ops fixed what made closing fail (``RPCError`` NOT_FOUND once the closure has ended)."""
+    handle = client.get_workflow_handle(deal_closure_workflow_id(deal_id))
+    await handle.signal(DealClosureWorkflow.retry_closing, by)
+
+
+async def signal_invoice_paid(client: Client, deal_id: str, paid: InvoicePaid) -> None:
+    """Stripe says the invoice is paid: the closure records the payment (once per invoice)."""
+    handle = client.get_workflow_handle(deal_closure_workflow_id(deal_id))
+    await handle.signal(DealClosureWorkflow.invoice_paid, paid)

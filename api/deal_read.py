@@ -18,9 +18,9 @@ from db import deals as deals_db
 from db.models import Deal
 from dealflow.ids import deal_closure_workflow_id
 from dealflow.settings import Settings
-from domain.approval_models import ApprovalStep
 from domain.money import plain_decimal, quantize
-from workflows.deal_closure import DealClosureStatus
+from messages.approval import ApprovalStep
+from messages.closure import DealClosureStatus
 
 
 class _Quote(Protocol):

@@ -33,8 +33,9 @@ from db.models import Deal, Person
 from dealflow.ids import deal_closure_workflow_id, handoff_workflow_id
 from dealflow.settings import Settings
 from domain.handoff import CustomerSuccess
+from messages.closure import CancelRequest
 from messages.handoff import CancelHandoff, HandoffStatus, ItemDone, Reassign
-from workflows.deal_closure import CancelRequest, DealClosureWorkflow
+from workflows.deal_closure import DealClosureWorkflow
 from workflows.handoff import HandoffWorkflow
 
 # --- who may -----------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ fail silently (work queued where nobody polls, a search that never matches).
 from __future__ import annotations
 
 import hashlib
+import json
+from typing import Any
 
 from temporalio.common import SearchAttributeKey
 
@@ -135,3 +137,47 @@ def failure_key(campaign_id: str, contact_email: str | None = None) -> str:
     """The business key the poison tests arm a failure point with: the campaign's id, or the
     contact's sequence workflow id."""
     return sequence_workflow_id(campaign_id, contact_email) if contact_email else campaign_id
+
+
+# Deals and approvals
+
+
+def approval_step_id(deal_id: str, quote_version: int, stage: int, role: str) -> str:
+    """One approval step per role, stage and quote version: the chain's and the audit's key."""
+    return f"{deal_id}.v{quote_version}.s{stage}.{role}"
+
+
+def deal_of_approval_step(step_id: str) -> str | None:
+    """The deal an approval step id names (None for ids not made by ``approval_step_id``)."""
+    return step_id.split(".")[0] if step_id.startswith("deal_") else None
+
+
+def approval_delivery_key(step_id: str, recipient: str, purpose: str) -> str:
+    """One delivery (and one signed link) per step, recipient and purpose."""
+    return hashlib.sha256(f"{step_id}|{recipient}|{purpose}".encode()).hexdigest()[:32]
+
+
+def document_id(deal_id: str, kind: str, version: int) -> str:
+    """Deterministic, so a retried render (or signed copy) converges on the same row and file."""
+    return "doc_" + hashlib.sha256(f"{deal_id}/{kind}/{version}".encode()).hexdigest()[:24]
+
+
+def envelope_key(deal_id: str, quote_version: int) -> str:
+    """Our key of a DocuSign envelope (a hidden custom field): one envelope per quote version."""
+    return f"{deal_id}.v{quote_version}"
+
+
+def connect_event_key(payload: dict[str, Any]) -> str:
+    """A stable identity for a DocuSign Connect message, to drop duplicates."""
+    data = payload.get("data") or {}
+    return hashlib.sha256(
+        json.dumps(
+            [
+                payload.get("event"),
+                data.get("envelopeId"),
+                data.get("recipientId"),
+                payload.get("generatedDateTime"),
+            ],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:32]

@@ -26,57 +26,42 @@ request (or the stage's bookkeeping) until ``retry``, and the chain tells the cl
 Per request: deliver (Slack + email with a signed link), remind at ``reminder_at`` of the SLA,
 escalate at the SLA to the backup (else the manager), who then holds the authority, and again up
 to ``escalation_levels`` times. SLAs in business hours use the approver's time zone.
+
+Where the rest is: what it exchanges in ``messages/approval.py``; its activity calls and parks in
+``workflows/approval_steps.py``; the activities in ``activities/approvals.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import datetime, timedelta
+from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.approvals import (
-        ApprovalActivities,
-        DecisionStatsInput,
-        DeliverInput,
+    from activities.approvals import ApprovalActivities
+    from messages.approval import (
+        ApprovalChainInput,
+        ApprovalChainStatus,
+        ApprovalStep,
+        DecisionRequest,
         NotifyInput,
         OpenRequestInput,
         PersonInfo,
+        Reassignment,
         RecordDecisionInput,
-        RequestEventInput,
-        ResolvePersonInput,
-        WithdrawInput,
+        RequestSpec,
+        StageSpec,
+        Withdrawal,
     )
-    from activities.deals import PlannedRequest
-    from domain.approval_models import ApprovalStep, DealSummary
-    from domain.schedule import add_business_hours
+    from workflows.approval_steps import ApprovalSteps
     from workflows.parking import (
-        ChildPark,
         ParkedFailure,
-        RetryBudget,
-        cancelled,
-        describe_failure,
-        worker_loss_timeout,
     )
 
-# Messaging and DB writes: quick retries ride out a blip; Slack's rate limits (HTTP 429) are
-# retried by slack_sdk itself. The budget (RetryBudget: 10 attempts over about 5 minutes) then
-# parks the request in needs_attention: a delivery is never dropped silently, and never retried
-# unseen forever either. Bad data (unknown person) is non-retryable and named. The chain builds
-# the policy from its options (tests shorten it); this constant is the default, for reference.
-NON_RETRYABLE = ["UnknownPerson"]
-DELIVERY_RETRY: RetryPolicy = RetryBudget().policy(non_retryable=NON_RETRYABLE)
 OWNER_MAY_NOT_DECIDE = "OwnerMayNotDecide"
-
-# Replay safety: chains recorded before this let an activity with an ``interrupt`` (the first
-# stage's decision_stats) run out its retries before a withdrawal took effect, so a cancel of the
-# deal waited minutes on a failing or slow call; new ones cancel that activity at once.
-WITHDRAW_INTERRUPTS_PATCH = "withdraw-interrupts-activity"
 
 # Replay safety: a stage that ends (a withdrawal, or a decision that settles it) cancels its
 # request tasks. When the activity a request task awaits completes in the same workflow task as
@@ -90,82 +75,8 @@ PENDING = "pending"
 DECISIONS = {"approve": "approved", "reject": "rejected", "request_changes": "changes_requested"}
 
 
-class ApprovalOptions(BaseModel):
-    """Timing chosen by the caller from Settings (nothing in workflows/ reads the environment)."""
-
-    activity_timeout_seconds: float = 30.0
-    # When set, every SLA is this many wall-clock seconds (tests and demos); business hours apply
-    # only to real SLAs.
-    sla_override_seconds: float | None = None
-    escalation_levels: int = 2
-    link_ttl_hours: float = 72.0
-    min_history: int = 3
-    retry: RetryBudget = RetryBudget()
-
-
-class RequestSpec(PlannedRequest):
-    """A planned approval as the chain runs it: the plan's entry plus the step's id."""
-
-    step_id: str
-
-
-class StageSpec(BaseModel):
-    index: int
-    mode: str
-    requests: list[RequestSpec]
-
-
-class CarriedApproval(BaseModel):
-    step_id: str
-    stage: int
-    role: str
-    approver_email: str
-    reason: str
-    inputs_sha256: str
-    decided_by: str
-    decided_at: datetime
-    from_version: int
-
-
-class ApprovalChainInput(BaseModel):
-    deal: DealSummary
-    quote_version: int
-    stages: list[StageSpec]
-    carried: list[CarriedApproval] = []
-    options: ApprovalOptions = ApprovalOptions()
-
-
-class ApprovalChainStatus(BaseModel):
-    outcome: str  # running, approved, rejected, changes_requested, withdrawn
-    current_stage: int | None = None
-    steps: list[ApprovalStep]
-    predicted_finish: datetime | None = None
-    decided_by: str | None = None
-    comment: str | None = None
-    parked: ParkedFailure | None = None
-
-
-class DecisionRequest(BaseModel):
-    step_id: str
-    actor_email: str
-    decision: str  # approve, reject, request_changes
-    comment: str | None = None
-    channel: str  # api, link, slack
-
-
-class Reassignment(BaseModel):
-    approver_email: str
-    delegate_email: str
-    reason: str
-
-
-class Withdrawal(BaseModel):
-    by: str
-    reason: str | None = None
-
-
 @workflow.defn(name="ApprovalChain")
-class ApprovalChainWorkflow:
+class ApprovalChainWorkflow(ApprovalSteps):
     @workflow.init
     def __init__(self, input: ApprovalChainInput) -> None:
         self._input = input
@@ -185,7 +96,7 @@ class ApprovalChainWorkflow:
         self._parks_open = 0
         # Request tasks whose stage ended: cancelled, and stopped at their next activity should
         # a completed activity swallow that cancellation (STAGE_END_STOPS_REQUESTS_PATCH).
-        self._stopped: set[asyncio.Task] = set()
+        self._stopped: set[asyncio.Task[Any]] = set()
         for c in input.carried:
             self._steps[c.step_id] = ApprovalStep(
                 step_id=c.step_id,
@@ -318,10 +229,11 @@ class ApprovalChainWorkflow:
             timeout = (wake_at - now).total_seconds()
             if timeout > 0:
                 try:
-                    await workflow.wait_condition(
-                        lambda seen=seen: self._changed[step.step_id] != seen,
-                        timeout=timedelta(seconds=timeout),
-                    )
+
+                    def changed(seen: int = seen) -> bool:
+                        return self._changed[step.step_id] != seen
+
+                    await workflow.wait_condition(changed, timeout=timedelta(seconds=timeout))
                     continue  # decided, or reassigned: look again
                 except TimeoutError:
                     pass
@@ -484,10 +396,6 @@ class ApprovalChainWorkflow:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _next_seq(self) -> int:
-        self._event_seq += 1
-        return self._event_seq
-
     def _mode_of(self, stage_index: int) -> str:
         for stage in self._input.stages:
             if stage.index == stage_index:
@@ -547,209 +455,3 @@ class ApprovalChainWorkflow:
                     deal_id=self._input.deal.deal_id,
                 ),
             )
-
-    # --- park and retry --------------------------------------------------------------------
-
-    async def _act(self, name: str, method, arg, *, interrupt=None):  # noqa: ANN001, ANN202
-        """Run an activity; when it gives up, park until ``retry``, then run it again.
-
-        ``interrupt``: a condition (the chain was withdrawn) that ends the call without a
-        result: the running activity is cancelled (even while it waits out its retries) or the
-        park ends without a retry; the call then returns None. A request's task is cancelled
-        instead (its stage ended).
-        """
-        while True:
-            self._stop_if_stage_ended()
-            try:
-                if interrupt is not None and workflow.patched(WITHDRAW_INTERRUPTS_PATCH):
-                    if interrupt():
-                        return None  # already withdrawn: not worth starting
-                    handle = workflow.start_activity_method(method, arg, **self._options())
-                    await workflow.wait_condition(lambda h=handle: h.done() or interrupt())
-                    if not handle.done():
-                        # Withdrawn while the activity runs or waits out its retries: its
-                        # result is no longer needed, and the withdrawal must not wait for it.
-                        handle.cancel()
-                        with contextlib.suppress(ActivityError):
-                            await handle
-                        return None
-                    result = await handle
-                else:
-                    result = await workflow.execute_activity_method(method, arg, **self._options())
-                self._stop_if_stage_ended()
-                return result
-            except ActivityError as err:
-                if cancelled(err):
-                    raise
-                error_type, message = describe_failure(err)
-                failure = ParkedFailure(
-                    step=name,
-                    error_type=error_type,
-                    message=message,
-                    since=workflow.now(),
-                    workflow_id=workflow.info().workflow_id,
-                )
-                if not await self._park(failure, interrupt):
-                    return None
-
-    def _stop_if_stage_ended(self) -> None:
-        """End a request task of a stage that ended, even if its cancellation was swallowed."""
-        if asyncio.current_task() in self._stopped:
-            raise asyncio.CancelledError()
-
-    async def _park(self, failure: ParkedFailure, interrupt) -> bool:  # noqa: ANN001
-        """Wait for a retry (True) or the interrupt (False); the closure is told either way."""
-        seen = self._retry  # before the park is visible: a retry from then on counts
-        task = asyncio.current_task()
-        self._parked = failure
-        self._parks_open += 1
-        await self._tell_parent(failure)
-        try:
-            await workflow.wait_condition(
-                lambda: (
-                    self._retry > seen
-                    or (interrupt is not None and interrupt())
-                    or task in self._stopped  # its cancellation was swallowed by the signal
-                )
-            )
-            self._stop_if_stage_ended()
-        except asyncio.CancelledError:
-            # The request's stage ended (a decision elsewhere, a withdrawal): no longer parked.
-            await self._unpark()
-            raise
-        await self._unpark()
-        return self._retry > seen
-
-    async def _unpark(self) -> None:
-        self._parks_open -= 1
-        if self._parks_open == 0:
-            self._parked = None
-            await self._tell_parent(None)
-
-    async def _tell_parent(self, failure: ParkedFailure | None) -> None:
-        parent = workflow.info().parent
-        if parent is None:
-            return
-        await workflow.get_external_workflow_handle(parent.workflow_id).signal(
-            "child_parked", ChildPark(workflow_id=workflow.info().workflow_id, failure=failure)
-        )
-
-    def _due(self, spec: RequestSpec, start: datetime, person: PersonInfo) -> datetime:
-        override = self._input.options.sla_override_seconds
-        if override is not None:
-            return start + timedelta(seconds=override)
-        if spec.sla_business_hours:
-            return add_business_hours(start, spec.sla_hours, person.timezone)
-        return start + timedelta(hours=spec.sla_hours)
-
-    async def _person(self, email: str) -> PersonInfo:
-        # Fetched once per chain: a decision made against the directory as it was at assignment
-        # is reproducible; out-of-office changes arrive as `reassign` signals.
-        if email not in self._people:
-            self._people[email] = await self._act(
-                "resolve_person",
-                ApprovalActivities.resolve_person,
-                ResolvePersonInput(email=email, deal_id=self._input.deal.deal_id),
-            )
-        return self._people[email]
-
-    async def _deliver(self, step: ApprovalStep, purpose: str) -> None:
-        spec = self._specs[step.step_id]
-        await self._act(
-            "deliver",
-            ApprovalActivities.deliver,
-            DeliverInput(
-                step=step,
-                role_label=spec.role_label,
-                recipient_email=step.delegate_email or step.holder_email,
-                purpose=purpose,
-                summary=self._input.deal,
-                link_ttl_hours=self._input.options.link_ttl_hours,
-            ),
-        )
-
-    async def _event(self, step: ApprovalStep, event: str, actor: str, detail: dict) -> None:
-        await self._act(
-            "record_event",
-            ApprovalActivities.record_event,
-            RequestEventInput(
-                deal_id=self._input.deal.deal_id,
-                step=step,
-                event=event,
-                actor=actor,
-                detail=detail,
-                at=workflow.now(),
-                idempotency_key=f"{workflow.info().workflow_id}/event/{self._next_seq()}",
-            ),
-        )
-
-    async def _withdraw_step(self, step: ApprovalStep, reason: str) -> None:
-        step.status = "withdrawn"
-        step.comment = reason
-        self._changed.setdefault(step.step_id, 0)
-        self._changed[step.step_id] += 1
-        await self._act(
-            "withdraw_request",
-            ApprovalActivities.withdraw_request,
-            WithdrawInput(
-                deal_id=self._input.deal.deal_id, step=step, reason=reason, at=workflow.now()
-            ),
-        )
-
-    async def _notify_owner(self, key: str, text: str, *, interrupt=None) -> None:  # noqa: ANN001
-        await self._act(
-            "notify",
-            ApprovalActivities.notify,
-            NotifyInput(
-                recipient_email=self._input.deal.owner_email,
-                key=f"{workflow.info().workflow_id}/{key}",
-                text=text,
-                deal_id=self._input.deal.deal_id,
-            ),
-            interrupt=interrupt,
-        )
-
-    async def _predict_finish(self, stage: StageSpec) -> None:
-        """Expected decision times per approver; warn the rep if the deal will close late."""
-        remaining = [s for s in self._input.stages if s.index >= stage.index]
-        emails = sorted({r.approver_email for s in remaining for r in s.requests})
-        stats = await self._act(
-            "decision_stats",
-            ApprovalActivities.decision_stats,
-            DecisionStatsInput(emails=emails, deal_id=self._input.deal.deal_id),
-            interrupt=lambda: self._withdrawal is not None,
-        )
-        if stats is None:  # withdrawn while parked: no prediction is needed any more
-            return
-        total_hours = 0.0
-        for s in remaining:
-            slowest = 0.0
-            for r in s.requests:
-                st = stats.by_email.get(r.approver_email)
-                if st is not None and st.count >= self._input.options.min_history:
-                    median, p90, source = st.median_hours, st.p90_hours, "history"
-                else:
-                    median, p90, source = r.expected_hours, r.expected_hours, "policy"
-                step = self._steps[r.step_id]
-                step.expected_median_hours, step.expected_p90_hours = median, p90
-                step.expected_source = source
-                slowest = max(slowest, p90)
-            total_hours += slowest
-        self._predicted_finish = workflow.now() + timedelta(hours=total_hours)
-        close_by = self._input.deal.close_by
-        if close_by is not None and self._predicted_finish.date() > close_by:
-            await self._notify_owner(
-                f"late/{stage.index}",
-                f"Heads up: approvals for {self._input.deal.name} are expected to finish around "
-                f"{self._predicted_finish:%Y-%m-%d %H:%M} UTC, after the close-by date "
-                f"{close_by:%Y-%m-%d}.",
-                interrupt=lambda: self._withdrawal is not None,
-            )
-
-    def _options(self) -> dict:
-        timeout = timedelta(seconds=self._input.options.activity_timeout_seconds)
-        return {
-            "start_to_close_timeout": timeout,
-            "heartbeat_timeout": worker_loss_timeout(timeout),
-            "retry_policy": self._input.options.retry.policy(non_retryable=NON_RETRYABLE),
-        }

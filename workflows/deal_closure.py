@@ -27,75 +27,69 @@ reviewed inputs changed are asked again; the other approvals carry over.
 
 Stage changes are mirrored to the ``DealStage`` search attribute and, through an activity, to the
 deal row and the audit trail.
+
+Where the rest is: what it exchanges in ``messages/closure.py``; how a step runs (park and retry,
+children, stage recording) in ``workflows/closure_steps.py``; the closing stage after signature
+in ``workflows/closing.py``; the activities in ``activities/deals.py`` and ``closing.py``.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from functools import partial
 
-from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.approvals import ApprovalActivities, NotifyInput
-    from activities.closing import ClosingActivities
     from activities.deals import (
-        DEAL_NOT_FOUND,
-        NO_APPROVER_FOR_ROLE,
-        QUOTE_VERIFICATION_FAILED,
         DealActivities,
-        DocumentRef,
-        LoadDealInput,
-        LoadDealResult,
-        PlanApprovalsInput,
-        PlanApprovalsResult,
-        PricedQuote,
-        PriceQuoteInput,
-        RecordStageInput,
-        RenderDocumentsInput,
     )
-    from activities.docusign import SignerRef
-    from activities.handoff import HandoffActivities
     from dealflow.ids import (
         SA_DEAL_AMOUNT,
-        SA_DEAL_STAGE,
         approval_chain_workflow_id,
+        approval_step_id,
         signature_workflow_id,
     )
-    from domain.approval_models import ApprovalStep, DealSummary
-    from domain.closing_models import ClosingInput, InvoicePaid, SignedDocumentRef
-    from domain.models import Problem
-    from messages.handoff import StartHandoffInput
-    from workflows.approval_chain import (
+    from messages.approval import (
         ApprovalChainInput,
         ApprovalChainStatus,
-        ApprovalChainWorkflow,
         ApprovalOptions,
         CarriedApproval,
+        DealSummary,
         RequestSpec,
         StageSpec,
         Withdrawal,
     )
-    from workflows.parking import (
-        ChildPark,
-        ParkedFailure,
-        RetryBudget,
-        cancelled,
-        describe_failure,
-        park_reason,
-        worker_loss_timeout,
+    from messages.closure import (
+        CancelRequest,
+        DealClosureInput,
+        DealClosureStatus,
+        DealUpdated,
+        InvoicePaid,
+        LoadDealInput,
+        LoadDealResult,
+        PlanApprovalsInput,
+        PlanApprovalsResult,
+        PlannedApprovalStatus,
+        PricedQuote,
+        PriceQuoteInput,
+        QuoteSummary,
+        RenderDocumentsInput,
     )
-    from workflows.signature import (
+    from messages.signature import (
         OfflineSignature,
         SignatureInput,
         SignatureStatus,
-        SignatureTiming,
         SignatureWithdrawal,
-        SignatureWorkflow,
+        SignerRef,
     )
+    from workflows.approval_chain import ApprovalChainWorkflow
+    from workflows.closing import ClosingStage
+    from workflows.closure_steps import ClosureCancelled
+    from workflows.parking import (
+        ChildPark,
+    )
+    from workflows.signature import SignatureWorkflow
 
 # Where cancel (and lost) is refused. "declined" is not here: the closure waits there for the
 # rep's change, and a deal the customer declined may well be cancelled or lost instead.
@@ -106,121 +100,10 @@ TERMINAL_STAGES = frozenset({"closed_won", "handoff", "rejected", "cancelled", "
 APPROVAL_CHAIN_PATCH = "approval-chain-v1"
 # Likewise, closures recorded before signature tracking waited at awaiting_signature.
 SIGNATURE_PATCH = "signature-v1"
-# Closures recorded before this let a running activity (retrying, say) finish before a cancel
-# took effect; new ones cancel the activity at once.
-CANCEL_INTERRUPTS_PATCH = "cancel-interrupts-activity"
-# Closures won before the handoff existed went on to watch the payment at closed_won.
-HANDOFF_PATCH = "handoff-v1"
-# Closures recorded before this re-read the child's park count after every await in
-# _await_child, so a child_parked signal handled during that await (the chain's "resumed" while
-# the retry was being forwarded, or a re-park while a stage was recorded) was taken as seen and
-# never shown; new ones take the count when they read the park.
-CHILD_PARK_SEEN_PATCH = "child-park-seen-when-read"
-
-# Database, rendering and closing activities: a few quick retries ride out a restart or a lock
-# timeout; the budget (RetryBudget: 10 attempts over about 5 minutes) then parks the closure in
-# needs_attention so a person sees it, instead of retrying unseen forever. Business errors are
-# non-retryable and named. The closure builds the policy from its options (tests shorten it);
-# this constant is the default, for reference.
-NON_RETRYABLE = [DEAL_NOT_FOUND, QUOTE_VERIFICATION_FAILED, NO_APPROVER_FOR_ROLE]
-LOCAL_SYSTEM_RETRY: RetryPolicy = RetryBudget().policy(non_retryable=NON_RETRYABLE)
-# Writing needs_attention itself while parking: two quick tries, then show it anyway (the query
-# and search attribute) — the park must not wait out a full budget to become visible.
-PARK_RECORD_ATTEMPTS = 2
-
-
-class DealClosureOptions(BaseModel):
-    """Timing chosen by the caller from Settings: nothing in workflows/ reads the environment."""
-
-    activity_timeout_seconds: float = 30.0
-    # Every approval SLA in wall-clock seconds instead of the policy's hours (tests, demos).
-    approval_sla_override_seconds: float | None = None
-    signature: SignatureTiming = SignatureTiming()
-    public_base_url: str = "http://127.0.0.1:8000"
-    finance_email: str | None = None  # told, with the rep, when an invoice is overdue
-    payment_grace_seconds: float = 7 * 86400.0
-    # Retry budget of every activity, passed on to the children.
-    retry: RetryBudget = RetryBudget()
-
-
-class DealClosureInput(BaseModel):
-    deal_id: str
-    owner_email: str
-    options: DealClosureOptions = DealClosureOptions()
-
-
-class DealUpdated(BaseModel):
-    revision: int
-    by: str
-
-
-class LostInfo(BaseModel):
-    reason: str
-    competitor: str | None = None
-    notes: str | None = None
-
-
-class CancelRequest(BaseModel):
-    by: str
-    reason: str | None = None
-    lost: LostInfo | None = None  # POST /v1/deals/{id}/lost: end at closed_lost, not cancelled
-
-
-class QuoteSummary(BaseModel):
-    version: int
-    subtotal: Decimal
-    discount: Decimal
-    tax: Decimal
-    total: Decimal
-    currency: str
-    tax_note: str
-    terms_sha256: str
-
-
-class PlannedApprovalStatus(BaseModel):
-    step_id: str
-    stage: int
-    mode: str
-    role: str
-    approver_email: str
-    reason: str
-    reasons: list[str]
-    status: str  # "planned" until the approval chain asks
-
-
-class TimelineEntry(BaseModel):
-    at: datetime
-    event: str
-    detail: str | None = None
-
-
-class DealClosureStatus(BaseModel):
-    deal_id: str
-    stage: str
-    approval_chain_workflow_id: str | None = None  # the running chain, for live approvals
-    stage_reason: str | None = None
-    problems: list[Problem] = []
-    quote: QuoteSummary | None = None
-    documents: list[DocumentRef] = []
-    approvals: list[PlannedApprovalStatus] = []
-    approval_steps: list[ApprovalStep] = []  # the last chain's steps, once it has run
-    signature_workflow_id: str | None = None  # the running signature tracking, for live state
-    signature: SignatureStatus | None = None
-    billing: dict | None = None
-    crm: dict | None = None
-    parked: ParkedFailure | None = None  # while the closure waits in needs_attention for a retry
-    approval_required: bool | None = None
-    policy_version: str | None = None
-    policy_sha256: str | None = None
-    timeline: list[TimelineEntry] = []
-
-
-class _Cancelled(Exception):
-    """Raised inside the workflow at the next checkpoint after a cancel was accepted."""
 
 
 @workflow.defn(name="DealClosure")
-class DealClosureWorkflow:
+class DealClosureWorkflow(ClosingStage):
     @workflow.init
     def __init__(self, input: DealClosureInput) -> None:
         self._input = input
@@ -231,7 +114,9 @@ class DealClosureWorkflow:
         self._retry = 0  # bumped by retry / retry_closing
         self._retry_by = "ops"
         self._paid: InvoicePaid | None = None
-        self._signature_handle = None
+        self._signature_handle: (
+            workflow.ChildWorkflowHandle[SignatureWorkflow, SignatureStatus] | None
+        ) = None
         self._child_park: ChildPark | None = None
         self._child_park_seq = 0
         self._finishing = False  # recording the cancellation: checkpoints no longer raise
@@ -254,9 +139,7 @@ class DealClosureWorkflow:
                     await self._record_stage("awaiting_approval", None)
                     chain = await self._step(
                         "approval_chain",
-                        lambda loaded=loaded, priced=priced, plan=plan: self._collect_approvals(
-                            loaded, priced, plan
-                        ),
+                        partial(self._collect_approvals, loaded, priced, plan),
                     )
                     if chain.outcome == "rejected":
                         self._note(
@@ -267,7 +150,7 @@ class DealClosureWorkflow:
                         )
                         return self._status
                     if chain.outcome == "withdrawn":
-                        raise _Cancelled()
+                        raise ClosureCancelled()
                     if chain.outcome == "changes_requested":
                         await self._record_stage(
                             "changes_requested",
@@ -283,15 +166,15 @@ class DealClosureWorkflow:
                 if not workflow.patched(SIGNATURE_PATCH):
                     # Recorded before signature tracking existed: wait for a cancel, as then.
                     await workflow.wait_condition(lambda: self._cancel is not None)
-                    raise _Cancelled()
+                    raise ClosureCancelled()
                 signature = await self._step(
                     "signature",
-                    lambda loaded=loaded, priced=priced: self._collect_signature(loaded, priced),
+                    partial(self._collect_signature, loaded, priced),
                 )
                 if signature.status == "completed":
                     break
                 if self._cancel is not None:
-                    raise _Cancelled()
+                    raise ClosureCancelled()
                 if signature.status == "declined":
                     await self._record_stage(
                         "declined", f"Declined: {signature.declined_reason or 'no reason given'}"
@@ -304,7 +187,7 @@ class DealClosureWorkflow:
                 loaded = await self._wait_for_fix()
             await self._close_won(loaded, priced, signature)
             return self._status
-        except _Cancelled:
+        except ClosureCancelled:
             return await self._finish_cancelled()
 
     async def _wait_for_fix(self) -> LoadDealResult:
@@ -368,126 +251,6 @@ class DealClosureWorkflow:
             self._note(f"signature.{result.status}", result.declined_reason)
         return result
 
-    async def _close_won(
-        self, loaded: LoadDealResult, priced: PricedQuote, signature: SignatureStatus
-    ) -> None:
-        """The closed-won saga: CRM, Stripe, revenue and commission — each step done once.
-
-        A failure no retry can fix (Stripe refuses the customer data, say) parks the deal in
-        needs_attention; ops fix the data and send ``retry_closing`` (Temporal UI, or
-        ``POST /v1/deals/{id}/closing/retry``). Steps already done are found done and skipped.
-        """
-        assert loaded.terms is not None
-        await self._record_stage("closing", None)
-        base = self._input.options.public_base_url
-        closing = ClosingInput(
-            deal_id=self._input.deal_id,
-            quote_version=priced.version,
-            owner_email=self._input.owner_email,
-            external_id=loaded.external_id,
-            terms=loaded.terms,
-            quote=priced.quote,
-            close_date=workflow.now().date(),
-            signed_documents=[
-                SignedDocumentRef(
-                    id=d.id, kind=d.kind, sha256=d.sha256, url=f"{base}/v1/documents/{d.id}"
-                )
-                for d in signature.documents
-            ],
-        )
-        # Each step parks on its own failure and a retry re-runs only it; the steps are also
-        # idempotent (``closing_steps``), so a crash mid-step redoes nothing either.
-        self._checkpoint()
-        crm = await self._activity(
-            "mark_crm_closed_won", ClosingActivities.mark_crm_closed_won, closing
-        )
-        self._status.crm = {
-            "status": crm.status,
-            "crm_deal_id": crm.crm_deal_id,
-            "note_id": crm.note_id,
-        }
-        self._checkpoint()
-        billing = await self._activity(
-            "create_stripe_billing", ClosingActivities.create_stripe_billing, closing
-        )
-        self._status.billing = {
-            "stripe_customer_id": billing.stripe_customer_id,
-            "stripe_invoice_id": billing.stripe_invoice_id,
-            "stripe_subscription_id": billing.stripe_subscription_id,
-            "status": billing.status,
-            "due_date": billing.due_date.isoformat() if billing.due_date else None,
-            "amount_due": str(billing.amount_due),
-        }
-        # Billing exists now: from here the deal is won; a cancel could only lie about it.
-        self._won = True
-        revenue = await self._activity(
-            "record_revenue_and_commission",
-            ClosingActivities.record_revenue_and_commission,
-            closing,
-        )
-        self._note(
-            "revenue.recorded",
-            f"{revenue.rows} months; commission {revenue.commission_amount} "
-            f"payable on {revenue.commission_payable_on}",
-        )
-        await self._record_stage("closed_won", None)
-        if workflow.patched(HANDOFF_PATCH):
-            start = StartHandoffInput(
-                deal_id=self._input.deal_id,
-                owner_email=self._input.owner_email,
-                closure=self._status.model_dump(mode="json"),
-            )
-            await self._activity("start_handoff", HandoffActivities.start_handoff, start)
-            await self._record_stage("handoff", None)
-        await self._watch_payment(billing)
-
-    async def _watch_payment(self, billing) -> None:  # noqa: ANN001 - BillingResult
-        """Wait for invoice.paid; past the due date plus grace, tell the rep and finance once."""
-        if billing.due_date is None:
-            return
-        due = datetime.combine(billing.due_date, datetime.min.time(), tzinfo=UTC)
-        deadline = due + timedelta(seconds=self._input.options.payment_grace_seconds)
-        remaining = deadline - workflow.now()
-        try:
-            await workflow.wait_condition(
-                lambda: self._paid is not None,
-                timeout=max(remaining, timedelta(milliseconds=1)),
-            )
-        except TimeoutError:
-            text = (
-                f"Invoice {billing.stripe_invoice_id or billing.stripe_subscription_id} for "
-                f"deal {self._input.deal_id} is unpaid past its due date "
-                f"{billing.due_date.isoformat()} and the grace period."
-            )
-            for who in filter(None, (self._input.owner_email, self._input.options.finance_email)):
-                await self._activity(
-                    "notify",
-                    ApprovalActivities.notify,
-                    NotifyInput(
-                        recipient_email=who,
-                        key=f"{workflow.info().workflow_id}/unpaid/{who}",
-                        text=text,
-                        deal_id=self._input.deal_id,
-                    ),
-                )
-            self._note("billing.overdue", text)
-            assert self._status.billing is not None
-            self._status.billing["status"] = "overdue"
-            await workflow.wait_condition(lambda: self._paid is not None)
-        assert self._paid is not None and self._status.billing is not None
-        paid = self._paid
-        await self._step(
-            "record_payment",
-            lambda: workflow.execute_activity_method(
-                ClosingActivities.record_payment,
-                args=[paid, self._input.deal_id],
-                **self._activity_options(),
-            ),
-        )
-        self._status.billing["status"] = "paid"
-        self._status.billing["paid_at"] = self._paid.paid_at.isoformat()
-        self._note("billing.paid", self._paid.invoice_id)
-
     async def _wait_at_approval_before_chain(self, plan: PlanApprovalsResult) -> DealClosureStatus:
         """The pre-chain behaviour, kept for closures whose history was recorded without it."""
         if plan.plan.is_empty:
@@ -525,7 +288,7 @@ class DealClosureWorkflow:
         carried: list[CarriedApproval] = []
         modes = {st.index: st.mode for st in plan.plan.stages}
         for req in plan.requests:
-            step_id = f"{self._input.deal_id}.v{version}.s{req.stage}.{req.role}"
+            step_id = approval_step_id(self._input.deal_id, version, req.stage, req.role)
             before = previous.get(req.role)
             if before is not None and before.inputs_sha256 == req.inputs_sha256:
                 carried.append(
@@ -610,9 +373,11 @@ class DealClosureWorkflow:
             reason = "; ".join(p.message for p in loaded.problems)
             await self._record_stage("needs_attention", reason)
             seen = loaded.revision
-            await workflow.wait_condition(
-                lambda seen=seen: self._latest_revision > seen or self._cancel is not None
-            )
+
+            def fixed(seen: int = seen) -> bool:
+                return self._latest_revision > seen or self._cancel is not None
+
+            await workflow.wait_condition(fixed)
             self._checkpoint()
             self._note("deal.updated", f"revision {self._latest_revision}")
             await self._record_stage("quoting", None)
@@ -670,7 +435,7 @@ class DealClosureWorkflow:
         self._status.approval_required = not result.plan.is_empty
         self._status.approvals = [
             PlannedApprovalStatus(
-                step_id=f"{self._input.deal_id}.v{version}.s{stage.index}.{approval.role}",
+                step_id=approval_step_id(self._input.deal_id, version, stage.index, approval.role),
                 stage=stage.index,
                 mode=stage.mode,
                 role=approval.role,
@@ -740,193 +505,3 @@ class DealClosureWorkflow:
     @workflow.query
     def status(self) -> DealClosureStatus:
         return self._status
-
-    # --- helpers ---------------------------------------------------------------------------
-
-    def _checkpoint(self) -> None:
-        if self._cancel is not None and not self._finishing:
-            raise _Cancelled()
-
-    # --- park and retry --------------------------------------------------------------------
-
-    async def _activity(self, name: str, method, arg, *, heartbeat: bool = False):  # noqa: ANN001
-        """Run one activity; when it gives up, park until a retry, then run it again."""
-        return await self._step(name, lambda: self._run_activity(method, arg, heartbeat))
-
-    async def _run_activity(self, method, arg, heartbeat: bool):  # noqa: ANN001, ANN202
-        """The activity, cancelled when the closure is (a cancel never waits out a retry)."""
-        options = self._activity_options(heartbeat=heartbeat)
-        if self._finishing or self._won or not workflow.patched(CANCEL_INTERRUPTS_PATCH):
-            return await workflow.execute_activity_method(method, arg, **options)
-        handle = workflow.start_activity_method(method, arg, **options)
-        await workflow.wait_condition(lambda: handle.done() or self._cancellable())
-        if not handle.done():
-            handle.cancel()
-        try:
-            return await handle
-        except ActivityError:
-            if self._cancellable():
-                raise _Cancelled() from None
-            raise
-
-    async def _step(self, name: str, call):  # noqa: ANN001, ANN202 - a coroutine factory
-        """Await ``call()``; an activity or child that gave up parks the closure, then retries."""
-        while True:
-            try:
-                return await call()
-            except (ActivityError, ChildWorkflowError) as err:
-                if cancelled(err):
-                    raise
-                await self._park(name, err)
-
-    def _cancellable(self) -> bool:
-        return self._cancel is not None and not self._finishing and not self._won
-
-    async def _park(self, name: str, err: BaseException) -> None:
-        """Show needs_attention with the error; wait for a retry (or a cancel)."""
-        error_type, message = describe_failure(err)
-        failure = ParkedFailure(
-            step=name,
-            error_type=error_type,
-            message=message,
-            since=workflow.now(),
-            workflow_id=workflow.info().workflow_id,
-        )
-        resume = (self._status.stage, self._status.stage_reason)
-        reason = park_reason(failure)
-        if resume[0] == "closing":
-            reason = f"Closing failed: {reason}"
-        seen = self._retry  # before the park is visible: a retry sent while recording it counts
-        self._status.parked = failure
-        self._note("step.failed", reason)
-        await self._show_stage("needs_attention", reason)
-        await workflow.wait_condition(lambda: self._retry > seen or self._cancellable())
-        self._status.parked = None
-        self._checkpoint()
-        self._note("step.retried", f"{name}, requested by {self._retry_by}")
-        if resume[0] != "needs_attention":
-            await self._show_stage(*resume)
-
-    async def _await_child(self, handle, withdraw):  # noqa: ANN001, ANN202
-        """Wait for a child's result, showing its parks and forwarding retries and a cancel."""
-        withdrawn = False
-        shown: tuple[str, str | None] | None = None  # the stage to go back to after a park
-        # Retries counted from the moment a park became visible: one sent before it (from the
-        # UI, while nothing was parked) does not count; one sent while we record it does.
-        retry_mark = self._retry
-        counted_when_read = workflow.patched(CHILD_PARK_SEEN_PATCH)
-        seen_park = self._child_park_seq
-        if counted_when_read and self._child_park is not None:
-            # It parked before we began to wait (its signal came with its start): not yet shown.
-            seen_park -= 1
-        while True:
-            if not counted_when_read:
-                seen_park = self._child_park_seq
-            await workflow.wait_condition(
-                lambda seen_park=seen_park, withdrawn=withdrawn, mark=retry_mark: (
-                    handle.done()
-                    or (self._cancel is not None and not withdrawn)
-                    or self._child_park_seq != seen_park
-                    or (self._child_park is not None and self._retry != mark)
-                )
-            )
-            if handle.done():
-                break
-            if self._cancel is not None and not withdrawn:
-                withdrawn = True
-                await withdraw()
-                continue
-            park = self._child_park
-            if self._child_park_seq == seen_park:
-                # A retry while the child is parked; it resumes and tells us (no failure).
-                assert park is not None
-                retry_mark = self._retry
-                await workflow.get_external_workflow_handle(park.workflow_id).signal(
-                    "retry", self._retry_by
-                )
-                continue
-            # What we show is the park as of now: a signal handled while we record it (or while
-            # a later retry is forwarded) changes the count again and is shown next.
-            seen_park = self._child_park_seq
-            if park is not None and park.failure is not None:
-                if shown is None:
-                    shown = (self._status.stage, self._status.stage_reason)
-                retry_mark = self._retry
-                self._status.parked = park.failure
-                reason = park_reason(park.failure)
-                self._note("step.failed", reason)
-                await self._show_stage("needs_attention", reason)
-            elif shown is not None:
-                self._status.parked = None
-                self._note("step.retried", f"requested by {self._retry_by}")
-                await self._show_stage(*shown)
-                shown = None
-        self._status.parked = None
-        self._child_park = None
-        return await handle
-
-    async def _show_stage(self, stage: str, reason: str | None) -> None:
-        """Record a stage while parking or resuming: tried briefly, then shown anyway.
-
-        The failing step may be ``record_stage`` itself; the park must still be visible (the
-        query and the search attribute) and must not park again.
-        """
-        self._stage_seq += 1
-        try:
-            await workflow.execute_activity_method(
-                DealActivities.record_stage,
-                self._stage_input(stage, reason),
-                **self._activity_options(attempts=PARK_RECORD_ATTEMPTS),
-            )
-        except ActivityError as err:
-            self._note("stage.not_recorded", f"{stage}: {describe_failure(err)[1]}")
-        self._show(stage, reason)
-
-    def _note(self, event: str, detail: str | None = None) -> None:
-        self._status.timeline.append(TimelineEntry(at=workflow.now(), event=event, detail=detail))
-
-    async def _record_stage(self, stage: str, reason: str | None) -> None:
-        """Write the stage to the database and audit trail, then show it.
-
-        The query, the search attribute and the deal row change together, after the write: a
-        reader who sees a stage can rely on it being recorded.
-        """
-        self._stage_seq += 1
-        # One input (one idempotency key) however often a park makes us try it again.
-        record = self._stage_input(stage, reason)
-        await self._activity("record_stage", DealActivities.record_stage, record)
-        self._show(stage, reason)
-
-    def _stage_input(self, stage: str, reason: str | None) -> RecordStageInput:
-        return RecordStageInput(
-            deal_id=self._input.deal_id,
-            stage=stage,
-            reason=reason,
-            at=workflow.now(),
-            idempotency_key=f"{workflow.info().workflow_id}/{workflow.info().run_id}"
-            f"/stage/{self._stage_seq}",
-        )
-
-    def _show(self, stage: str, reason: str | None) -> None:
-        self._status.stage = stage
-        self._status.stage_reason = reason
-        self._note(f"stage.{stage}", reason)
-        workflow.upsert_search_attributes([SA_DEAL_STAGE.value_set(stage)])
-
-    def _activity_options(self, *, heartbeat: bool = False, attempts: int | None = None) -> dict:
-        timeout = timedelta(seconds=self._input.options.activity_timeout_seconds)
-        policy = self._input.options.retry.policy(non_retryable=NON_RETRYABLE)
-        if attempts is not None:
-            policy.maximum_attempts = attempts
-        options: dict = {
-            "start_to_close_timeout": timeout,
-            "heartbeat_timeout": worker_loss_timeout(timeout),
-            "retry_policy": policy,
-        }
-        if heartbeat:
-            # Rendering a large package takes a while, longer still when many deals render at
-            # once on one worker; the activity beats while each PDF renders (and the worker's
-            # pulse between), so the heartbeat timeout notices a dead worker in seconds and the
-            # overall bound can be generous (a package that is slow is not stuck).
-            options["start_to_close_timeout"] = timeout * 10
-        return options

@@ -27,27 +27,33 @@ the rep when nobody has opened the envelope; expiry, which voids it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.approvals import ApprovalActivities, NotifyInput
-    from activities.deals import DocumentRef
-    from activities.docusign import (
+    from activities.approvals import ApprovalActivities
+    from activities.signature import SignatureActivities
+    from domain.schedule import add_business_hours
+    from messages.approval import NotifyInput
+    from messages.signature import (
         RECIPIENT_RANK,
+        ConnectEvent,
         EnvelopeState,
+        OfflineSignature,
+        RecipientView,
         ResendInput,
         SendEnvelopeInput,
-        SignatureActivities,
-        SignerRef,
+        SignatureInput,
+        SignatureStatus,
+        SignatureWithdrawal,
         StoreSignedInput,
         VoidInput,
     )
-    from domain.schedule import add_business_hours
     from workflows.parking import (
         ChildPark,
         ParkedFailure,
@@ -72,69 +78,6 @@ HINT_DURING_READ_PATCH = "signature-hint-during-read"
 
 
 _INTERRUPTED = object()  # what _act returns when a withdrawal or offline signature ended a park
-
-
-class SignatureTiming(BaseModel):
-    poll_seconds: float = 900.0
-    reminder_business_days: int = 2
-    reminder_seconds: float | None = None  # overrides business days (tests, demos)
-    not_opened_alert_seconds: float = 48 * 3600.0
-    expire_seconds: float = 30 * 86400.0
-    activity_timeout_seconds: float = 30.0
-
-
-class SignatureInput(BaseModel):
-    deal_id: str
-    deal_name: str
-    quote_version: int
-    owner_email: str
-    documents: list[DocumentRef]
-    signers: list[SignerRef]
-    timing: SignatureTiming = SignatureTiming()
-    retry: RetryBudget = RetryBudget()
-
-
-class ConnectEvent(BaseModel):
-    key: str  # dedupe key computed by the API from the message
-    event: str
-    envelope_id: str
-    recipient_email: str | None = None
-
-
-class OfflineSignature(BaseModel):
-    document: DocumentRef
-    by: str
-
-
-class SignatureWithdrawal(BaseModel):
-    by: str
-    reason: str
-
-
-class RecipientView(BaseModel):
-    recipient_id: str
-    email: str
-    name: str
-    routing_order: int
-    status: str
-    at: datetime | None = None
-    declined_reason: str | None = None
-
-
-class SignatureStatus(BaseModel):
-    provider: str = "docusign"
-    envelope_id: str | None = None
-    status: str = "creating"  # creating, sent, delivered, completed, declined, voided, expired
-    method: str | None = None  # docusign, wet
-    recipients: list[RecipientView] = []
-    declined_reason: str | None = None
-    documents: list[DocumentRef] = []
-    reminders_sent: int = 0
-    events_received: int = 0
-    duplicates_dropped: int = 0
-    polls: int = 0
-    reads: int = 0  # envelope re-reads (hints, polls, timers)
-    parked: ParkedFailure | None = None
 
 
 @workflow.defn(name="SignatureTracking")
@@ -192,13 +135,16 @@ class SignatureWorkflow:
             # wakes us at once (another re-read) instead of waiting for the next poll.
             seen = self._hints_read if workflow.patched(HINT_DURING_READ_PATCH) else self._hints
             try:
-                await workflow.wait_condition(
-                    lambda seen=seen: (
+
+                def woken(seen: int = seen) -> bool:
+                    return (
                         self._hints != seen
                         or self._offline is not None
                         or self._withdrawal is not None
-                    ),
-                    timeout=max(wake - now, timedelta(milliseconds=1)),
+                    )
+
+                await workflow.wait_condition(
+                    woken, timeout=max(wake - now, timedelta(milliseconds=1))
                 )
             except TimeoutError:
                 self._status.polls += 1
@@ -339,7 +285,7 @@ class SignatureWorkflow:
             "resend_envelope",
             SignatureActivities.resend_envelope,
             ResendInput(
-                envelope_id=self._status.envelope_id,
+                envelope_id=self._envelope_id(),
                 recipient_ids=ids,
                 deal_id=self._input.deal_id,
             ),
@@ -348,13 +294,15 @@ class SignatureWorkflow:
         if sent is not _INTERRUPTED:
             self._status.reminders_sent += 1
 
+    def _envelope_id(self) -> str:
+        assert self._status.envelope_id is not None  # read or reminded only once it exists
+        return self._status.envelope_id
+
     async def _void(self, reason: str) -> None:
         await self._act(
             "void_envelope",
             SignatureActivities.void_envelope,
-            VoidInput(
-                envelope_id=self._status.envelope_id, reason=reason, deal_id=self._input.deal_id
-            ),
+            VoidInput(envelope_id=self._envelope_id(), reason=reason, deal_id=self._input.deal_id),
         )
 
     async def _notify(self, key: str, text: str) -> None:
@@ -371,7 +319,14 @@ class SignatureWorkflow:
 
     # --- park and retry --------------------------------------------------------------------
 
-    async def _act(self, name: str, method, arg, *, interruptible: bool = False):  # noqa: ANN001, ANN202
+    async def _act(
+        self,
+        name: str,
+        method: Callable[[Any, Any], Awaitable[Any]],
+        arg: Any,
+        *,
+        interruptible: bool = False,
+    ) -> Any:
         """Run an activity; when it gives up, park until ``retry``, then run it again.
 
         ``interruptible``: a withdrawal or an offline signature ends the park without a retry
@@ -394,12 +349,13 @@ class SignatureWorkflow:
                 seen = self._retry  # before the park is visible: a retry from then on counts
                 self._status.parked = failure
                 await self._tell_parent(failure)
-                await workflow.wait_condition(
-                    lambda seen=seen: (
-                        self._retry > seen
-                        or (interruptible and (self._withdrawal or self._offline) is not None)
+
+                def resumed(seen: int = seen) -> bool:
+                    return self._retry > seen or (
+                        interruptible and (self._withdrawal or self._offline) is not None
                     )
-                )
+
+                await workflow.wait_condition(resumed)
                 self._status.parked = None
                 await self._tell_parent(None)
                 if self._retry == seen:
@@ -419,7 +375,7 @@ class SignatureWorkflow:
             return start + timedelta(seconds=t.reminder_seconds)
         return add_business_hours(start, 8 * t.reminder_business_days, "UTC")
 
-    def _options(self) -> dict:
+    def _options(self) -> dict[str, Any]:
         timeout = timedelta(seconds=self._input.timing.activity_timeout_seconds)
         return {
             "start_to_close_timeout": timeout,

@@ -23,6 +23,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import approval as approval_chain
 from api.access import deal_or_404, owns_or_operates
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, require_role
 from api.errors import ApiError
@@ -36,9 +37,8 @@ from db.org import get_person
 from dealflow import limits
 from dealflow.links import InvalidToken, parse_token
 from dealflow.settings import Settings
-from domain.approval_models import ApprovalStep
 from domain.money import plain_decimal, quantize
-from workflows.approval_chain import ApprovalChainWorkflow, DecisionRequest, Reassignment
+from messages.approval import ApprovalStep, DecisionRequest, Reassignment
 
 log = logging.getLogger("dealflow.api.approvals")
 router = APIRouter(tags=["approvals"])
@@ -84,10 +84,10 @@ async def decide(
     row = await approvals_db.get_step(session, step_id=step_id)
     if row is None:
         raise ApiError(404, "not_found", f"Approval step {step_id} does not exist.")
-    handle = temporal.get_workflow_handle_for(ApprovalChainWorkflow.run, row.workflow_id)
     try:
-        return await handle.execute_update(
-            ApprovalChainWorkflow.decide,
+        return await approval_chain.decide(
+            temporal,
+            row.workflow_id,
             DecisionRequest(
                 step_id=step_id,
                 actor_email=actor,
@@ -378,8 +378,9 @@ async def out_of_office(
     pending = await approvals_db.pending_steps_held_by(session, email=email)
     await session.commit()
     for workflow_id in sorted({w for _, w in pending}):
-        await temporal.get_workflow_handle(workflow_id).signal(
-            ApprovalChainWorkflow.reassign,
+        await approval_chain.reassign(
+            temporal,
+            workflow_id,
             Reassignment(
                 approver_email=email,
                 delegate_email=delegate.email,

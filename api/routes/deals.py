@@ -42,11 +42,8 @@ from db import handoff as handoff_db
 from db.audit import append_audit
 from db.models import Deal
 from dealflow.ids import deal_closure_workflow_id
-from workflows.deal_closure import (
-    CancelRequest,
-    DealClosureWorkflow,
-    DealUpdated,
-)
+from messages.closure import CancelRequest, DealUpdated
+from workflows.deal_closure import DealClosureWorkflow
 
 router = APIRouter(prefix="/v1/deals", tags=["deals"])
 

@@ -49,8 +49,8 @@ from db import deals as deals_db
 from db import handoff as handoff_db
 from db.audit import append_audit
 from db.org import get_person
+from messages.closure import CancelRequest, LostInfo
 from messages.handoff import CancelHandoff, Reassign
-from workflows.deal_closure import CancelRequest, LostInfo
 
 router = APIRouter(prefix="/v1/handoffs", tags=["handoffs"])
 lost_router = APIRouter(prefix="/v1/deals", tags=["deals"])

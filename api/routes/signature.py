@@ -13,16 +13,17 @@ from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import JSONResponse
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.docusign import KEY_FIELD, connect_event_key, store_document
+from activities.signature import store_document
+from api import signature
 from api.access import deal_or_404, require_deal_owner
-from api.closure import closure_status
+from api.closure import closure_status, signal_offline_signed, signal_retry_closing
 from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
 from db.audit import append_audit
 from dealflow import limits
-from dealflow.ids import deal_closure_workflow_id, signature_workflow_id
-from workflows.deal_closure import DealClosureWorkflow
-from workflows.signature import ConnectEvent, OfflineSignature, SignatureWorkflow
+from dealflow.ids import connect_event_key
+from integrations.docusign import KEY_FIELD
+from messages.signature import ConnectEvent, OfflineSignature
 
 log = logging.getLogger("dealflow.api.signature")
 router = APIRouter(tags=["signature"])
@@ -87,10 +88,11 @@ async def docusign_connect(
     deal_id, _, version = key.rpartition(".v")
     if not (version.isascii() and version.isdigit() and len(version) <= 9):
         return JSONResponse({"received": True, "matched": False})
-    handle = temporal.get_workflow_handle(signature_workflow_id(deal_id, int(version)))
     try:
-        await handle.signal(
-            SignatureWorkflow.connect_event,
+        await signature.connect_event(
+            temporal,
+            deal_id,
+            int(version),
             ConnectEvent(
                 key=connect_event_key(payload),
                 event=str(payload.get("event")),
@@ -143,9 +145,7 @@ async def offline_signature(
         reason=f"Wet-signed copy uploaded by {person.email}",
         actor=person.email,
     )
-    await temporal.get_workflow_handle(deal_closure_workflow_id(deal.id)).signal(
-        DealClosureWorkflow.offline_signed, OfflineSignature(document=ref, by=person.email)
-    )
+    await signal_offline_signed(temporal, deal.id, OfflineSignature(document=ref, by=person.email))
     return {"document": ref.model_dump(), "status": "accepted"}
 
 
@@ -169,9 +169,7 @@ async def retry_closing(
     )
     await session.commit()
     try:
-        await temporal.get_workflow_handle(deal_closure_workflow_id(deal.id)).signal(
-            DealClosureWorkflow.retry_closing, person.email
-        )
+        await signal_retry_closing(temporal, deal.id, person.email)
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise

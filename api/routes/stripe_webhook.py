@@ -21,19 +21,19 @@ import stripe
 from fastapi import APIRouter, Request
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.closure import signal_invoice_paid
 from api.deps import SessionDep, SettingsDep, TemporalDep
 from api.errors import ApiError
 from api.unavailable import TemporalUnavailable
 from db import closing as closing_db
 from dealflow.ids import deal_closure_workflow_id
 from domain.billing import from_minor_units
-from domain.closing_models import InvoicePaid
+from messages.closure import InvoicePaid
 
 log = logging.getLogger("dealflow.api")
 
 router = APIRouter(tags=["stripe webhooks"])
 
-INVOICE_PAID_SIGNAL = "invoice_paid"
 # Room for a timestamp and several v1/v0 signatures (one per active secret while rotating).
 MAX_SIGNATURE_HEADER = 2048
 
@@ -90,7 +90,7 @@ async def stripe_webhook(
     )
     workflow_id = deal_closure_workflow_id(deal_id)
     try:
-        await temporal.get_workflow_handle(workflow_id).signal(INVOICE_PAID_SIGNAL, paid)
+        await signal_invoice_paid(temporal, deal_id, paid)
     except RPCError as err:
         if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
             # The closure has finished: nothing waits for this payment any more.

@@ -12,7 +12,7 @@ from temporalio.client import Client
 from api.closure import start_closure
 from db import deals as deals_db
 from db.models import Person
-from dealflow.ids import approval_chain_workflow_id, deal_closure_workflow_id
+from dealflow.ids import approval_chain_workflow_id, approval_step_id, deal_closure_workflow_id
 from dealflow.links import make_token
 from dealflow.settings import Settings
 from domain.schedule import add_business_hours
@@ -53,7 +53,7 @@ BIG_DEAL = {
 
 
 def step(deal_id: str, stage: int, role: str, version: int = 1) -> str:
-    return f"{deal_id}.v{version}.s{stage}.{role}"
+    return approval_step_id(deal_id, version, stage, role)
 
 
 async def _approvals(http, deal_id, headers) -> dict[str, dict]:

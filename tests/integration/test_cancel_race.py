@@ -20,11 +20,12 @@ from db.models import ApprovalRequest
 from dealflow.heartbeat import PulseInterceptor
 from dealflow.holds import HoldPoints
 from dealflow.ids import approval_chain_workflow_id, deal_closure_workflow_id
+from messages.approval import Withdrawal
 from tests.utils.deals import OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import failure_points
 from tests.utils.polling import eventually, hold_reached
 from worker import WORKFLOWS, build_activities
-from workflows.approval_chain import ApprovalChainWorkflow, Withdrawal
+from workflows.approval_chain import ApprovalChainWorkflow
 
 
 async def _attempted(client: Client, workflow_id: str, activity: str) -> bool:

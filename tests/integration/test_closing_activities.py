@@ -24,8 +24,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.closing import STRIPE_REJECTED, ClosingActivities, build_stripe_client
-from activities.crm import HubSpotCrm
+from activities.closing import STRIPE_REJECTED, ClosingActivities
 from db import deals as deals_db
 from db.closing_models import ClosingStep, Commission, RevenueScheduleRow
 from dealflow.faults import CrashPoints
@@ -34,10 +33,12 @@ from dealflow.settings import Settings
 from dealflow.stack import free_port
 from dealflow.temporal import DATA_CONVERTER
 from domain.billing import load_commission_policy
-from domain.closing_models import ClosingInput, InvoicePaid, SignedDocumentRef
 from domain.money import quantize
 from domain.pricing import price_quote
 from domain.tax import load_tax_table
+from integrations.crm import HubSpotCrm
+from integrations.stripe import build_stripe_client
+from messages.closure import ClosingInput, InvoicePaid, SignedDocumentRef
 from tests.utils.deals import REP, create_deal
 
 

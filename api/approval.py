@@ -1,0 +1,20 @@
+"""The API's side of the approval chain workflow: the decision update and the reassignment."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+
+from messages.approval import ApprovalStep, DecisionRequest, Reassignment
+from workflows.approval_chain import ApprovalChainWorkflow
+
+
+async def decide(client: Client, workflow_id: str, request: DecisionRequest) -> ApprovalStep:
+    """The ``decide`` update on the chain that holds the step; its validator's refusals raise
+    ``WorkflowUpdateFailedError`` (the route maps them to 403/404/409/422)."""
+    handle = client.get_workflow_handle_for(ApprovalChainWorkflow.run, workflow_id)
+    return await handle.execute_update(ApprovalChainWorkflow.decide, request)
+
+
+async def reassign(client: Client, workflow_id: str, change: Reassignment) -> None:
+    """Tell a chain that an approver is out of office: their pending steps go to the delegate."""
+    await client.get_workflow_handle(workflow_id).signal(ApprovalChainWorkflow.reassign, change)
