@@ -37,7 +37,7 @@ from db.engine import make_engine, make_sessionmaker, sqlalchemy_url
 from dealflow.faults import CrashPoints, FailurePoints
 from dealflow.heartbeat import PulseInterceptor
 from dealflow.logging import configure_logging
-from dealflow.rendering import DocumentRenderer
+from dealflow.render_pool import RenderPool
 from dealflow.settings import Settings
 from dealflow.temporal import connect
 from domain.campaign_email import EmailLayout
@@ -164,10 +164,12 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
     )
     # One mailer (SMTP auth, STARTTLS and CA from the settings) for every message we send.
     mailer = Mailer.from_settings(settings)
+    renderer = RenderPool(settings.templates_dir, settings.render_processes)
+    renderer.start()  # fonts loaded before the first deal needs a document
     deals = DealActivities(
         settings=settings,
         sessions=sessions,
-        renderer=DocumentRenderer(settings.templates_dir),
+        renderer=renderer,
         crash_points=crash_points,
     )
     slack = Slack.from_settings(settings)  # one client (and one user-id cache) for the worker

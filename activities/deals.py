@@ -10,28 +10,28 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db import deals as deals_db
 from db.audit import append_audit
-from db.models import Document, QuoteVersion
 from db.org import OrgDirectory
 from dealflow.faults import CrashPoints
 from dealflow.holds import HoldPoints
 from dealflow.ids import document_id
-from dealflow.rendering import DocumentRenderer, contract_context
+from dealflow.render_pool import RenderPool
+from dealflow.rendering import contract_context
 from dealflow.settings import Settings
 from domain.approval_inputs import inputs_sha256
 from domain.approval_policy import known_currencies, load_policy, plan_approvals
 from domain.documents import select_documents
-from domain.models import DealTerms, Quote
+from domain.models import DealTerms, DocumentChoice, Quote
 from domain.pricing import price_quote, verify_quote
 from domain.tax import load_tax_table
 from domain.validation import validate_deal
@@ -78,7 +78,7 @@ class DealActivities:
         *,
         settings: Settings,
         sessions: async_sessionmaker,
-        renderer: DocumentRenderer,
+        renderer: RenderPool,
         crash_points: CrashPoints,
     ) -> None:
         self._settings = settings
@@ -135,7 +135,8 @@ class DealActivities:
                     non_retryable=True,
                 )
             digest = terms_sha256(input.terms)
-            stmt = insert(QuoteVersion).values(
+            await deals_db.insert_quote_version(
+                session,
                 deal_id=input.deal_id,
                 version=input.version,
                 deal_revision=input.revision,
@@ -149,23 +150,18 @@ class DealActivities:
                 total=quote.total,
                 tax_table_version=table.version,
             )
-            await session.execute(stmt.on_conflict_do_nothing())
         self._crash.checkpoint("price_quote.after_store")
         return PricedQuote(
             version=input.version, quote=quote, terms_sha256=digest, tax_table_version=table.version
         )
 
-    async def _render(self, deal_id: str, template: str, context, title: str, created):  # noqa: ANN001
-        rendered = await asyncio.to_thread(
-            self._renderer.render, template, context, title=title, created=created
-        )
-        # Tests: a render that lasts as long as the test holds it (longer than the heartbeat).
-        await self._holds.wait("render_documents", deal_id)
-        return rendered
-
     @activity.defn
     async def render_documents(self, input: RenderDocumentsInput) -> RenderDocumentsResult:
-        """Render the contract package of a quote version to HTML and PDF and store each once."""
+        """Render the contract package of a quote version to HTML and PDF and store each once.
+
+        The documents render side by side in the worker's renderer processes (RenderPool); one
+        already stored (a retry after a crash) is not rendered again.
+        """
         self._crash.failures.check("render_documents", input.deal_id)
         async with self._sessions() as session:
             qv = await deals_db.get_quote_version(
@@ -196,58 +192,72 @@ class DealActivities:
             generated_at=created,
             choices=choices,
         )
-        refs: list[DocumentRef] = []
-        for i, choice in enumerate(choices):
-            activity.heartbeat(f"{i}/{len(choices)} {choice.kind}")
-            doc_id = document_id(input.deal_id, choice.kind, input.version)
-            row = existing.get(choice.kind)
-            if row is None:
-                title = f"{choice.kind.replace('_', ' ').title()} — {terms.account.name}"
-                # WeasyPrint is CPU-bound and synchronous: keep it off the worker's event loop,
-                # and heartbeat while it runs (one PDF may take longer than the heartbeat
-                # timeout when many render at once on one worker; without a beat it would time
-                # out and start over, forever).
-                rendered = await _beating(
-                    f"{i}/{len(choices)} {choice.kind} rendering",
-                    self._render(input.deal_id, choice.template, context, title, created),
-                )
-                rel = Path(input.deal_id) / f"v{input.version}"
-                pdf_ref, html_ref = rel / f"{choice.kind}.pdf", rel / f"{choice.kind}.html"
-                _write_atomically(self._settings.document_dir / pdf_ref, rendered.pdf)
-                _write_atomically(
-                    self._settings.document_dir / html_ref, rendered.html.encode("utf-8")
-                )
-                async with self._sessions.begin() as session:
-                    stmt = insert(Document).values(
-                        id=doc_id,
-                        deal_id=input.deal_id,
-                        kind=choice.kind,
-                        version=input.version,
-                        template=choice.template,
-                        reason=choice.reason,
-                        content_type="application/pdf",
-                        sha256=rendered.pdf_sha256,
-                        size_bytes=len(rendered.pdf),
-                        storage_ref=str(pdf_ref),
-                        html_sha256=rendered.html_sha256,
-                        html_storage_ref=str(html_ref),
-                    )
-                    await session.execute(stmt.on_conflict_do_nothing())
-                sha = rendered.pdf_sha256
-            else:
-                sha = row.sha256
-            refs.append(
-                DocumentRef(
-                    id=doc_id,
-                    kind=choice.kind,
-                    version=input.version,
-                    sha256=sha,
-                    template=choice.template,
-                    reason=choice.reason,
-                )
+        missing = [c for c in choices if c.kind not in existing]
+        # Heartbeat while the renders run: a PDF may take longer than the heartbeat timeout when
+        # many deals render at once; without a beat the attempt would time out and start over.
+        stored = {
+            c.kind: asyncio.ensure_future(
+                self._render_and_store(input, c, context, terms.account.name, created)
             )
+            for c in missing
+        }
+        try:
+            await _beating(
+                f"rendering {', '.join(stored)}" if stored else "stored",
+                asyncio.gather(*stored.values()),
+            )
+        finally:
+            for task in stored.values():  # one failed (its error is the activity's): stop the rest
+                task.cancel()
+        refs = tuple(
+            DocumentRef(
+                id=document_id(input.deal_id, c.kind, input.version),
+                kind=c.kind,
+                version=input.version,
+                sha256=stored[c.kind].result() if c.kind in stored else existing[c.kind].sha256,
+                template=c.template,
+                reason=c.reason,
+            )
+            for c in choices
+        )
         self._crash.checkpoint("render_documents.after_store")
-        return RenderDocumentsResult(documents=tuple(refs))
+        return RenderDocumentsResult(documents=refs)
+
+    async def _render_and_store(
+        self,
+        input: RenderDocumentsInput,
+        choice: DocumentChoice,
+        context: Mapping[str, Any],
+        customer: str,
+        created: datetime,
+    ) -> str:
+        """Render one document, write its files, record its row (once); its PDF's sha256."""
+        title = f"{choice.kind.replace('_', ' ').title()} — {customer}"
+        rendered = await self._renderer.render(
+            choice.template, context, title=title, created=created
+        )
+        # Tests: a render that lasts as long as the test holds it (longer than the heartbeat).
+        await self._holds.wait("render_documents", input.deal_id)
+        rel = Path(input.deal_id) / f"v{input.version}"
+        pdf_ref, html_ref = rel / f"{choice.kind}.pdf", rel / f"{choice.kind}.html"
+        _write_atomically(self._settings.document_dir / pdf_ref, rendered.pdf)
+        _write_atomically(self._settings.document_dir / html_ref, rendered.html.encode("utf-8"))
+        async with self._sessions.begin() as session:
+            await deals_db.insert_document(
+                session,
+                id=document_id(input.deal_id, choice.kind, input.version),
+                deal_id=input.deal_id,
+                kind=choice.kind,
+                version=input.version,
+                template=choice.template,
+                reason=choice.reason,
+                sha256=rendered.pdf_sha256,
+                size_bytes=len(rendered.pdf),
+                storage_ref=str(pdf_ref),
+                html_sha256=rendered.html_sha256,
+                html_storage_ref=str(html_ref),
+            )
+        return rendered.pdf_sha256
 
     @activity.defn
     async def plan_approvals(self, input: PlanApprovalsInput) -> PlanApprovalsResult:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import CustomTerm, Deal, Document, LineItem, QuoteVersion, Signer
@@ -183,3 +184,14 @@ async def list_documents(
 async def get_document(session: AsyncSession, *, document_id: str) -> Document | None:
     """One document by id."""
     return await session.get(Document, document_id)
+
+
+async def insert_document(session: AsyncSession, **values: Any) -> None:
+    """Record a rendered document once: a retried render finds the row and leaves it."""
+    stmt = insert(Document).values(content_type="application/pdf", **values)
+    await session.execute(stmt.on_conflict_do_nothing())
+
+
+async def insert_quote_version(session: AsyncSession, **values: Any) -> None:
+    """Store a priced quote version once: a retried pricing finds the row and leaves it."""
+    await session.execute(insert(QuoteVersion).values(**values).on_conflict_do_nothing())

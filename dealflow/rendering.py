@@ -3,8 +3,9 @@
 Why it is shaped like this:
 
 - One :class:`DocumentRenderer` per process keeps one Jinja ``Environment`` (templates are
-  compiled once and cached) and pays WeasyPrint's Pango/fontconfig start-up once; call
-  :meth:`DocumentRenderer.warm_up` at worker start so the first real deal does not pay it.
+  compiled once and cached) and pays WeasyPrint's Pango/fontconfig start-up once
+  (:meth:`DocumentRenderer.warm_up`, before the first real deal). The worker keeps one in each
+  of its renderer processes (``dealflow/render_pool.py``), off its own event loop.
 - The PDF is byte-for-byte deterministic for the same HTML, title and ``created`` time: the
   document is stored with its sha256, the signature envelope and the audit trail refer to that
   hash, and a retried activity must produce the very same file rather than a "new" contract.

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     commission_policy_path: Path = CONFIG_DIR / "commission.toml"
     onboarding_config_path: Path = CONFIG_DIR / "onboarding.toml"  # the handoff's plans
     templates_dir: Path = PROJECT_ROOT / "templates"
+    # Renderer processes per worker (dealflow/render_pool.py): a deal's documents render side
+    # by side, off the worker's event loop. About 100 MB each; one per core is plenty.
+    render_processes: int = Field(default=2, ge=1, le=16)
 
     # Who we are, as printed on contracts.
     seller_name: str = "dealflow Inc."
