@@ -36,10 +36,10 @@ from messages.closure import (
     DealClosureStatus,
     InvoicePaid,
 )
+from messages.parking import RetryBudget
 from messages.signature import OfflineSignature, SignatureStatus, SignatureTiming
 from workflows.approval_chain import ApprovalChainWorkflow
 from workflows.deal_closure import DealClosureWorkflow
-from workflows.parking import RetryBudget
 from workflows.signature import SignatureWorkflow
 
 # A query needs a worker to answer; when none does in this time, GET falls back to the database.

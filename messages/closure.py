@@ -17,11 +17,11 @@ from pydantic import BaseModel
 
 from domain.models import ApprovalPlan, DealTerms, Problem, Quote
 from messages.approval import ApprovalStep, PlannedRequest
-from messages.signature import DocumentRef, SignatureStatus, SignatureTiming
 
 # Parking models are part of what the workflows exchange (status, options); they live with the
 # park-and-retry logic, pure and passed through the sandbox.
-from workflows.parking import ParkedFailure, RetryBudget
+from messages.parking import ParkedFailure, RetryBudget
+from messages.signature import DocumentRef, SignatureStatus, SignatureTiming
 
 
 class LoadDealInput(BaseModel):

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workflows.parking import ParkedFailure, RetryBudget
+from messages.parking import ParkedFailure, RetryBudget
 
 # Error types no retry can fix (the workflow parks at once on them).
 DEAL_NOT_FOUND = "HandoffDealNotFound"

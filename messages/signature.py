@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 # Parking models are part of what the workflows exchange (status, options); they live with the
 # park-and-retry logic, pure and passed through the sandbox.
-from workflows.parking import ParkedFailure, RetryBudget
+from messages.parking import ParkedFailure, RetryBudget
 
 
 class DocumentRef(BaseModel):

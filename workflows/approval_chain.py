@@ -56,10 +56,8 @@ with workflow.unsafe.imports_passed_through():
         StageSpec,
         Withdrawal,
     )
+    from messages.parking import ParkedFailure
     from workflows.approval_steps import ApprovalSteps
-    from workflows.parking import (
-        ParkedFailure,
-    )
 
 OWNER_MAY_NOT_DECIDE = "OwnerMayNotDecide"
 

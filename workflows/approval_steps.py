@@ -35,14 +35,8 @@ with workflow.unsafe.imports_passed_through():
         Withdrawal,
         WithdrawInput,
     )
-    from workflows.parking import (
-        ChildPark,
-        ParkedFailure,
-        RetryBudget,
-        cancelled,
-        describe_failure,
-        worker_loss_timeout,
-    )
+    from messages.parking import ChildPark, ParkedFailure, RetryBudget
+    from workflows.parking import cancelled, describe_failure, worker_loss_timeout
 
 # Messaging and DB writes: quick retries ride out a blip; Slack's rate limits (HTTP 429) are
 # retried by slack_sdk itself. The budget (RetryBudget: 10 attempts over about 5 minutes) then

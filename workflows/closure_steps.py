@@ -32,15 +32,8 @@ with workflow.unsafe.imports_passed_through():
         RecordStageInput,
         TimelineEntry,
     )
-    from workflows.parking import (
-        ChildPark,
-        ParkedFailure,
-        RetryBudget,
-        cancelled,
-        describe_failure,
-        park_reason,
-        worker_loss_timeout,
-    )
+    from messages.parking import ChildPark, ParkedFailure, RetryBudget
+    from workflows.parking import cancelled, describe_failure, park_reason, worker_loss_timeout
 
 # Closures recorded before this let a running activity (retrying, say) finish before a cancel
 # took effect; new ones cancel the activity at once.

@@ -76,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         QuoteSummary,
         RenderDocumentsInput,
     )
+    from messages.parking import ChildPark
     from messages.signature import (
         OfflineSignature,
         SignatureInput,
@@ -86,9 +87,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.approval_chain import ApprovalChainWorkflow
     from workflows.closing import ClosingStage
     from workflows.closure_steps import ClosureCancelled
-    from workflows.parking import (
-        ChildPark,
-    )
     from workflows.signature import SignatureWorkflow
 
 # Where cancel (and lost) is refused. "declined" is not here: the closure waits there for the

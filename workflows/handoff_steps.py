@@ -29,13 +29,8 @@ with workflow.unsafe.imports_passed_through():
         MirrorInput,
         TimelineEntry,
     )
-    from workflows.parking import (
-        ParkedFailure,
-        cancelled,
-        describe_failure,
-        park_reason,
-        worker_loss_timeout,
-    )
+    from messages.parking import ParkedFailure
+    from workflows.parking import cancelled, describe_failure, park_reason, worker_loss_timeout
 
 # Handoffs recorded before park-and-retry failed after RETRY's 50 attempts; new ones spend the
 # timing's RetryBudget, then park in needs_attention until a ``retry`` (workflows/parking.py).

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.signature import SignatureActivities
     from domain.schedule import add_business_hours
     from messages.approval import NotifyInput
+    from messages.parking import ChildPark, ParkedFailure, RetryBudget
     from messages.signature import (
         RECIPIENT_RANK,
         ConnectEvent,
@@ -54,14 +55,7 @@ with workflow.unsafe.imports_passed_through():
         StoreSignedInput,
         VoidInput,
     )
-    from workflows.parking import (
-        ChildPark,
-        ParkedFailure,
-        RetryBudget,
-        cancelled,
-        describe_failure,
-        worker_loss_timeout,
-    )
+    from workflows.parking import cancelled, describe_failure, worker_loss_timeout
 
 # DocuSign calls: retried patiently (their API has rate limits and brief outages), at twice the
 # closure's intervals: with the default budget 2 s doubling to 2 min, 10 attempts over about 8

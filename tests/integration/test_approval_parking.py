@@ -18,12 +18,12 @@ from db import deals as deals_db
 from db.models import Person
 from dealflow.ids import approval_chain_workflow_id, deal_closure_workflow_id
 from messages.approval import DecisionRequest
+from messages.parking import RetryBudget
 from tests.utils.approvals import click, eventually, slack_messages, slack_request_for
 from tests.utils.deals import CFO, FINANCE, OPS, REP, create_deal, record_history, wait_for_stage
 from tests.utils.parking import failure_points, retry, search_attribute_stage, wait_parked
 from workflows.approval_chain import ApprovalChainWorkflow
 from workflows.deal_closure import DealClosureWorkflow
-from workflows.parking import RetryBudget
 
 CONTROLLER = "tom.becker@dealflow.example"  # the Finance Director's backup
 

@@ -7,9 +7,9 @@ from temporalio.client import Client
 
 from dealflow.faults import FailurePoints
 from dealflow.settings import Settings
+from messages.parking import RetryBudget
 from tests.utils.deals import wait_for_stage
 from tests.utils.polling import eventually
-from workflows.parking import RetryBudget
 
 # A budget spent in well under a second: the transient-failure test reaches its park fast.
 SHORT_BUDGET = RetryBudget(
