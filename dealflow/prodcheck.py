@@ -46,6 +46,7 @@ import httpx
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.service import RPCError
 
+from dealflow.ids import deal_closure_workflow_id
 from dealflow.prodstack import ProdStack, StackError, prod_stack
 from dealflow.settings import SANDBOX_FILE
 from dealflow.stack import Child
@@ -369,8 +370,8 @@ async def phase_product(stack: ProdStack, apis: Apis, fig: Figures) -> dict[str,
 
     # Visibility, as ops query it (SQL visibility is updated asynchronously: wait for it).
     queries = {
-        'DealStage = "needs_attention"': {f"deal-closure/{invalid}"},
-        "DealAmount >= 100000": {f"deal-closure/{large}"},
+        'DealStage = "needs_attention"': {deal_closure_workflow_id(invalid)},
+        "DealAmount >= 100000": {deal_closure_workflow_id(large)},
     }
     for query, expected in queries.items():
 
@@ -415,7 +416,7 @@ async def activity_started_on(stack: ProdStack, worker: Child | None, deal_ids: 
 
     async def probe() -> str | None:
         for deal_id in deal_ids:
-            handle = stack.client.get_workflow_handle(f"deal-closure/{deal_id}")
+            handle = stack.client.get_workflow_handle(deal_closure_workflow_id(deal_id))
             try:
                 desc = await handle.describe()
             except RPCError:
@@ -423,7 +424,7 @@ async def activity_started_on(stack: ProdStack, worker: Child | None, deal_ids: 
             for act in desc.raw_description.pending_activities:
                 started = act.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
                 if started and act.last_worker_identity.startswith(identity):
-                    return f"{act.activity_type.name} of deal-closure/{deal_id}"
+                    return f"{act.activity_type.name} of {deal_closure_workflow_id(deal_id)}"
         return None
 
     return await until("an activity running on worker 0", probe, stack)
