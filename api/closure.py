@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import timedelta
 
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.updates import result_within
 from api.workflow_start import start_or_find
 from db.models import Deal
 from db.org import OrgDirectory
@@ -203,16 +201,7 @@ async def cancel_closure(
     update = await handle.start_update(
         DealClosureWorkflow.cancel, request, wait_for_stage=WorkflowUpdateStage.ACCEPTED
     )
-    # Not asyncio.wait_for: the SDK turns the poll's cancellation into an "RPC timed out"
-    # error, which would read as Temporal being unreachable (503) rather than our own bound.
-    poll = asyncio.ensure_future(update.result())
-    done, _ = await asyncio.wait({poll}, timeout=answer_within)
-    if poll in done:
-        return poll.result()
-    poll.cancel()
-    with contextlib.suppress(asyncio.CancelledError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        await poll
-    return None
+    return await result_within(update, answer_within)
 
 
 async def signal_offline_signed(client: Client, deal_id: str, signature: OfflineSignature) -> None:
