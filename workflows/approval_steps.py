@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawInput,
     )
     from messages.parking import ChildPark, ParkedFailure, RetryBudget
-    from workflows.parking import cancelled, describe_failure, worker_loss_timeout
+    from workflows.parking import cancelled, parked_failure, worker_loss_timeout
 
 # Messaging and DB writes: quick retries ride out a blip; Slack's rate limits (HTTP 429) are
 # retried by slack_sdk itself. The budget (RetryBudget: 10 attempts over about 5 minutes) then
@@ -123,14 +123,7 @@ class ApprovalSteps:
             except ActivityError as err:
                 if cancelled(err):
                     raise
-                error_type, message = describe_failure(err)
-                failure = ParkedFailure(
-                    step=name,
-                    error_type=error_type,
-                    message=message,
-                    since=workflow.now(),
-                    workflow_id=workflow.info().workflow_id,
-                )
+                failure = parked_failure(name, err)
                 if not await self._park(failure, interrupt):
                     return None
 

@@ -32,8 +32,14 @@ with workflow.unsafe.imports_passed_through():
         RecordStageInput,
         TimelineEntry,
     )
-    from messages.parking import ChildPark, ParkedFailure, RetryBudget
-    from workflows.parking import cancelled, describe_failure, park_reason, worker_loss_timeout
+    from messages.parking import ChildPark, RetryBudget
+    from workflows.parking import (
+        cancelled,
+        describe_failure,
+        park_reason,
+        parked_failure,
+        worker_loss_timeout,
+    )
 
 # Closures recorded before this let a running activity (retrying, say) finish before a cancel
 # took effect; new ones cancel the activity at once.
@@ -133,14 +139,7 @@ class ClosureSteps:
 
     async def _park(self, name: str, err: BaseException) -> None:
         """Show needs_attention with the error; wait for a retry (or a cancel)."""
-        error_type, message = describe_failure(err)
-        failure = ParkedFailure(
-            step=name,
-            error_type=error_type,
-            message=message,
-            since=workflow.now(),
-            workflow_id=workflow.info().workflow_id,
-        )
+        failure = parked_failure(name, err)
         resume = (self._status.stage, self._status.stage_reason)
         reason = park_reason(failure)
         if resume[0] == "closing":

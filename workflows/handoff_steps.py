@@ -29,8 +29,13 @@ with workflow.unsafe.imports_passed_through():
         MirrorInput,
         TimelineEntry,
     )
-    from messages.parking import ParkedFailure
-    from workflows.parking import cancelled, describe_failure, park_reason, worker_loss_timeout
+    from workflows.parking import (
+        cancelled,
+        describe_failure,
+        park_reason,
+        parked_failure,
+        worker_loss_timeout,
+    )
 
 # Handoffs recorded before park-and-retry failed after RETRY's 50 attempts; new ones spend the
 # timing's RetryBudget, then park in needs_attention until a ``retry`` (workflows/parking.py).
@@ -203,14 +208,7 @@ class HandoffSteps:
     async def _park(self, step: str, err: BaseException) -> None:
         """Show needs_attention with the error; wait for a retry (or a cancel)."""
         s = self._s
-        error_type, message = describe_failure(err)
-        failure = ParkedFailure(
-            step=step,
-            error_type=error_type,
-            message=message,
-            since=workflow.now(),
-            workflow_id=workflow.info().workflow_id,
-        )
+        failure = parked_failure(step, err)
         resume = (s.status, s.status_reason)
         reason = park_reason(failure)
         seen = self._retry  # before the park is visible: a retry sent while recording it counts

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from temporalio import workflow
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -55,6 +56,18 @@ def describe_failure(err: BaseException) -> tuple[str | None, str]:
     if isinstance(cause, (ActivityError, ChildWorkflowError)):
         return type(cause).__name__, str(cause)
     return type(cause).__name__, str(cause) or type(cause).__name__
+
+
+def parked_failure(step: str, err: BaseException) -> ParkedFailure:
+    """What this workflow shows when ``step`` gave up with ``err`` (call it in the workflow)."""
+    error_type, message = describe_failure(err)
+    return ParkedFailure(
+        step=step,
+        error_type=error_type,
+        message=message,
+        since=workflow.now(),
+        workflow_id=workflow.info().workflow_id,
+    )
 
 
 def park_reason(failure: ParkedFailure) -> str:

@@ -55,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
         StoreSignedInput,
         VoidInput,
     )
-    from workflows.parking import cancelled, describe_failure, worker_loss_timeout
+    from workflows.parking import cancelled, parked_failure, worker_loss_timeout
 
 # DocuSign calls: retried patiently (their API has rate limits and brief outages), at twice the
 # closure's intervals: with the default budget 2 s doubling to 2 min, 10 attempts over about 8
@@ -332,14 +332,7 @@ class SignatureWorkflow:
             except ActivityError as err:
                 if cancelled(err):
                     raise
-                error_type, message = describe_failure(err)
-                failure = ParkedFailure(
-                    step=name,
-                    error_type=error_type,
-                    message=message,
-                    since=workflow.now(),
-                    workflow_id=workflow.info().workflow_id,
-                )
+                failure = parked_failure(name, err)
                 seen = self._retry  # before the park is visible: a retry from then on counts
                 self._status.parked = failure
                 await self._tell_parent(failure)
