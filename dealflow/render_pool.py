@@ -230,4 +230,8 @@ if __name__ == "__main__":
     # Our stdout is the answer pipe: anything a library prints goes to stderr instead.
     answer_pipe = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    _serve(sys.argv[1], sys.stdin.buffer, answer_pipe)
+    try:
+        _serve(sys.argv[1], sys.stdin.buffer, answer_pipe)
+    except BrokenPipeError:
+        pass  # the worker went away while we answered (killed): nobody is left to tell
+    os._exit(0)  # no flush at exit into a pipe whose reader may be gone
