@@ -31,6 +31,8 @@ def start_worker(
         DEALFLOW_TASK_QUEUE=task_queue,
         DEALFLOW_CRASH_AT=crash_at,
         DEALFLOW_LOG_LEVEL="WARNING",
+        # One renderer: a cold worker of a crash test reaches its crash point sooner on 2 cores.
+        DEALFLOW_RENDER_PROCESSES="1",
         **extra_env,
     )
     if not settings.docusign_ca_cert:
