@@ -76,7 +76,11 @@ async def test_a_render_cancelled_mid_way_does_not_answer_the_next_one() -> None
         first = asyncio.ensure_future(
             pool.render("contracts/msa.html.j2", context, title="MSA", created=CREATED)
         )
-        await asyncio.sleep(0)  # the request is on its way to the renderer
+
+        async def busy() -> bool:  # the render holds the only renderer: its request is out
+            return not pool.pids()
+
+        await eventually(busy, timeout=10, what="the first render to take the renderer")
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
@@ -100,8 +104,7 @@ async def test_renderers_exit_when_the_worker_that_started_them_is_killed(tmp_pa
             await pool.warm_up()
             pids = pool.pids()
             pathlib.Path({str(pids_file)!r}).write_text(" ".join(map(str, pids)))
-            while True:
-                await asyncio.sleep(60)
+            await asyncio.Event().wait()  # until killed
 
         asyncio.run(main())
         """
