@@ -69,6 +69,11 @@ WORKFLOWS: Sequence[type] = (
 )
 
 
+# How long a starting worker waits for its renderer processes before it polls anyway (a renderer
+# is up in ~1.5 s on the 2-core machine, several times that under load; one that fails to start
+# is retried by the first render).
+RENDERERS_READY_SECONDS = 60.0
+
 # Modules the workflow sandbox shares with the worker instead of importing them afresh for every
 # workflow instance. Each is deterministic and side-effect free on import, does no I/O the
 # workflows call, and holds no mutable global state a workflow reads: our message types and pure
@@ -156,7 +161,9 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
+def build_activities(
+    settings: Settings, sessions: async_sessionmaker, renderer: RenderPool | None = None
+) -> list:
     crash_points = CrashPoints(
         settings.crash_at,
         settings.state_dir,
@@ -164,8 +171,9 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
     )
     # One mailer (SMTP auth, STARTTLS and CA from the settings) for every message we send.
     mailer = Mailer.from_settings(settings)
-    renderer = RenderPool(settings.templates_dir, settings.render_processes)
-    renderer.start()  # fonts loaded before the first deal needs a document
+    if renderer is None:
+        renderer = RenderPool(settings.templates_dir, settings.render_processes)
+        renderer.start()  # fonts loaded before the first deal needs a document
     deals = DealActivities(
         settings=settings,
         sessions=sessions,
@@ -275,13 +283,18 @@ def build_activities(settings: Settings, sessions: async_sessionmaker) -> list:
     ]
 
 
-def build_worker(client: Client, settings: Settings, sessions: async_sessionmaker) -> Worker:
+def build_worker(
+    client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker,
+    renderer: RenderPool | None = None,
+) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
         workflow_runner=workflow_runner(),
-        activities=build_activities(settings, sessions),
+        activities=build_activities(settings, sessions, renderer),
         # Every running activity heartbeats: a killed worker is noticed in seconds.
         interceptors=[PulseInterceptor()],
         # Rendering runs in threads via asyncio.to_thread; this executor is for any sync activity.
@@ -293,8 +306,15 @@ async def main() -> None:
     configure_logging()
     settings = Settings()
     engine = make_engine(settings.require_database_url())
+    # The renderers start while we connect; the worker polls once they are up (or have failed,
+    # logged), so a fresh worker never takes a render it would do cold: a deploy or a restart
+    # does not slow the first deals down, and a worker that dies young (killed, redeployed)
+    # has not spent its short life starting renderers with a render waiting on them.
+    renderer = RenderPool(settings.templates_dir, settings.render_processes)
+    renderer.start()
     client = await connect(settings)
-    worker = build_worker(client, settings, make_sessionmaker(engine))
+    worker = build_worker(client, settings, make_sessionmaker(engine), renderer)
+    await renderer.ready(timeout=RENDERERS_READY_SECONDS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -303,6 +323,7 @@ async def main() -> None:
     async with worker:
         await stop.wait()
         log.info("worker shutting down")
+    await renderer.close()
     await engine.dispose()
 
 

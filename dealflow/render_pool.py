@@ -25,6 +25,9 @@ Failure shapes:
   it comes back and is raised in the worker unchanged.
 - A renderer that dies (out of memory, a crash in a C library) fails that render with
   :class:`RendererLost`, a retryable error; the next render starts a fresh renderer.
+- A renderer that does not start fails the render that started it with :class:`RendererLost`,
+  and wakes the renders waiting for a renderer: one of them starts the next, so none waits on a
+  renderer that will not come (until the activity's own timeout).
 - A render cancelled mid-way (the activity was) kills its renderer: its answer would otherwise
   be read as the answer to the next request.
 - A killed worker leaves no renderer behind: a renderer exits when its stdin closes.
@@ -38,6 +41,7 @@ import logging
 import os
 import pickle
 import sys
+from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -72,13 +76,13 @@ class _Renderer:
         self.proc = proc
 
     @classmethod
-    async def start(cls, templates_dir: Path) -> _Renderer:
+    async def start(cls, templates_dir: Path, python: str) -> _Renderer:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH")) if p
         )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
+            python,
             "-m",
             "dealflow.render_pool",
             str(templates_dir),
@@ -89,6 +93,9 @@ class _Renderer:
         renderer = cls(proc)
         try:
             ready = await asyncio.wait_for(renderer._read(), _START_TIMEOUT_SECONDS)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError) as exc:
+            renderer.kill()
+            raise RendererLost(f"a renderer process did not start: {exc!r}") from exc
         except BaseException:
             renderer.kill()
             raise
@@ -118,15 +125,25 @@ class _Renderer:
 
 
 class RenderPool:
-    """Renders documents in up to ``processes`` warm renderer processes. One per worker."""
+    """Renders documents in up to ``processes`` warm renderer processes. One per worker.
 
-    def __init__(self, templates_dir: Path, processes: int) -> None:
+    A render takes an idle renderer, or starts one if fewer than ``processes`` are alive, or
+    waits until either is true again: a renderer coming back, or one lost or failing to start
+    (so a render never waits on a renderer that will not come). Taking one is synchronous
+    after the wait, so a render cancelled while it waits takes nothing with it.
+    """
+
+    def __init__(
+        self, templates_dir: Path, processes: int, *, python: str = sys.executable
+    ) -> None:
         if processes < 1:
             raise ValueError("a render pool needs at least one process")
         self.templates_dir = templates_dir
         self.processes = processes
-        self._idle: asyncio.Queue[_Renderer] = asyncio.Queue()
+        self.python = python  # the interpreter a renderer runs in (tests: one that fails)
+        self._idle: deque[_Renderer] = deque()
         self._alive = 0  # renderers started (idle, busy or starting) and not lost
+        self._changed = asyncio.Event()  # set whenever a renderer comes back or is lost
         self._starting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -139,30 +156,48 @@ class RenderPool:
         if self._starting is None:
             self._starting = asyncio.ensure_future(self.warm_up())
 
+    async def ready(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) until the renderers started by :meth:`start` are
+        up. A renderer that did not start is logged, not raised: the first render tries again."""
+        if self._starting is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._starting), timeout)
+
     async def warm_up(self) -> None:
         """Start renderers until ``processes`` are up, each with its fonts loaded."""
         missing = self.processes - self._alive
         self._alive += missing
         started = await asyncio.gather(
-            *(_Renderer.start(self.templates_dir) for _ in range(missing)),
+            *(_Renderer.start(self.templates_dir, self.python) for _ in range(missing)),
             return_exceptions=True,
         )
         for renderer in started:
             if isinstance(renderer, _Renderer):
-                self._idle.put_nowait(renderer)
+                self._put(renderer)
             else:
                 self._alive -= 1
+                self._changed.set()
                 log.warning("a renderer process did not start: %r", renderer)
 
     async def _take(self) -> _Renderer:
-        if self._idle.empty() and self._alive < self.processes:
-            self._alive += 1
-            try:
-                return await _Renderer.start(self.templates_dir)
-            except BaseException:
-                self._alive -= 1
-                raise
-        return await self._idle.get()
+        while True:
+            if self._idle:
+                return self._idle.popleft()
+            if self._alive < self.processes:
+                self._alive += 1
+                try:
+                    return await _Renderer.start(self.templates_dir, self.python)
+                except BaseException:
+                    self._alive -= 1
+                    self._changed.set()
+                    raise
+            # No await between the checks above and this clear: no change can be missed.
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _put(self, renderer: _Renderer) -> None:
+        self._idle.append(renderer)
+        self._changed.set()
 
     async def render(
         self, template: str, context: Mapping[str, Any], *, title: str, created: datetime
@@ -176,24 +211,29 @@ class RenderPool:
             raise RendererLost(f"a renderer process died while rendering {template}") from exc
         except BaseException as exc:
             if isinstance(exc, Exception) and renderer.proc.returncode is None:
-                self._idle.put_nowait(renderer)  # the render's own error: the renderer is fine
+                self._put(renderer)  # the render's own error: the renderer is fine
             else:
                 self._lose(renderer)  # cancelled mid-call: its answer is still on the pipe
             raise
-        self._idle.put_nowait(renderer)
+        self._put(renderer)
         return document
 
     def _lose(self, renderer: _Renderer) -> None:
         renderer.kill()
         self._alive -= 1
+        self._changed.set()
 
     def pids(self) -> list[int]:
         """The idle renderers' process ids (tests)."""
-        return [r.proc.pid for r in list(self._idle._queue)]  # type: ignore[attr-defined]  # noqa: SLF001
+        return [r.proc.pid for r in self._idle]
 
     async def close(self) -> None:
-        while not self._idle.empty():
-            renderer = self._idle.get_nowait()
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._starting
+        while self._idle:
+            renderer = self._idle.popleft()
             renderer.kill()
             await renderer.proc.wait()
         self._alive = 0

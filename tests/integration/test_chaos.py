@@ -176,6 +176,7 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
             wanted = {f"{deal_id}.v1.s0.{role}" for role in roles}
 
             async def delivered() -> list[str] | None:
+                await not_stopped(deal_id)
                 seen = {_step_of(m.get("blocks") or []) for m in await slack.get()}
                 mails = [m.get("text") or "" for m in await inbox.get()]
                 seen |= {sid for sid in wanted if any(sid in text for text in mails)}
@@ -205,6 +206,7 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
 
         async def envelope_of(deal_id: str) -> dict:
             async def sent() -> dict | None:
+                await not_stopped(deal_id)
                 key = f"{deal_id}.v1"
                 found = [e for e in await envelopes.get() if _key_of(e) == key]
                 return found[0] if found else None
@@ -224,11 +226,15 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
         # replay every deal just to answer it.)
         mirror = Snapshot(stages, every=1.0)
 
+        async def not_stopped(deal_id: str) -> str | None:
+            """The deal's stage; fails at once, naming it, if the deal stopped (parked, say)."""
+            stage = (await mirror.get()).get(deal_id)
+            assert stage not in DEAD_ENDS, f"{deal_id} stopped at {stage}"
+            return stage
+
         async def closed_won(deal_id: str) -> dict:
             async def won() -> bool:
-                stage = (await mirror.get()).get(deal_id)
-                assert stage not in DEAD_ENDS, f"{deal_id} stopped at {stage}"
-                return stage in WON
+                return await not_stopped(deal_id) in WON
 
             async def shown() -> dict | None:  # the row is written before the workflow shows it
                 resp = await rider.call("GET", f"/v1/deals/{deal_id}", headers=rep, accept=_ok(200))

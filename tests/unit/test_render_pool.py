@@ -68,6 +68,33 @@ async def test_a_renderer_that_dies_is_replaced_and_the_next_render_works() -> N
         await pool.close()
 
 
+async def test_a_render_waiting_on_renderers_that_fail_to_start_fails_instead_of_hanging() -> None:
+    # Every renderer exits at once (the interpreter is /bin/false). The render below is asked
+    # while the pool's warm-up is still starting them: it must hear of the failure and fail
+    # itself (retryable), not wait for a renderer that will never come back.
+    pool = RenderPool(TEMPLATES_DIR, processes=2, python="/bin/false")
+    pool.start()
+    try:
+        with pytest.raises(RendererLost, match="did not start"):
+            await asyncio.wait_for(
+                pool.render(ORDER_FORM, make_context(), title="Order Form", created=CREATED),
+                timeout=30,
+            )
+    finally:
+        await pool.close()
+
+
+async def test_ready_waits_for_the_renderers_started_in_the_background() -> None:
+    pool = RenderPool(TEMPLATES_DIR, processes=2)
+    pool.start()
+    try:
+        assert pool.pids() == []
+        await pool.ready(timeout=60)
+        assert len(pool.pids()) == 2
+    finally:
+        await pool.close()
+
+
 async def test_a_render_cancelled_mid_way_does_not_answer_the_next_one() -> None:
     pool = RenderPool(TEMPLATES_DIR, processes=1)
     await pool.warm_up()

@@ -218,7 +218,9 @@ class WorkerChaos:
 
     def _spawn(self) -> subprocess.Popen:
         self.spawns += 1
-        return start_worker(self.settings, self.settings.task_queue)
+        # The production default of two renderers: five deals render at once here, and a worker
+        # lives only seconds, so a second renderer halves the renders its kill interrupts.
+        return start_worker(self.settings, self.settings.task_queue, render_processes=2)
 
     async def _started(self, stop: asyncio.Event) -> subprocess.Popen | None:
         proc = self._spawn()

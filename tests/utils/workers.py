@@ -10,9 +10,17 @@ from dealflow.stack import WORKER_ARGV, SandboxAddresses, service_env
 
 
 def start_worker(
-    settings: Settings, task_queue: str, crash_at: str = "", **extra_env: str
+    settings: Settings,
+    task_queue: str,
+    crash_at: str = "",
+    *,
+    render_processes: int = 1,
+    **extra_env: str,
 ) -> subprocess.Popen:
-    """The environment is the launcher's (``dealflow/stack.py::service_env``), from ``settings``."""
+    """The environment is the launcher's (``dealflow/stack.py::service_env``), from ``settings``.
+
+    One renderer process by default: a cold crash-test worker is polling sooner on 2 cores with
+    the other test process busy; a test whose deals render side by side asks for more."""
     env = service_env(
         database_url=settings.require_database_url(),
         temporal_address=settings.temporal_address,
@@ -31,8 +39,7 @@ def start_worker(
         DEALFLOW_TASK_QUEUE=task_queue,
         DEALFLOW_CRASH_AT=crash_at,
         DEALFLOW_LOG_LEVEL="WARNING",
-        # One renderer: a cold worker of a crash test reaches its crash point sooner on 2 cores.
-        DEALFLOW_RENDER_PROCESSES="1",
+        DEALFLOW_RENDER_PROCESSES=str(render_processes),
         **extra_env,
     )
     if not settings.docusign_ca_cert:
