@@ -159,9 +159,11 @@ class ClosureSteps:
         self,
         handle: workflow.ChildWorkflowHandle[Any, T],
         withdraw: Callable[[], Awaitable[None]],
+        *,
+        withdrawn: bool = False,
     ) -> T:
-        """Wait for a child's result, showing its parks and forwarding retries and a cancel."""
-        withdrawn = False
+        """Wait for a child's result, showing its parks and forwarding retries and a cancel
+        (``withdrawn``: the cancel was forwarded already)."""
         shown: tuple[str, str | None] | None = None  # the stage to go back to after a park
         # Retries counted from the moment a park became visible: one sent before it (from the
         # UI, while nothing was parked) does not count; one sent while we record it does.

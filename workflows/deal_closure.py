@@ -98,6 +98,13 @@ TERMINAL_STAGES = frozenset({"closed_won", "handoff", "rejected", "cancelled", "
 APPROVAL_CHAIN_PATCH = "approval-chain-v1"
 # Likewise, closures recorded before signature tracking waited at awaiting_signature.
 SIGNATURE_PATCH = "signature-v1"
+# Closures recorded before this rendered the contract package before planning and asking for
+# approvals. New ones plan, start the approval chain (its requests go out), then render while
+# the approvers read: an approver is asked about the quote version and the inputs their role
+# reviews (their checksum), none of which the PDFs carry, so nothing they approve waits on a
+# render. The deal shows awaiting_approval once its documents are stored, and the envelope
+# still goes out only with them.
+RENDER_BESIDE_APPROVALS_PATCH = "render-beside-approvals"
 
 
 @workflow.defn(name="DealClosure")
@@ -119,6 +126,8 @@ class DealClosureWorkflow(ClosingStage):
         self._child_park_seq = 0
         self._finishing = False  # recording the cancellation: checkpoints no longer raise
         self._won = False  # closed_won reached: only the payment is watched; no cancel
+        # The quote version whose documents are still to render (RENDER_BESIDE_APPROVALS_PATCH).
+        self._render_pending: int | None = None
 
     # --- the process -----------------------------------------------------------------------
 
@@ -129,12 +138,17 @@ class DealClosureWorkflow(ClosingStage):
             loaded = await self._load_valid_deal()
             while True:
                 priced = await self._price(loaded)
-                await self._render(priced.version)
+                beside = workflow.patched(RENDER_BESIDE_APPROVALS_PATCH)
+                if beside:
+                    self._render_pending = priced.version
+                else:
+                    await self._render(priced.version)
                 plan = await self._plan_approvals(priced.version)
                 if not workflow.patched(APPROVAL_CHAIN_PATCH):
                     return await self._wait_at_approval_before_chain(plan)
                 if not plan.plan.is_empty:
-                    await self._record_stage("awaiting_approval", None)
+                    if not beside:  # shown by _collect_approvals once the documents are in
+                        await self._record_stage("awaiting_approval", None)
                     chain = await self._step(
                         "approval_chain",
                         partial(self._collect_approvals, loaded, priced, plan),
@@ -156,6 +170,7 @@ class DealClosureWorkflow(ClosingStage):
                         )
                         loaded = await self._wait_for_fix()
                         continue
+                await self._render_if_pending()  # no approval asked: render now
                 if plan.plan.is_empty and not self._status.approval_steps:
                     self._note("approval.not_required", "No approval rule applies to this quote")
                     await self._record_stage("awaiting_signature", "No approval needed")
@@ -351,6 +366,19 @@ class DealClosureWorkflow(ClosingStage):
                 Withdrawal(by=self._cancel.by, reason=self._cancel.reason or "deal cancelled"),
             )
 
+        if self._render_pending is not None:
+            # The requests are going out; the documents render meanwhile (parking here, with
+            # the chain running, if the render gives up). A cancel while they render withdraws
+            # the chain, as one while it waits does.
+            try:
+                await self._render_if_pending()
+            except ClosureCancelled:
+                await withdraw()
+                withdrawn = await self._await_child(handle, withdraw, withdrawn=True)
+                self._status.approval_chain_workflow_id = None
+                self._status.approval_steps = withdrawn.steps
+                raise
+            await self._record_stage("awaiting_approval", None)
         result = await self._await_child(handle, withdraw)
         self._status.approval_chain_workflow_id = None
         self._status.approval_steps = result.steps
@@ -408,6 +436,12 @@ class DealClosureWorkflow(ClosingStage):
         workflow.upsert_search_attributes([SA_DEAL_AMOUNT.value_set(float(q.total))])
         self._note("quote.priced", f"v{priced.version}: total {q.total} {q.currency}")
         return priced
+
+    async def _render_if_pending(self) -> None:
+        """Render the documents of the version priced last, if that is still to be done."""
+        if self._render_pending is not None:
+            await self._render(self._render_pending)
+            self._render_pending = None
 
     async def _render(self, version: int) -> None:
         self._checkpoint()
