@@ -321,6 +321,8 @@ class DealActivities:
     async def record_stage(self, input: RecordStageInput) -> None:
         """Mirror the stage onto the deal row and write it to the audit trail (once per key)."""
         self._crash.failures.check("record_stage", input.deal_id)
+        # Tests: a stage held while it is being recorded (a cancel arriving just then).
+        await self._holds.wait("record_stage", f"{input.deal_id}/{input.stage}")
         async with self._sessions.begin() as session:
             await deals_db.set_stage(session, deal_id=input.deal_id, stage=input.stage)
             await append_audit(

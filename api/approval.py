@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from messages.approval import ApprovalStep, DecisionRequest, Reassignment
 from workflows.approval_chain import ApprovalChainWorkflow
@@ -18,3 +19,14 @@ async def decide(client: Client, workflow_id: str, request: DecisionRequest) -> 
 async def reassign(client: Client, workflow_id: str, change: Reassignment) -> None:
     """Tell a chain that an approver is out of office: their pending steps go to the delegate."""
     await client.get_workflow_handle(workflow_id).signal(ApprovalChainWorkflow.reassign, change)
+
+
+async def is_running(client: Client, workflow_id: str) -> bool:
+    """Whether the chain still runs (a refused update then means it did not reach it)."""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return described.status == WorkflowExecutionStatus.RUNNING

@@ -368,17 +368,18 @@ class DealClosureWorkflow(ClosingStage):
 
         if self._render_pending is not None:
             # The requests are going out; the documents render meanwhile (parking here, with
-            # the chain running, if the render gives up). A cancel while they render withdraws
-            # the chain, as one while it waits does.
+            # the chain running, if the render gives up). A cancel seen before we wait on the
+            # chain (while they render, or as the stage is recorded) withdraws it, as one
+            # while we wait does.
             try:
                 await self._render_if_pending()
+                await self._record_stage("awaiting_approval", None)
             except ClosureCancelled:
                 await withdraw()
                 withdrawn = await self._await_child(handle, withdraw, withdrawn=True)
                 self._status.approval_chain_workflow_id = None
                 self._status.approval_steps = withdrawn.steps
                 raise
-            await self._record_stage("awaiting_approval", None)
         result = await self._await_child(handle, withdraw)
         self._status.approval_chain_workflow_id = None
         self._status.approval_steps = result.steps

@@ -29,6 +29,7 @@ from api.deps import CurrentPerson, SessionDep, SettingsDep, TemporalDep, requir
 from api.errors import ApiError
 from api.fields import BoundedText
 from api.pages import page_env
+from api.unavailable import TemporalUnavailable
 from db import approvals as approvals_db
 from db import deals as deals_db
 from db.audit import append_audit, deal_events, verify_chain
@@ -103,12 +104,18 @@ async def decide(
             raise ApiError(status, code, cause.message) from None
         raise
     except RPCError as err:
-        if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-            decided = f" (decided by {row.decided_by})" if row.decided_by else ""
-            raise ApiError(
-                409, "not_pending", f"This approval is no longer open: {row.status}{decided}."
-            ) from None
-        raise
+        if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise
+        if await approval_chain.is_running(temporal, row.workflow_id):
+            # The chain runs but never took this update: it was lost with a server restart
+            # (an update lives in the server's memory until the workflow accepts it), or came
+            # as the chain's worker went away. Nothing was decided: 503, send it again.
+            log.warning("decision on %s did not reach its running chain: %s", step_id, err.status)
+            raise TemporalUnavailable(f"the decision did not reach {row.workflow_id}") from None
+        decided = f" (decided by {row.decided_by})" if row.decided_by else ""
+        raise ApiError(
+            409, "not_pending", f"This approval is no longer open: {row.status}{decided}."
+        ) from None
 
 
 @router.post("/v1/approvals/{step_id}/decision", response_model=ApprovalStep)

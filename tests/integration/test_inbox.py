@@ -10,7 +10,7 @@ from db import deals as deals_db
 from db.models import Person
 from tests.utils.approvals import eventually
 from tests.utils.campaigns import unique
-from tests.utils.deals import CFO, FINANCE, LEGAL, OPS, REP, SALES_VP, create_deal
+from tests.utils.deals import CFO, FINANCE, LEGAL, OPS, REP, SALES_VP, create_deal, wait_for_stage
 
 SENIOR_COUNSEL = "luis.romero@dealflow.example"  # Legal's backup
 CEO = "elena.petrova@dealflow.example"
@@ -81,7 +81,9 @@ async def test_each_approver_sees_the_steps_they_hold_and_a_delegate_sees_the_de
         await item_in(http, auth(LEGAL), legal_step, may_decide_as="approver")
         for nobody in (REP, OPS, CFO):  # the owner, ops, a stage-1 approver not asked yet
             assert deal["id"] not in {i["deal_id"] for i in await inbox(http, auth(nobody))}
-        # The list shows the deal priced and waiting.
+        # The list shows the deal priced and waiting (once its documents are stored: the
+        # approvers are asked while they render).
+        await wait_for_stage(http, deal["id"], auth(REP), "awaiting_approval")
         listed = (
             await http.get(
                 "/v1/deals", params={"customer": "acme robotics inc."}, headers=auth(REP)

@@ -96,3 +96,28 @@ async def test_a_cancel_while_the_documents_render_withdraws_the_requests(
         temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"])),
         "deal_closure_cancelled_while_rendering",
     )
+
+
+async def test_a_cancel_as_the_documents_are_done_still_withdraws_the_requests(
+    http: httpx.AsyncClient, auth, settings
+):
+    # The race: the render has finished and awaiting_approval is being recorded (held there)
+    # when the cancel arrives, before the closure waits on the chain. The chain must still be
+    # withdrawn, not left to die with its closure.
+    deal = await create_deal(http, auth(REP))
+    holds = HoldPoints(settings.state_dir, enabled=True)
+    point = ("record_stage", f"{deal['id']}/awaiting_approval")
+    holds.arm(*point)
+    try:
+        await http.post(f"/v1/deals/{deal['id']}/ready-to-close", headers=auth(REP))
+        await slack_request_for(http, FINANCE, _step(deal["id"]))
+        await hold_reached(holds, *point)
+        resp = await http.post(f"/v1/deals/{deal['id']}/cancel", headers=auth(REP))
+        assert resp.status_code in (200, 202), resp.text
+        cancelled = await wait_for_stage(http, deal["id"], auth(REP), "cancelled")
+    finally:
+        holds.release(*point)
+    assert cancelled["documents"], cancelled  # rendered before the cancel
+    assert [a["status"] for a in cancelled["approvals"]] == ["withdrawn"], cancelled["approvals"]
+    stages = [t["event"] for t in cancelled["timeline"] if t["event"].startswith("stage.")]
+    assert "stage.awaiting_approval" not in stages, stages
