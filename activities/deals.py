@@ -193,6 +193,10 @@ class DealActivities:
             choices=choices,
         )
         missing = [c for c in choices if c.kind not in existing]
+        left = len(missing)
+        if input.at_most is not None:
+            missing = missing[: input.at_most]
+        left -= len(missing)
         # Heartbeat while the renders run: a PDF may take longer than the heartbeat timeout when
         # many deals render at once; without a beat the attempt would time out and start over.
         stored = {
@@ -219,9 +223,10 @@ class DealActivities:
                 reason=c.reason,
             )
             for c in choices
+            if c.kind in stored or c.kind in existing
         )
         self._crash.checkpoint("render_documents.after_store")
-        return RenderDocumentsResult(documents=refs)
+        return RenderDocumentsResult(documents=refs, remaining=left)
 
     async def _render_and_store(
         self,

@@ -175,7 +175,13 @@ class ApprovalsScenario(Scenario):
         )
 
     async def check_plan(self, deal_id: str) -> None:
+        """Untimed. The approvers are asked while the contract renders: the deal shows
+        awaiting_approval once its documents are stored, so wait for the render here."""
+        deadline = time.perf_counter() + self.cfg.run_timeout
         deal = await self.api.get_deal(deal_id, REP)
+        while deal["stage"] == "quoting" and time.perf_counter() < deadline:
+            await asyncio.sleep(self.cfg.poll_ms / 1000)
+            deal = await self.api.get_deal(deal_id, REP)
         plan = {(a["role"], a["stage"]): a["approver_email"] for a in deal["approvals"]}
         if plan != PLAN or deal["stage"] != "awaiting_approval":
             raise BenchError(

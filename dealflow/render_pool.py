@@ -59,6 +59,8 @@ _READY = b"ready"
 # the 2-core machine, several times that under load) is taken as broken.
 _START_TIMEOUT_SECONDS = 60.0
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# How much lower a renderer's CPU priority is than its worker's, once it is up (see _serve).
+RENDERER_NICENESS = 10
 
 
 class RendererLost(RuntimeError):
@@ -243,6 +245,13 @@ def _serve(templates_dir: str, requests: BinaryIO, answers: BinaryIO) -> None:
     """The renderer process: answer render requests until the worker closes our stdin."""
     renderer = DocumentRenderer(Path(templates_dir))
     renderer.warm_up()
+    # Rendering is background work: approvers are asked while it runs, and only the envelope
+    # waits for it. Once started (at the worker's priority: the worker waits for us before it
+    # polls), a renderer yields the CPU to the worker, the API and, on a small host, the
+    # Temporal server, so the workflow tasks and activities around it are not queued behind
+    # a PDF.
+    with contextlib.suppress(OSError):
+        os.nice(RENDERER_NICENESS)
     answers.write(_frame(_READY))
     answers.flush()
     while True:

@@ -53,10 +53,15 @@ class PricedQuote(BaseModel):
 class RenderDocumentsInput(BaseModel):
     deal_id: str
     version: int
+    # Render at most this many of the documents not stored yet (None: all of them). A closure
+    # renders a large package in a few short calls: each call that ends well has its own retry
+    # budget, and a worker lost mid-call loses at most one call's renders.
+    at_most: int | None = None
 
 
 class RenderDocumentsResult(BaseModel):
-    documents: tuple[DocumentRef, ...]
+    documents: tuple[DocumentRef, ...]  # those stored, in the package's order
+    remaining: int = 0  # documents still to render (a call with ``at_most``)
 
 
 class PlanApprovalsInput(BaseModel):

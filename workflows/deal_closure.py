@@ -105,6 +105,10 @@ SIGNATURE_PATCH = "signature-v1"
 # render. The deal shows awaiting_approval once its documents are stored, and the envelope
 # still goes out only with them.
 RENDER_BESIDE_APPROVALS_PATCH = "render-beside-approvals"
+# Those closures also render a large package in calls of this many documents (a worker's two
+# renderer processes take two side by side): a worker lost mid-package costs one short call,
+# not the whole package's retry budget.
+RENDER_AT_ONCE = 2
 
 
 @workflow.defn(name="DealClosure")
@@ -439,19 +443,23 @@ class DealClosureWorkflow(ClosingStage):
         return priced
 
     async def _render_if_pending(self) -> None:
-        """Render the documents of the version priced last, if that is still to be done."""
+        """Render the documents of the version priced last, if that is still to be done: a
+        few at a time (``RENDER_AT_ONCE``), each call a short activity with its own budget."""
         if self._render_pending is not None:
-            await self._render(self._render_pending)
+            await self._render(self._render_pending, at_most=RENDER_AT_ONCE)
             self._render_pending = None
 
-    async def _render(self, version: int) -> None:
-        self._checkpoint()
-        result = await self._activity(
-            "render_documents",
-            DealActivities.render_documents,
-            RenderDocumentsInput(deal_id=self._input.deal_id, version=version),
-            heartbeat=True,
-        )
+    async def _render(self, version: int, at_most: int | None = None) -> None:
+        while True:
+            self._checkpoint()
+            result = await self._activity(
+                "render_documents",
+                DealActivities.render_documents,
+                RenderDocumentsInput(deal_id=self._input.deal_id, version=version, at_most=at_most),
+                heartbeat=True,
+            )
+            if not result.remaining:
+                break
         self._status.documents = list(result.documents)
         for doc in result.documents:
             self._note("document.rendered", f"{doc.kind} v{doc.version}: {doc.reason}")
