@@ -59,8 +59,11 @@ _READY = b"ready"
 # the 2-core machine, several times that under load) is taken as broken.
 _START_TIMEOUT_SECONDS = 60.0
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# How much lower a renderer's CPU priority is than its worker's, once it is up (see _serve).
-RENDERER_NICENESS = 10
+# Renderers run at their worker's CPU priority. Tried and measured: 10 nice levels below it
+# asked the approvers sooner under load (stage-0 p99 4.5 -> 2.4 s in the approvals bench), but
+# on a saturated host a render then starves: in the chaos test (a worker killed every 3-6 s) an
+# order form's render outlived ten workers in a row and the deal parked. A render is on the way
+# to the envelope, so it must keep its share of the CPU.
 
 
 class RendererLost(RuntimeError):
@@ -245,13 +248,6 @@ def _serve(templates_dir: str, requests: BinaryIO, answers: BinaryIO) -> None:
     """The renderer process: answer render requests until the worker closes our stdin."""
     renderer = DocumentRenderer(Path(templates_dir))
     renderer.warm_up()
-    # Rendering is background work: approvers are asked while it runs, and only the envelope
-    # waits for it. Once started (at the worker's priority: the worker waits for us before it
-    # polls), a renderer yields the CPU to the worker, the API and, on a small host, the
-    # Temporal server, so the workflow tasks and activities around it are not queued behind
-    # a PDF.
-    with contextlib.suppress(OSError):
-        os.nice(RENDERER_NICENESS)
     answers.write(_frame(_READY))
     answers.flush()
     while True:

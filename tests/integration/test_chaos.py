@@ -227,9 +227,12 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
         mirror = Snapshot(stages, every=1.0)
 
         async def not_stopped(deal_id: str) -> str | None:
-            """The deal's stage; fails at once, naming it, if the deal stopped (parked, say)."""
+            """The deal's stage; fails at once, naming it and why, if the deal stopped (parked,
+            say)."""
             stage = (await mirror.get()).get(deal_id)
-            assert stage not in DEAD_ENDS, f"{deal_id} stopped at {stage}"
+            if stage in DEAD_ENDS:
+                resp = await rider.call("GET", f"/v1/deals/{deal_id}", headers=rep, accept=_ok(200))
+                raise AssertionError(f"{deal_id} stopped at {stage}: {resp.json()['stage_reason']}")
             return stage
 
         async def closed_won(deal_id: str) -> dict:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 import pytest_asyncio
 
-from dealflow.render_pool import RENDERER_NICENESS, RendererLost, RenderPool
+from dealflow.render_pool import RendererLost, RenderPool
 from dealflow.rendering import TEMPLATES_DIR, DocumentRenderer, RenderError
 from tests.unit.test_rendering import make_context
 from tests.utils.polling import eventually
@@ -46,12 +46,6 @@ async def test_documents_render_side_by_side_in_two_processes(pool: RenderPool) 
     )
     assert [d.template for d in docs] == [f"contracts/{k}.html.j2" for k in kinds]
     assert all(d.pdf.startswith(b"%PDF-") for d in docs)
-
-
-async def test_renderers_run_at_a_lower_cpu_priority_than_the_worker(pool: RenderPool) -> None:
-    ours = os.getpriority(os.PRIO_PROCESS, 0)
-    expected = min(ours + RENDERER_NICENESS, 19)
-    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pool.pids()] == [expected] * 2
 
 
 async def test_a_template_error_crosses_the_process_boundary(pool: RenderPool) -> None:
