@@ -370,21 +370,19 @@ class DealClosureWorkflow(ClosingStage):
                 Withdrawal(by=self._cancel.by, reason=self._cancel.reason or "deal cancelled"),
             )
 
+        withdrawn = False
         if self._render_pending is not None:
             # The requests are going out; the documents render meanwhile (parking here, with
             # the chain running, if the render gives up). A cancel seen before we wait on the
             # chain (while they render, or as the stage is recorded) withdraws it, as one
-            # while we wait does.
+            # while we wait does; the chain's "withdrawn" outcome then ends the closure.
             try:
                 await self._render_if_pending()
                 await self._record_stage("awaiting_approval", None)
             except ClosureCancelled:
                 await withdraw()
-                withdrawn = await self._await_child(handle, withdraw, withdrawn=True)
-                self._status.approval_chain_workflow_id = None
-                self._status.approval_steps = withdrawn.steps
-                raise
-        result = await self._await_child(handle, withdraw)
+                withdrawn = True
+        result = await self._await_child(handle, withdraw, withdrawn=withdrawn)
         self._status.approval_chain_workflow_id = None
         self._status.approval_steps = result.steps
         return result
