@@ -37,6 +37,7 @@ from tests.utils.chaos import (
     Snapshot,
     StripeRecorder,
     WorkerChaos,
+    attempts_needed,
     diagnose,
     serve,
 )
@@ -302,8 +303,21 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
                     seen.append(await diagnose(server.address, deal_closure_workflow_id(deal_id)))
                     for child in seen[-1].get("pending_children", []):
                         seen.append(await diagnose(server.address, child))
+            attempts = (
+                await attempts_needed(server.address, settings.task_queue)
+                if server.up.is_set()
+                else None
+            )
             _report(
-                capsys, began, chaos, server, rider, progress, failed=repr(err)[:300], stuck=seen
+                capsys,
+                began,
+                chaos,
+                server,
+                rider,
+                progress,
+                failed=repr(err)[:300],
+                stuck=seen,
+                attempts=attempts,
             )
             raise
         finally:
@@ -372,6 +386,7 @@ async def test_deals_close_won_through_worker_kills_and_a_server_restart_with_ea
             progress,
             closed_in=round(closed_in, 1),
             unconfirmed_requests=sum(len(c) for c in unconfirmed.values()),
+            attempts=await attempts_needed(server.address, settings.task_queue),
             duplicates={k: v for k, v in duplicates.items() if v},
         )
         for name, value in figures.items():

@@ -7,6 +7,7 @@ render runs, so it is never timed out and restarted from scratch.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from api.closure import start_closure
@@ -75,3 +76,72 @@ async def test_a_render_held_past_the_heartbeat_timeout_completes_in_one_attempt
         == "render_documents"
     ]
     assert render_attempts == [1]
+
+
+async def test_a_render_attempt_lost_with_its_worker_is_retried_one_document_at_a_time(
+    http, auth, temporal_client, settings, sessions
+):
+    """The worker dies while the package's first call renders: the retry renders one document
+    (each stored one stays stored) and returns, and the closure's next call renders the rest, with
+    a budget of its own. Under a worker that keeps dying, the smallest step is the one that ends."""
+    # 5,000 employees: an MSA beside the order form, a package of two.
+    deal = await create_deal(http, auth(REP), account={"employees": 5000})
+    queue = f"render-{uuid.uuid4().hex[:8]}"
+    short = settings.model_copy(
+        update={"task_queue": queue, "activity_timeout_seconds": TIMEOUT_SECONDS}
+    )
+    holds = HoldPoints(settings.state_dir, enabled=True)
+    holds.arm("render_documents", deal["id"])
+    worker = start_worker(settings, queue)
+    try:
+        async with sessions() as s:
+            await start_closure(
+                temporal_client, short, await deals_db.get_deal(s, deal_id=deal["id"])
+            )
+        handle = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"]))
+        await hold_reached(holds, "render_documents", deal["id"])  # rendered, nothing stored
+        worker.kill()  # SIGKILL, mid-render
+        worker.wait()
+        holds.arm("render_documents", deal["id"])  # hold the retry too, to see what it renders
+        worker = start_worker(settings, queue)
+        await hold_reached(holds, "render_documents", deal["id"])
+        pending = [
+            a
+            for a in (await handle.describe()).raw_description.pending_activities
+            if a.activity_type.name == "render_documents"
+        ]
+        assert [a.attempt for a in pending] == [2], pending
+        holds.release("render_documents", deal["id"])
+        live = await wait_for_stage(http, deal["id"], auth(REP), "awaiting_approval")
+    finally:
+        holds.release("render_documents", deal["id"])
+        stop(worker)
+    events = [e async for e in handle.fetch_history_events()]
+    scheduled = {
+        e.event_id
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "render_documents"
+    }
+    started = {
+        e.event_id: e.activity_task_started_event_attributes.attempt
+        for e in events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
+    }
+    calls = [  # (attempt, documents stored so far, documents remaining) per call, in order
+        (
+            started[e.activity_task_completed_event_attributes.started_event_id],
+            len(result["documents"]),
+            result["remaining"],
+        )
+        for e in events
+        if e.HasField("activity_task_completed_event_attributes")
+        and e.activity_task_completed_event_attributes.started_event_id in started
+        for result in [
+            json.loads(e.activity_task_completed_event_attributes.result.payloads[0].data)
+        ]
+    ]
+    assert [d["kind"] for d in live["documents"]] == ["order_form", "msa"]
+    # The retry stored one document and left one; the next call, a first attempt, the other.
+    assert calls == [(2, 1, 1), (1, 2, 0)], calls

@@ -468,3 +468,30 @@ async def diagnose(address: str, workflow_id: str) -> dict[str, Any]:
             for e in events[-12:]
         ],
     }
+
+
+async def attempts_needed(address: str, task_queue: str) -> dict[str, dict[str, int]]:
+    """Per activity type, over every workflow of the run: how many executions needed a retry and
+    the most attempts one needed. The margin to the retry budget (a kill that lands mid-activity
+    costs one attempt; past the budget the workflow parks), as the run's histories tell it."""
+    client = await Client.connect(address)
+    executions: Counter[str] = Counter()
+    retried: Counter[str] = Counter()
+    most: Counter[str] = Counter()
+    async for wf in client.list_workflows(f"TaskQueue = '{task_queue}'"):
+        kinds: dict[int, str] = {}  # scheduled event id -> activity type
+        handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
+        async for event in handle.fetch_history_events():
+            if event.HasField("activity_task_scheduled_event_attributes"):
+                scheduled = event.activity_task_scheduled_event_attributes
+                kinds[event.event_id] = scheduled.activity_type.name
+            elif event.HasField("activity_task_started_event_attributes"):
+                started = event.activity_task_started_event_attributes
+                kind = kinds.get(started.scheduled_event_id, "?")
+                executions[kind] += 1
+                retried[kind] += started.attempt > 1
+                most[kind] = max(most[kind], started.attempt)
+    return {
+        kind: {"executions": n, "retried": retried[kind], "most attempts": most[kind]}
+        for kind, n in sorted(executions.items())
+    }
