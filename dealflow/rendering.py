@@ -35,11 +35,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import jinja2
-from weasyprint import HTML, URLFetcher
-from weasyprint.urls import FatalURLFetchingError
 
 from domain.models import DealTerms, DocumentChoice, Quote, SignerIn, TermKind
 from domain.money import plain_decimal
@@ -206,30 +203,6 @@ def _long_date(value: datetime) -> str:
 # Renderer
 
 
-class _LocalOnlyFetcher(URLFetcher):
-    """Serves files under the templates folder and ``data:`` URLs; refuses everything else.
-
-    Built with ``fail_on_errors=True`` so a refused or missing resource aborts the render
-    (WeasyPrint would otherwise log a warning and print the contract without it).
-    """
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(
-            allowed_protocols={"file", "data"}, allow_redirects=False, fail_on_errors=True
-        )
-        self._root = root.resolve()
-
-    def fetch(self, url: str, headers: Mapping[str, str] | None = None) -> Any:
-        parts = urlsplit(url)
-        if parts.scheme == "file":
-            path = Path(unquote(parts.path)).resolve()
-            if not path.is_relative_to(self._root):
-                raise ValueError(f"refusing to read {url}: outside {self._root}")
-        elif parts.scheme != "data":
-            raise ValueError(f"refusing to fetch {url}: contracts render without network access")
-        return super().fetch(url, headers)
-
-
 class DocumentRenderer:
     """Renders contract templates to HTML and PDF. Build one per process and reuse it."""
 
@@ -238,7 +211,13 @@ class DocumentRenderer:
         os.environ.setdefault("SOURCE_DATE_EPOCH", _FONT_SOURCE_DATE_EPOCH)
         self.templates_dir = (templates_dir or TEMPLATES_DIR).resolve()
         self._base_url = self.templates_dir.as_uri() + "/"
-        self._fetcher = _LocalOnlyFetcher(self.templates_dir)
+        # WeasyPrint loads here, in the processes that render (about a second of CPU to import):
+        # the worker builds contexts and hands renders to its renderer processes, so it starts
+        # without it. See dealflow/pdf.py.
+        from dealflow import pdf
+
+        self._pdf = pdf
+        self._fetcher = pdf.LocalOnlyFetcher(self.templates_dir)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(self.templates_dir),
             undefined=jinja2.StrictUndefined,
@@ -273,20 +252,14 @@ class DocumentRenderer:
             raise ValueError("created must be timezone-aware")
         stamp = created.astimezone(UTC).replace(microsecond=0).isoformat()
         identifier = hashlib.sha256(f"{stamp}\n{title}\n{html}".encode()).hexdigest()[:32]
-        try:
-            document = HTML(
-                string=html,
-                base_url=self._base_url,
-                url_fetcher=self._fetcher,
-                media_type="print",
-            ).render()
-            document.metadata.title = title
-            document.metadata.created = stamp
-            document.metadata.modified = stamp
-            return document.write_pdf(pdf_identifier=identifier.encode("ascii"))
-        except FatalURLFetchingError as exc:
-            # A BaseException in WeasyPrint; turn it into an ordinary, reportable error.
-            raise RenderError(f"{title}: {exc} ({exc.__cause__})") from exc
+        return self._pdf.write_pdf(
+            html,
+            base_url=self._base_url,
+            fetcher=self._fetcher,
+            title=title,
+            stamp=stamp,
+            identifier=identifier,
+        )
 
     def render(
         self, template: str, context: Mapping[str, Any], *, title: str, created: datetime

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ import pytest_asyncio
 
 from dealflow.render_pool import RendererLost, RenderPool
 from dealflow.rendering import TEMPLATES_DIR, DocumentRenderer, RenderError
+from dealflow.settings import PROJECT_ROOT
 from tests.unit.test_rendering import make_context
 from tests.utils.polling import eventually
 
@@ -124,7 +126,8 @@ async def test_renderers_exit_when_the_worker_that_started_them_is_killed(tmp_pa
         f"""
         import asyncio, pathlib, time
         from dealflow.render_pool import RenderPool
-        from dealflow.rendering import TEMPLATES_DIR
+        from dealflow.paths import PROJECT_ROOT
+from dealflow.rendering import TEMPLATES_DIR
 
         async def main():
             pool = RenderPool(TEMPLATES_DIR, processes=2)
@@ -169,3 +172,13 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_worker_process_starts_without_weasyprint():
+    """Only renderer processes lay out PDFs: the worker (and what it imports to build contexts
+    and run activities) leaves WeasyPrint, about a second of CPU to import, to them."""
+    script = "import sys, worker; print(sorted(m for m in sys.modules if 'weasyprint' in m))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
