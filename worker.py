@@ -294,6 +294,7 @@ def build_worker(
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
         workflow_runner=workflow_runner(),
+        max_cached_workflows=settings.workflow_cache_size,  # memory: see Settings
         activities=build_activities(settings, sessions, renderer),
         # Every running activity heartbeats: a killed worker is noticed in seconds.
         interceptors=[PulseInterceptor()],

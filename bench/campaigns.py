@@ -46,6 +46,7 @@ from pathlib import Path
 import httpx
 from temporalio.client import Client
 
+from bench import memory
 from bench.common import machine, write_results
 from bench.stack import bench_stack
 from bench.stats import summarize
@@ -427,6 +428,35 @@ async def _replies(
     await http.post(f"/v1/campaigns/{campaign_id}/cancel", headers=headers)
 
 
+async def _memory(http: httpx.AsyncClient, stack, n: int) -> dict:
+    """Worker memory with N sequences waiting on their next step (bench/memory.py)."""
+    mem = memory.Memory(sequences=n)
+    pid = stack.pids["worker"]
+    mem.idle = memory.resident(pid)
+    say(f"==> memory: baseline, {n:,} NoopSequence workflows waiting on a timer")
+    await memory.baseline(stack.client, stack.task_queue, pid, mem)
+
+    async def create(count: int) -> str:
+        # The first email waits a test-mode day (an hour): every sequence records its schedule
+        # and sleeps, as a real campaign's contacts do between steps.
+        payload = _payload(
+            count,
+            [_step(0, wait_days=1), _step(1)],
+            uuid.uuid4().hex[:6],
+            test_mode={"wait_day_seconds": 3600, "reply_window_seconds": 0},
+        )
+        resp = await http.post("/v1/campaigns", json=payload, headers=_headers(), timeout=600)
+        resp.raise_for_status()
+        campaign_id = resp.json()["id"]
+        launched = await http.post(f"/v1/campaigns/{campaign_id}/launch", headers=_headers())
+        launched.raise_for_status()
+        return campaign_id
+
+    say(f"==> memory: a campaign of {n:,} contacts, until every sequence waits")
+    await memory.ours(http, stack.database_url, pid, mem, create, say)
+    return memory.report(mem, say)
+
+
 def _rate_per_hour(times: list[float]) -> tuple[float, float]:
     """(overall, steady) sends per hour from receipt times; steady = between 5 % and 95 %."""
     if len(times) < 2:
@@ -536,6 +566,8 @@ async def amain(args: argparse.Namespace) -> int:
         say(f"==> replies: {args.replies} contacts reply while their step 2 waits")
         await _replies(http, stack, run, args.replies, args.reply_concurrency, args.poll_ms)
         summary = report(run, args)
+        if args.waiting:
+            summary["memory"] = await _memory(http, stack, args.waiting)
         stack_info = {
             "database": stack.database,
             "logs": {k: str(v) for k, v in stack.logs.items()},
@@ -575,6 +607,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--reply-concurrency", type=int, default=4)
     p.add_argument("--noops", type=int, default=50, help="quiet no-op round trips (default 50)")
     p.add_argument("--poll-ms", type=float, default=10.0)
+    p.add_argument(
+        "--waiting",
+        type=int,
+        default=10_000,
+        help="memory: sequences left waiting on their next step, worker RSS then (0: skip)",
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument(
         "--profile-seconds",
@@ -585,6 +623,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.contacts, args.steps, args.replies, args.reply_concurrency, args.noops) < 1:
         p.error("every count must be at least 1")
+    if args.waiting < 0:
+        p.error("--waiting must not be negative")
     return args
 
 

@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     # Renderer processes per worker (dealflow/render_pool.py): a deal's documents render side
     # by side, off the worker's event loop. About 100 MB each; one per core is plenty.
     render_processes: int = Field(default=2, ge=1, le=16)
+    # Workflows the worker keeps in memory between their tasks (the SDK's sticky cache). A
+    # cached workflow's next task runs without replaying its history; an evicted one is replayed
+    # when it next wakes. Campaign sequences sleep for days between steps, so most need not stay
+    # cached: the cache, not the number of live workflows, bounds the worker's memory (bench:
+    # `make bench`, "memory", 10,000 waiting sequences). Sized for the deals and sequences that
+    # are busy at once on one worker, with room to spare.
+    workflow_cache_size: int = Field(default=1000, ge=0, le=100_000)
 
     # Who we are, as printed on contracts.
     seller_name: str = "dealflow Inc."
