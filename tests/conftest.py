@@ -28,6 +28,7 @@ from db.engine import make_engine, make_sessionmaker
 from dealflow.settings import SANDBOX_FILE, Settings
 from dealflow.stack import free_port, fresh_database, start_stripe_mock, temporal_dev_server
 from sandbox.server import run_sandbox
+from tests.utils.http import LIMITS
 from worker import build_worker
 
 # The tests run in the sandbox profile, set here explicitly (the default is production): every
@@ -161,11 +162,7 @@ async def api_url(
 
 @pytest.fixture
 async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    # uvicorn closes a keep-alive connection idle for 5 s; reusing one at that moment reads a
-    # closed socket (httpx.ReadError), e.g. after a test spent a while in the browser. Ours
-    # expire first.
-    limits = httpx.Limits(keepalive_expiry=2.0)
-    async with httpx.AsyncClient(base_url=api_url, timeout=30, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30, limits=LIMITS) as client:
         yield client
 
 

@@ -162,10 +162,11 @@ class DevServer:
 
 @dataclass
 class WorkerChaos:
-    """``python worker.py`` processes, the polling one SIGKILLed every 3-6 s (drawn at random)
-    until ``stop`` is set; the last one is then stopped gracefully. Each replacement is started
-    when the interval before the next kill begins, so it is importing while the current one
-    works; the queue is without a poller only from a kill until the replacement polls (``gaps``).
+    """``python worker.py`` processes, the polling one SIGKILLed every ``interval`` seconds (drawn
+    at random) until ``stop`` is set; the last one is then stopped gracefully. Each replacement
+    is started when the interval before the next kill begins, so it is importing while the
+    current one works; the queue is without a poller only from a kill until the replacement
+    polls (``gaps``).
 
     The kill interval is the chaos parameter: it is drawn from a seeded generator, so a failing
     run can be repeated with the same sequence of intervals.
@@ -173,7 +174,7 @@ class WorkerChaos:
 
     settings: Settings
     server: DevServer
-    interval: tuple[float, float] = (3.0, 6.0)
+    interval: tuple[float, float] = (5.0, 10.0)
     seed: int = 12
     kills: int = 0
     spawns: int = 0
