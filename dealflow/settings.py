@@ -13,6 +13,7 @@ Two profiles:
 
 from __future__ import annotations
 
+import os
 import tomllib
 from functools import cached_property
 from pathlib import Path
@@ -82,6 +83,26 @@ def load_sandbox_file(path: Path = SANDBOX_FILE) -> dict:
         return tomllib.load(fh)
 
 
+def default_render_processes() -> int:
+    """One renderer per core the process may run on, less one, and at least one.
+
+    WeasyPrint keeps a core busy for the whole of a render. With a renderer on every core, a few
+    deals rendering at once take the whole host and the orchestration waits behind them: the
+    worker's own event loop (workflow tasks, every other activity), and on a small host the
+    Temporal server and the API. Measured with `python -m bench` on the 2-core machine, two runs
+    of each in a row: every stage-0 approver asked, p99 4.1 s with two renderers and 2.4 s with
+    one (medians 2.8 and 2.0 s); Connect completed -> closed_won p99 4.5 and 3.9 s. The price:
+    on 2 cores a package renders its documents one after another (ready-to-close ->
+    awaiting_approval p99 4.0 -> 4.7 s), which no approver waits for, since they are asked while
+    the contract renders. The cores counted are those of the CPU affinity mask: in a container
+    with a CPU quota but no cpuset, set DEALFLOW_RENDER_PROCESSES to the quota less one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 2
+    return max(1, min(16, cores - 1))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEALFLOW_", extra="ignore", populate_by_name=True)
 
@@ -114,9 +135,10 @@ class Settings(BaseSettings):
     commission_policy_path: Path = CONFIG_DIR / "commission.toml"
     onboarding_config_path: Path = CONFIG_DIR / "onboarding.toml"  # the handoff's plans
     templates_dir: Path = PROJECT_ROOT / "templates"
-    # Renderer processes per worker (dealflow/render_pool.py): a deal's documents render side
-    # by side, off the worker's event loop. About 100 MB each; one per core is plenty.
-    render_processes: int = Field(default=2, ge=1, le=16)
+    # Renderer processes per worker (dealflow/render_pool.py): documents render side by side,
+    # off the worker's event loop. About 70 MB each. The default leaves one core to everything
+    # else (see default_render_processes).
+    render_processes: int = Field(default_factory=lambda: default_render_processes(), ge=1, le=16)
     # Workflows the worker keeps in memory between their tasks (the SDK's sticky cache). A
     # cached workflow's next task runs without replaying its history; an evicted one is replayed
     # when it next wakes. Campaign sequences sleep for days between steps, so most need not stay

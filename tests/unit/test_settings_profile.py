@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 
 import pytest
@@ -11,6 +12,7 @@ from dealflow.settings import (
     MIN_SECRET_LENGTH,
     SECRET_FIELDS,
     Settings,
+    default_render_processes,
     secret_strength_problem,
 )
 
@@ -93,3 +95,11 @@ def test_a_repeated_secret_is_refused_in_production(production_env):
 def test_the_sandbox_profile_is_only_used_when_asked(production_env):
     production_env.setenv("DEALFLOW_PROFILE", "sandbox")
     assert Settings().is_sandbox
+
+
+@pytest.mark.parametrize(("cores", "renderers"), [(1, 1), (2, 1), (4, 3), (64, 16)])
+def test_renderers_leave_one_core_to_the_orchestration(monkeypatch, cores, renderers):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.delenv("DEALFLOW_RENDER_PROCESSES", raising=False)
+    assert default_render_processes() == renderers
+    assert Settings(profile="sandbox").render_processes == renderers

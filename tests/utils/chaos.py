@@ -219,8 +219,9 @@ class WorkerChaos:
 
     def _spawn(self) -> subprocess.Popen:
         self.spawns += 1
-        # The production default of two renderers: five deals render at once here, and a worker
-        # lives only seconds, so a second renderer halves the renders its kill interrupts.
+        # Two renderers (the default leaves one core free: one renderer on this 2-core machine):
+        # five deals render at once here and a worker lives only seconds, so a second renderer
+        # halves the renders its kill interrupts.
         return start_worker(self.settings, self.settings.task_queue, render_processes=2)
 
     async def _started(self, stop: asyncio.Event) -> subprocess.Popen | None:
