@@ -126,8 +126,7 @@ async def test_renderers_exit_when_the_worker_that_started_them_is_killed(tmp_pa
         f"""
         import asyncio, pathlib, time
         from dealflow.render_pool import RenderPool
-        from dealflow.paths import PROJECT_ROOT
-from dealflow.rendering import TEMPLATES_DIR
+        from dealflow.rendering import TEMPLATES_DIR
 
         async def main():
             pool = RenderPool(TEMPLATES_DIR, processes=2)
