@@ -16,9 +16,18 @@ async def decide(client: Client, workflow_id: str, request: DecisionRequest) -> 
     return await handle.execute_update(ApprovalChainWorkflow.decide, request)
 
 
-async def reassign(client: Client, workflow_id: str, change: Reassignment) -> None:
-    """Tell a chain that an approver is out of office: their pending steps go to the delegate."""
-    await client.get_workflow_handle(workflow_id).signal(ApprovalChainWorkflow.reassign, change)
+async def reassign(client: Client, workflow_id: str, change: Reassignment) -> bool:
+    """Tell a chain that an approver is out of office: their pending steps go to the delegate.
+
+    False if the chain no longer runs although its mirror still shows the steps pending: ended
+    outside dealflow (terminated or reset in the Temporal UI), it has nobody left to tell."""
+    try:
+        await client.get_workflow_handle(workflow_id).signal(ApprovalChainWorkflow.reassign, change)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
 
 
 async def is_running(client: Client, workflow_id: str) -> bool:

@@ -384,21 +384,22 @@ async def out_of_office(
     )
     pending = await approvals_db.pending_steps_held_by(session, email=email)
     await session.commit()
+    change = Reassignment(
+        approver_email=email,
+        delegate_email=delegate.email,
+        reason=f"out of office until {until:%Y-%m-%d}",
+    )
+    told = set()
     for workflow_id in sorted({w for _, w in pending}):
-        await approval_chain.reassign(
-            temporal,
-            workflow_id,
-            Reassignment(
-                approver_email=email,
-                delegate_email=delegate.email,
-                reason=f"out of office until {until:%Y-%m-%d}",
-            ),
-        )
+        if await approval_chain.reassign(temporal, workflow_id, change):
+            told.add(workflow_id)
+        else:
+            log.warning("out of office: %s no longer runs; its steps stay as they are", workflow_id)
     return {
         "email": email,
         "until": until,
         "delegate_email": delegate.email,
-        "moved_steps": sorted(s for s, _ in pending),
+        "moved_steps": sorted(s for s, w in pending if w in told),
     }
 
 

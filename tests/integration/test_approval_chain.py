@@ -372,6 +372,36 @@ async def test_out_of_office_moves_pending_requests_to_the_delegate(http, auth, 
             person.ooo_until, person.ooo_delegate_email = None, None
 
 
+async def test_out_of_office_skips_a_chain_ended_outside_dealflow(
+    http, auth, sessions, temporal_client: Client
+):
+    """A chain terminated in the Temporal UI leaves its steps pending in the mirror; marking
+    their approver out of office still answers 200 and moves only what a running chain holds."""
+    ended = await create_deal(http, auth(REP), **BIG_DEAL)
+    running = await create_deal(http, auth(REP), **BIG_DEAL)
+    for deal in (ended, running):
+        await http.post(f"/v1/deals/{deal['id']}/ready-to-close", headers=auth(REP))
+        await slack_request_for(http, LEGAL, step(deal["id"], 0, "legal"))
+    await temporal_client.get_workflow_handle(approval_chain_workflow_id(ended["id"], 1)).terminate(
+        reason="ops, from the Temporal UI"
+    )
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).isoformat()
+    body = {"until": until, "delegate_email": SENIOR_COUNSEL}
+    try:
+        resp = await http.put(
+            f"/v1/approvers/{LEGAL}/out-of-office", json=body, headers=auth(LEGAL)
+        )
+        assert resp.status_code == 200, resp.text
+        moved = resp.json()["moved_steps"]
+        assert step(running["id"], 0, "legal") in moved
+        assert step(ended["id"], 0, "legal") not in moved
+        await slack_request_for(http, SENIOR_COUNSEL, step(running["id"], 0, "legal"))
+    finally:
+        async with sessions.begin() as s:
+            person = await s.get(Person, LEGAL)
+            person.ooo_until, person.ooo_delegate_email = None, None
+
+
 async def test_cancel_withdraws_pending_requests_updates_slack_and_kills_links(
     http, auth, temporal_client: Client
 ):
