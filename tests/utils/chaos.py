@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import signal
 import subprocess
@@ -497,3 +498,23 @@ async def attempts_needed(address: str, task_queue: str) -> dict[str, dict[str, 
         kind: {"executions": n, "retried": retried[kind], "most attempts": most[kind]}
         for kind, n in sorted(executions.items())
     }
+
+
+async def deliveries_completed(address: str, workflow_id: str) -> set[tuple[str, str]]:
+    """(step id, purpose) of each ``deliver`` activity an approval chain saw complete. A request
+    whose stage ended first (decided from the copy that went out) has its delivery cancelled,
+    and the copy still to go is not sent: a decided step needs no request."""
+    client = await Client.connect(address)
+    scheduled: dict[int, tuple[str, str]] = {}
+    done: set[tuple[str, str]] = set()
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name == "deliver":
+                arg = json.loads(attrs.input.payloads[0].data)
+                scheduled[event.event_id] = (arg["step"]["step_id"], arg["purpose"])
+        elif event.HasField("activity_task_completed_event_attributes"):
+            started = event.activity_task_completed_event_attributes.scheduled_event_id
+            if started in scheduled:
+                done.add(scheduled[started])
+    return done
