@@ -29,6 +29,7 @@ from dealflow.settings import SANDBOX_FILE, Settings
 from dealflow.stack import free_port, fresh_database, start_stripe_mock, temporal_dev_server
 from sandbox.server import run_sandbox
 from tests.utils.http import LIMITS
+from tests.utils.polling import eventually
 from worker import build_worker
 
 # The tests run in the sandbox profile, set here explicitly (the default is production): every
@@ -151,10 +152,13 @@ async def api_url(
         )
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:
+
+    async def started() -> bool:
         if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
+            task.result()  # raises what stopped it
+        return server.started
+
+    await eventually(started, what="the API")
     yield f"http://127.0.0.1:{api_port}"
     server.should_exit = True
     await task

@@ -22,6 +22,7 @@ from tests.utils.deals import (
     record_history,
     wait_for_stage,
 )
+from tests.utils.history import history_runs
 
 
 async def test_ready_to_close_prices_renders_and_plans_approvals(
@@ -187,20 +188,8 @@ async def test_large_eu_deal_plans_two_stages_and_the_eu_documents(http, auth, t
     # Five documents, rendered two per call (RENDER_AT_ONCE): three short activities, each
     # done in its first attempt.
     handle = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"]))
-    events = [e async for e in handle.fetch_history_events()]
-    renders = {
-        e.event_id
-        for e in events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "render_documents"
-    }
-    attempts = [
-        e.activity_task_started_event_attributes.attempt
-        for e in events
-        if e.HasField("activity_task_started_event_attributes")
-        and e.activity_task_started_event_attributes.scheduled_event_id in renders
-    ]
-    assert len(renders) == 3 and attempts == [1, 1, 1], attempts
+    attempts = [r.attempt for r in await history_runs(handle, "render_documents")]
+    assert attempts == [1, 1, 1], attempts
     by_stage = {(a["stage"], a["role"]) for a in live["approvals"]}
     assert by_stage == {
         (0, "finance_director"),

@@ -7,7 +7,6 @@ render runs, so it is never timed out and restarted from scratch.
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from api.closure import start_closure
@@ -15,6 +14,7 @@ from db import deals as deals_db
 from dealflow.holds import HoldPoints
 from dealflow.ids import deal_closure_workflow_id
 from tests.utils.deals import REP, create_deal, wait_for_stage
+from tests.utils.history import activity_runs, history_runs
 from tests.utils.polling import eventually, hold_reached
 from tests.utils.workers import start_worker, stop
 
@@ -22,10 +22,10 @@ from tests.utils.workers import start_worker, stop
 TIMEOUT_SECONDS = 3.0
 
 
-async def test_a_render_held_past_the_heartbeat_timeout_completes_in_one_attempt(
-    http, auth, temporal_client, settings, sessions
-):
-    deal = await create_deal(http, auth(REP))
+async def _closure_held_in_its_render(deal, temporal_client, settings, sessions):
+    """The deal's closure on a queue of its own with a worker process, its activity timeout
+    (and so the render's heartbeat timeout) short, held in its render: (holds, queue, the
+    closure's handle, the worker)."""
     queue = f"render-{uuid.uuid4().hex[:8]}"
     short = settings.model_copy(
         update={"task_queue": queue, "activity_timeout_seconds": TIMEOUT_SECONDS}
@@ -38,8 +38,23 @@ async def test_a_render_held_past_the_heartbeat_timeout_completes_in_one_attempt
             await start_closure(
                 temporal_client, short, await deals_db.get_deal(s, deal_id=deal["id"])
             )
-        handle = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"]))
         await hold_reached(holds, "render_documents", deal["id"])
+    except BaseException:
+        holds.release("render_documents", deal["id"])
+        stop(worker)
+        raise
+    handle = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"]))
+    return holds, queue, handle, worker
+
+
+async def test_a_render_held_past_the_heartbeat_timeout_completes_in_one_attempt(
+    http, auth, temporal_client, settings, sessions
+):
+    deal = await create_deal(http, auth(REP))
+    holds, queue, handle, worker = await _closure_held_in_its_render(
+        deal, temporal_client, settings, sessions
+    )
+    try:
 
         async def beating_past_the_timeout() -> bool:
             """The render's first attempt has beaten for longer than its heartbeat timeout."""
@@ -63,18 +78,7 @@ async def test_a_render_held_past_the_heartbeat_timeout_completes_in_one_attempt
     events = [e async for e in handle.fetch_history_events()]
     kinds = [e.WhichOneof("attributes") for e in events]
     assert "activity_task_timed_out_event_attributes" not in kinds
-    scheduled = {
-        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in events
-        if e.HasField("activity_task_scheduled_event_attributes")
-    }
-    render_attempts = [
-        e.activity_task_started_event_attributes.attempt
-        for e in events
-        if e.HasField("activity_task_started_event_attributes")
-        and scheduled[e.activity_task_started_event_attributes.scheduled_event_id]
-        == "render_documents"
-    ]
+    render_attempts = [r.attempt for r in activity_runs(events, "render_documents")]
     assert render_attempts == [1]
 
 
@@ -86,20 +90,10 @@ async def test_a_render_attempt_lost_with_its_worker_is_retried_one_document_at_
     a budget of its own. Under a worker that keeps dying, the smallest step is the one that ends."""
     # 5,000 employees: an MSA beside the order form, a package of two.
     deal = await create_deal(http, auth(REP), account={"employees": 5000})
-    queue = f"render-{uuid.uuid4().hex[:8]}"
-    short = settings.model_copy(
-        update={"task_queue": queue, "activity_timeout_seconds": TIMEOUT_SECONDS}
+    holds, queue, handle, worker = await _closure_held_in_its_render(
+        deal, temporal_client, settings, sessions
     )
-    holds = HoldPoints(settings.state_dir, enabled=True)
-    holds.arm("render_documents", deal["id"])
-    worker = start_worker(settings, queue)
-    try:
-        async with sessions() as s:
-            await start_closure(
-                temporal_client, short, await deals_db.get_deal(s, deal_id=deal["id"])
-            )
-        handle = temporal_client.get_workflow_handle(deal_closure_workflow_id(deal["id"]))
-        await hold_reached(holds, "render_documents", deal["id"])  # rendered, nothing stored
+    try:  # rendered, nothing stored yet
         worker.kill()  # SIGKILL, mid-render
         worker.wait()
         holds.arm("render_documents", deal["id"])  # hold the retry too, to see what it renders
@@ -116,31 +110,9 @@ async def test_a_render_attempt_lost_with_its_worker_is_retried_one_document_at_
     finally:
         holds.release("render_documents", deal["id"])
         stop(worker)
-    events = [e async for e in handle.fetch_history_events()]
-    scheduled = {
-        e.event_id
-        for e in events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "render_documents"
-    }
-    started = {
-        e.event_id: e.activity_task_started_event_attributes.attempt
-        for e in events
-        if e.HasField("activity_task_started_event_attributes")
-        and e.activity_task_started_event_attributes.scheduled_event_id in scheduled
-    }
     calls = [  # (attempt, documents stored so far, documents remaining) per call, in order
-        (
-            started[e.activity_task_completed_event_attributes.started_event_id],
-            len(result["documents"]),
-            result["remaining"],
-        )
-        for e in events
-        if e.HasField("activity_task_completed_event_attributes")
-        and e.activity_task_completed_event_attributes.started_event_id in started
-        for result in [
-            json.loads(e.activity_task_completed_event_attributes.result.payloads[0].data)
-        ]
+        (r.attempt, len(r.result["documents"]), r.result["remaining"])
+        for r in await history_runs(handle, "render_documents")
     ]
     assert [d["kind"] for d in live["documents"]] == ["order_form", "msa"]
     # The retry stored one document and left one; the next call, a first attempt, the other.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 import signal
 import subprocess
@@ -39,6 +38,7 @@ from temporalio.service import RPCError
 from dealflow.ids import search_attribute_cli_args
 from dealflow.settings import Settings
 from dealflow.stack import free_port
+from tests.utils.history import history_runs
 from tests.utils.polling import eventually
 from tests.utils.workers import start_worker
 
@@ -482,18 +482,11 @@ async def attempts_needed(address: str, task_queue: str) -> dict[str, dict[str, 
     retried: Counter[str] = Counter()
     most: Counter[str] = Counter()
     async for wf in client.list_workflows(f"TaskQueue = '{task_queue}'"):
-        kinds: dict[int, str] = {}  # scheduled event id -> activity type
-        handle = client.get_workflow_handle(wf.id, run_id=wf.run_id)
-        async for event in handle.fetch_history_events():
-            if event.HasField("activity_task_scheduled_event_attributes"):
-                scheduled = event.activity_task_scheduled_event_attributes
-                kinds[event.event_id] = scheduled.activity_type.name
-            elif event.HasField("activity_task_started_event_attributes"):
-                started = event.activity_task_started_event_attributes
-                kind = kinds.get(started.scheduled_event_id, "?")
-                executions[kind] += 1
-                retried[kind] += started.attempt > 1
-                most[kind] = max(most[kind], started.attempt)
+        for run in await history_runs(client.get_workflow_handle(wf.id, run_id=wf.run_id)):
+            if run.attempt:
+                executions[run.type] += 1
+                retried[run.type] += run.attempt > 1
+                most[run.type] = max(most[run.type], run.attempt)
     return {
         kind: {"executions": n, "retried": retried[kind], "most attempts": most[kind]}
         for kind, n in sorted(executions.items())
@@ -505,16 +498,8 @@ async def deliveries_completed(address: str, workflow_id: str) -> set[tuple[str,
     whose stage ended first (decided from the copy that went out) has its delivery cancelled,
     and the copy still to go is not sent: a decided step needs no request."""
     client = await Client.connect(address)
-    scheduled: dict[int, tuple[str, str]] = {}
-    done: set[tuple[str, str]] = set()
-    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == "deliver":
-                arg = json.loads(attrs.input.payloads[0].data)
-                scheduled[event.event_id] = (arg["step"]["step_id"], arg["purpose"])
-        elif event.HasField("activity_task_completed_event_attributes"):
-            started = event.activity_task_completed_event_attributes.scheduled_event_id
-            if started in scheduled:
-                done.add(scheduled[started])
-    return done
+    return {
+        (run.input["step"]["step_id"], run.input["purpose"])
+        for run in await history_runs(client.get_workflow_handle(workflow_id), "deliver")
+        if run.completed
+    }
